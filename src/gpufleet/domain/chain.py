@@ -1,0 +1,112 @@
+"""The ledger's envelope and its hash chain (pure: no storage here).
+
+Canonical encoding (documented in ``docs/ledger.md``): the fields below, in this
+order, each written as ``<byte length>:<UTF-8 bytes>,`` (a netstring), so no
+field can bleed into another::
+
+    seq, recorded_at, effective_date, actor, type, idempotency_key, prev_hash, payload
+
+``recorded_at`` is ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC), ``effective_date`` is
+``YYYY-MM-DD``, a missing idempotency key is the empty field ``~`` (which is not
+a netstring), and ``payload`` is the payload as canonical JSON (sorted keys, no
+spaces, UTF-8). ``hash = sha256(canonical).hexdigest()``; the first event's
+``prev_hash`` is 64 zeros.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from pydantic import BaseModel
+
+from gpufleet.errors import InputError
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One ledger entry. ``payload`` is canonical JSON text of a registered payload."""
+
+    seq: int
+    recorded_at: str
+    effective_date: date
+    actor: str
+    event_type: str
+    payload: str
+    idempotency_key: str | None
+    prev_hash: str
+    hash: str
+
+
+def canonical_json(model: BaseModel) -> str:
+    """The payload as canonical JSON: sorted keys, no spaces, dates as ISO strings."""
+    return json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _ns(text: str) -> str:
+    return f"{len(text.encode())}:{text},"
+
+
+def canonical_bytes(
+    seq: int,
+    recorded_at: str,
+    effective_date: str,
+    actor: str,
+    event_type: str,
+    idempotency_key: str | None,
+    prev_hash: str,
+    payload: str,
+) -> bytes:
+    key = "~" if idempotency_key is None else _ns(idempotency_key)
+    text = (
+        f"{_ns(str(seq))}{_ns(recorded_at)}{_ns(effective_date)}{_ns(actor)}"
+        f"{_ns(event_type)}{key}{_ns(prev_hash)}{_ns(payload)}"
+    )
+    return text.encode()
+
+
+def event_hash(*fields) -> str:
+    """SHA-256 of :func:`canonical_bytes` over the same fields, as hex."""
+    return hashlib.sha256(canonical_bytes(*fields)).hexdigest()
+
+
+def seal(
+    seq: int,
+    recorded_at: str,
+    effective_date: date,
+    actor: str,
+    event_type: str,
+    payload: str,
+    idempotency_key: str | None,
+    prev_hash: str,
+) -> Event:
+    """Build the event that follows ``prev_hash`` in the chain."""
+    digest = event_hash(
+        seq, recorded_at, effective_date.isoformat(), actor, event_type, idempotency_key, prev_hash, payload
+    )
+    return Event(seq, recorded_at, effective_date, actor, event_type, payload, idempotency_key, prev_hash, digest)
+
+
+def format_instant(moment: datetime) -> str:
+    """A UTC instant in the ledger's fixed format (microseconds, ``Z``)."""
+    if moment.tzinfo is None:
+        raise InputError("a time must carry a timezone (e.g. 2024-04-23T00:00:00Z)", field="recorded_at")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_instant(text: str, field: str = "time") -> datetime:
+    """Parse an ISO date or date-time; a date means 00:00 UTC, a naive time means UTC."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"'{text}' is not an ISO date or date-time", field=field) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def end_of_day(day: date) -> str:
+    """The last instant of ``day`` in the ledger's format: what was known by that day."""
+    return f"{day.isoformat()}T23:59:59.999999Z"

@@ -1,0 +1,364 @@
+"""Event payloads: every change to the fleet is one of these.
+
+An event is an envelope (sequence number, recorded time, effective date, actor,
+idempotency key, hashes; see :mod:`gpufleet.domain.ledger`) around one payload
+below. The payload's ``event_type`` is its name in the ledger. The effective
+date of the envelope is when the change takes place (a lot is delivered, a loan
+starts); payloads carry only the other dates.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gpufleet.domain.types import (
+    ClaimMetric,
+    Decision,
+    EntityId,
+    Gpus,
+    Id,
+    LoanId,
+    LotId,
+    ModelId,
+    PersonId,
+    PositiveGpus,
+    PurchaseOrderId,
+    Role,
+    SiteId,
+    StepId,
+    Usd,
+    Workload,
+)
+from gpufleet.errors import InputError
+
+Text = Annotated[str, Field(max_length=2000)]
+
+
+class Payload(BaseModel):
+    """Base of all payloads: immutable, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    event_type: ClassVar[str]
+
+
+EVENT_TYPES: dict[str, type[Payload]] = {}
+
+
+def event(name: str):
+    """Register a payload class under its ledger name."""
+
+    def register(cls: type[Payload]) -> type[Payload]:
+        cls.event_type = name
+        EVENT_TYPES[name] = cls
+        return cls
+
+    return register
+
+
+# -- parties ---------------------------------------------------------------------------
+
+
+@event("entity_registered")
+class EntityRegistered(Payload):
+    entity: EntityId
+    name: Text
+    parent: EntityId | None = None
+    kind: Annotated[str, Field(max_length=40)] = "company"
+
+
+@event("person_registered")
+class PersonRegistered(Payload):
+    person: PersonId
+    name: Text
+
+
+@event("role_assigned")
+class RoleAssigned(Payload):
+    person: PersonId
+    entity: EntityId
+    role: Role
+    family_of: PersonId | None = Field(
+        default=None, description="the person holds the role as family of this person"
+    )
+
+
+@event("gpu_model_registered")
+class GpuModelRegistered(Payload):
+    model: ModelId
+    name: Text
+    watts: Annotated[float, Field(gt=0, le=100_000, description="board power per GPU, W")]
+    memory_gb: Annotated[float, Field(gt=0, le=100_000)]
+
+
+# -- sites -----------------------------------------------------------------------------
+
+
+class CapacityStep(BaseModel):
+    """Capacity that comes online at a site on ``online_date`` (which can slip)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    step: StepId
+    online_date: date
+    slots: Annotated[int, Field(ge=0, description="GPU slots (rack positions)")]
+    mw: Annotated[float, Field(ge=0, le=100_000, description="IT+cooling power budget, MW")]
+
+
+@event("site_registered")
+class SiteRegistered(Payload):
+    site: SiteId
+    name: Text
+    owner: EntityId
+    pue: Annotated[float, Field(ge=1.0, le=5.0, description="power usage effectiveness")] = 1.3
+    capacity: list[CapacityStep] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_steps(self) -> SiteRegistered:
+        _require_unique([s.step for s in self.capacity], "capacity.step")
+        return self
+
+
+@event("site_capacity_added")
+class SiteCapacityAdded(Payload):
+    site: SiteId
+    capacity: CapacityStep
+
+
+@event("site_capacity_slipped")
+class SiteCapacitySlipped(Payload):
+    """A capacity step's online date moves (usually later)."""
+
+    site: SiteId
+    step: StepId
+    online_date: date
+    reason: Text = ""
+
+
+# -- supply ----------------------------------------------------------------------------
+
+
+class LotSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    lot: LotId
+    gpus: PositiveGpus
+    planned_date: date
+
+
+@event("purchase_order_placed")
+class PurchaseOrderPlaced(Payload):
+    po: PurchaseOrderId
+    buyer: EntityId
+    vendor: Text
+    model: ModelId
+    unit_price_usd: Usd
+    lots: Annotated[list[LotSpec], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_lots(self) -> PurchaseOrderPlaced:
+        _require_unique([x.lot for x in self.lots], "lots.lot")
+        return self
+
+
+@event("lot_rescheduled")
+class LotRescheduled(Payload):
+    lot: LotId
+    planned_date: date
+    reason: Text = ""
+
+
+@event("lot_shipped")
+class LotShipped(Payload):
+    lot: LotId
+
+
+@event("lot_delivered")
+class LotDelivered(Payload):
+    """The lot's GPUs arrive in its owner's warehouse (shipping is implied if not recorded)."""
+
+    lot: LotId
+
+
+@event("delivery_slot_swap")
+class DeliverySlotSwap(Payload):
+    """Two owners exchange undelivered lots: ``lots_a`` go to the owner of ``lots_b`` and back.
+
+    Both sides must be of one GPU model and the same number of GPUs, like the
+    December 2023 exchange of 12,000 shipped H100s for later delivery slots.
+    """
+
+    swap: Id
+    lots_a: Annotated[list[LotId], Field(min_length=1)]
+    lots_b: Annotated[list[LotId], Field(min_length=1)]
+    reason: Text = ""
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> DeliverySlotSwap:
+        _require_unique(self.lots_a + self.lots_b, "lots_a/lots_b")
+        return self
+
+
+@event("opening_balance")
+class OpeningBalance(Payload):
+    """GPUs held before the ledger starts: in the warehouse, or installed at ``site``."""
+
+    owner: EntityId
+    model: ModelId
+    gpus: PositiveGpus
+    site: SiteId | None = None
+    unit_price_usd: Usd = 0.0
+
+
+@event("gpus_installed")
+class GpusInstalled(Payload):
+    owner: EntityId
+    model: ModelId
+    site: SiteId
+    gpus: PositiveGpus
+
+
+@event("gpus_uninstalled")
+class GpusUninstalled(Payload):
+    owner: EntityId
+    model: ModelId
+    site: SiteId
+    gpus: PositiveGpus
+
+
+@event("gpus_failed")
+class GpusFailed(Payload):
+    """GPUs fail where they are: installed at ``site`` (serving their owner) or in the warehouse."""
+
+    owner: EntityId
+    model: ModelId
+    gpus: PositiveGpus
+    site: SiteId | None = None
+
+
+@event("gpus_repaired")
+class GpusRepaired(Payload):
+    owner: EntityId
+    model: ModelId
+    gpus: PositiveGpus
+
+
+@event("gpus_retired")
+class GpusRetired(Payload):
+    """GPUs leave service for good, from ``site`` if given, else from failed, else warehouse."""
+
+    owner: EntityId
+    model: ModelId
+    gpus: PositiveGpus
+    site: SiteId | None = None
+    from_failed: bool = False
+
+
+# -- use -------------------------------------------------------------------------------
+
+
+@event("loan_opened")
+class LoanOpened(Payload):
+    """The lender's GPUs installed at ``site`` serve the borrower from the effective date."""
+
+    loan: LoanId
+    lender: EntityId
+    borrower: EntityId
+    model: ModelId
+    site: SiteId
+    gpus: PositiveGpus
+    end_date: date
+    fee_usd_per_gpu_hour: Usd = 0.0
+    reclaim_notice_days: Annotated[int, Field(ge=0, le=3650)] = 0
+
+    @model_validator(mode="after")
+    def _two_parties(self) -> LoanOpened:
+        if self.lender == self.borrower:
+            raise ValueError("lender and borrower must differ")
+        return self
+
+
+@event("loan_reclaimed")
+class LoanReclaimed(Payload):
+    """The lender takes ``gpus`` back; effective no earlier than notice + reclaim notice."""
+
+    loan: LoanId
+    gpus: PositiveGpus
+    notice_given_on: date
+
+
+@event("loan_closed")
+class LoanClosed(Payload):
+    """The loan ends; every GPU still lent returns to its owner."""
+
+    loan: LoanId
+
+
+@event("demand_recorded")
+class DemandRecorded(Payload):
+    demand: Id
+    entity: EntityId
+    start: date
+    end: date
+    gpus: PositiveGpus
+    value_usd_per_gpu_hour: Usd
+    workload: Workload = Workload.TRAINING
+    tier: Annotated[int, Field(ge=0, le=9, description="0 is the most important")] = 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DemandRecorded:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+# -- governance ------------------------------------------------------------------------
+
+
+@event("claim_recorded")
+class ClaimRecorded(Payload):
+    """A public claim, stated on the effective date."""
+
+    claim: Id
+    claimant: EntityId
+    person: PersonId | None = None
+    metric: ClaimMetric
+    model: ModelId | None = None
+    target: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    deadline: date
+    period_start: date | None = None
+    source_url: Annotated[str, Field(max_length=500)] = ""
+    quote: Text = ""
+
+
+@event("approval_recorded")
+class ApprovalRecorded(Payload):
+    approval: Id
+    subject: Annotated[str, Field(max_length=200, description="what is approved, e.g. swap:ID")]
+    decision: Decision
+    person: PersonId
+    reason: Text = ""
+
+
+@event("event_voided")
+class EventVoided(Payload):
+    """A correction: the event ``seq`` is treated as never having happened, from now on."""
+
+    seq: Annotated[int, Field(ge=1)]
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+def payload_class(event_type: str) -> type[Payload]:
+    try:
+        return EVENT_TYPES[event_type]
+    except KeyError:
+        known = ", ".join(sorted(EVENT_TYPES))
+        raise InputError(f"unknown event type '{event_type}' (known: {known})", field="type")
+
+
+def _require_unique(values: list[str], field: str) -> None:
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"duplicate id '{v}' in {field}")
+        seen.add(v)

@@ -1,0 +1,356 @@
+"""The append-only, bitemporal, hash-chained event store.
+
+A :class:`Ledger` works inside a transaction that its caller (a service) owns:
+``with engine.begin() as conn: Ledger(conn).append(...)``. If anything raises,
+the caller's transaction rolls back and nothing is written.
+
+Appends are serialized by locking the head row (``SELECT ... FOR UPDATE`` on
+PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite). Each append checks the fleet's
+invariants over the whole effective timeline from the new event's date on: an
+event recorded late (effective before the latest effective date) refolds the
+timeline after it, and is refused if any later event would become impossible.
+
+Recorded times never go backwards along the chain, so "as known at T" is always a
+prefix of the chain, and every prefix was checked when it was written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import Connection, and_, func, insert, select, update
+
+from gpufleet.domain import chain
+from gpufleet.domain.chain import GENESIS_HASH, Event
+from gpufleet.domain.events import EventVoided, Payload
+from gpufleet.domain.fold import Row, fold, voided_seqs
+from gpufleet.domain.state import FleetState
+from gpufleet.errors import ConflictError, GpufleetError, InputError, InvariantViolation
+from gpufleet.ledger.schema import events, ledger_head, snapshots
+
+SNAPSHOT_EVERY = 5_000  # events between snapshots; a query folds at most about this many
+_ROW_COLUMNS = (events.c.seq, events.c.effective_date, events.c.type, events.c.payload)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """An event to append. ``recorded_at`` defaults to now (set it only to backfill history)."""
+
+    payload: Payload
+    effective_date: date
+    actor: str
+    idempotency_key: str | None = None
+    recorded_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Head:
+    seq: int
+    hash: str
+    recorded_at: str
+    frontier: date | None
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    events_checked: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+
+class Ledger:
+    def __init__(self, conn: Connection, snapshot_every: int = SNAPSHOT_EVERY):
+        self.conn = conn
+        self.snapshot_every = snapshot_every
+
+    # -- reading ------------------------------------------------------------------------
+
+    def head(self, lock: bool = False) -> Head:
+        query = select(ledger_head).where(ledger_head.c.id == 1)
+        if lock:
+            query = query.with_for_update()
+        row = self.conn.execute(query).one()
+        frontier = date.fromisoformat(row.frontier) if row.frontier else None
+        return Head(row.seq, row.hash, row.recorded_at, frontier)
+
+    def known_seq(self, known_at: str | None) -> int:
+        """The last sequence number recorded at or before ``known_at`` (``None``: now)."""
+        if known_at is None:
+            return self.head().seq
+        found = self.conn.execute(select(func.max(events.c.seq)).where(events.c.recorded_at <= known_at)).scalar()
+        return found or 0
+
+    def events(
+        self, since_seq: int = 0, until_seq: int | None = None, types: Sequence[str] = (), limit: int | None = None
+    ) -> Iterator[Event]:
+        query = select(events).where(events.c.seq > since_seq).order_by(events.c.seq)
+        if until_seq is not None:
+            query = query.where(events.c.seq <= until_seq)
+        if types:
+            query = query.where(events.c.type.in_(list(types)))
+        if limit is not None:
+            query = query.limit(limit)
+        for r in self.conn.execute(query):
+            yield Event(
+                r.seq, r.recorded_at, date.fromisoformat(r.effective_date), r.actor, r.type, r.payload,
+                r.idempotency_key, r.prev_hash, r.hash,
+            )
+
+    def state(self, as_of: date | None = None, known_at: str | None = None, use_snapshots: bool = True) -> FleetState:
+        """The fleet on ``as_of`` (default: every effective date), as recorded by ``known_at``."""
+        return self._state(as_of, self.known_seq(known_at), use_snapshots=use_snapshots)
+
+    def _state(self, as_of: date | None, known: int, extra_voided: set[int] = frozenset(),
+               use_snapshots: bool = True) -> FleetState:
+        voided = self._voided(known) | extra_voided
+        base, base_date = FleetState(), None
+        if use_snapshots:
+            found = self._usable_snapshot(as_of, known)
+            if found is not None:
+                base, base_date = found
+        rows = self._rows(known, after=base_date, upto=as_of)
+        return fold(base, rows, voided)
+
+    def _rows(self, known: int, after: date | None, upto: date | None) -> Iterator[Row]:
+        query = select(*_ROW_COLUMNS).where(events.c.seq <= known)
+        if after is not None:
+            query = query.where(events.c.effective_date > after.isoformat())
+        if upto is not None:
+            query = query.where(events.c.effective_date <= upto.isoformat())
+        query = query.order_by(events.c.effective_date, events.c.seq)
+        for seq, eff, kind, payload in self.conn.execute(query):
+            yield seq, date.fromisoformat(eff), kind, payload
+
+    def _voided(self, known: int) -> set[int]:
+        query = select(events.c.payload).where(events.c.type == EventVoided.event_type, events.c.seq <= known)
+        return voided_seqs(self.conn.execute(query).scalars())
+
+    def _usable_snapshot(self, as_of: date | None, known: int) -> tuple[FleetState, date] | None:
+        """The newest snapshot that is exactly the fold of its prefix for this query.
+
+        A snapshot ``(S, D)`` holds every event with seq <= S and effective <= D. It is
+        usable when ``S <= known``, ``D <= as_of``, no event in ``(S, known]`` is effective
+        on or before D. Voids are stored with the voided event's effective date, so a
+        later correction of an event inside the snapshot makes it unusable too.
+        """
+        query = select(snapshots.c.seq, snapshots.c.effective_date).where(snapshots.c.seq <= known)
+        if as_of is not None:
+            query = query.where(snapshots.c.effective_date <= as_of.isoformat())
+        for seq, eff in self.conn.execute(query.order_by(snapshots.c.seq.desc()).limit(4)).all():
+            later = select(events.c.seq).where(
+                and_(events.c.seq > seq, events.c.seq <= known, events.c.effective_date <= eff)
+            ).limit(1)
+            if self.conn.execute(later).first() is not None:
+                continue
+            text = self.conn.execute(select(snapshots.c.state).where(snapshots.c.seq == seq)).scalar_one()
+            return FleetState.from_dict(json.loads(text)), date.fromisoformat(eff)
+        return None
+
+    # -- appending ----------------------------------------------------------------------
+
+    def append(self, drafts: Sequence[Draft], now: datetime | None = None) -> list[Event]:
+        """Validate and append ``drafts`` in order; return their events (the stored ones for retries).
+
+        Either every draft is accepted or an error is raised; the caller's transaction
+        then rolls back and nothing is written.
+        """
+        now_text = chain.format_instant(now or datetime.now(UTC))
+        writer = _Writer(self, self.head(lock=True))
+        out = [writer.add(d, now_text) for d in drafts]
+        writer.finish()
+        return out
+
+    # -- verification -------------------------------------------------------------------
+
+    def verify(self, expect_head: str | None = None) -> VerifyReport:
+        """Walk the chain; report the first event that was edited, deleted, inserted or moved."""
+        head = self.head()
+        prev_hash, expected, last_recorded = GENESIS_HASH, 1, ""
+        result = self.conn.execution_options(yield_per=20_000).execute(
+            select(
+                events.c.seq, events.c.recorded_at, events.c.effective_date, events.c.actor, events.c.type,
+                events.c.idempotency_key, events.c.prev_hash, events.c.payload, events.c.hash,
+            ).order_by(events.c.seq)
+        )
+        hasher = chain.event_hash
+        for seq, rec, eff, actor, kind, key, prev, payload, digest in result.tuples():
+            bad = None
+            if seq != expected:
+                bad = (expected, f"event {expected} is missing (next stored is {seq})") if seq > expected else \
+                    (seq, f"event {seq} appears twice or out of order")
+            elif prev != prev_hash:
+                bad = (seq, f"event {seq} does not link to event {seq - 1} (prev_hash differs)")
+            elif hasher(seq, rec, eff, actor, kind, key, prev, payload) != digest:
+                bad = (seq, f"event {seq} was altered: its content does not match its hash")
+            elif rec < last_recorded:
+                bad = (seq, f"event {seq} is recorded before event {seq - 1}")
+            if bad:
+                result.close()
+                return VerifyReport(False, expected - 1, head.seq, head.hash, bad[0], bad[1])
+            prev_hash, expected, last_recorded = digest, seq + 1, rec
+        count = expected - 1
+        if (head.seq, head.hash) != (count, prev_hash):
+            where = count + 1 if head.seq > count else head.seq + 1
+            return VerifyReport(False, count, head.seq, head.hash, where,
+                                f"the ledger head records event {head.seq} but the chain ends at event {count}")
+        if expect_head is not None and expect_head != prev_hash:
+            return VerifyReport(False, count, head.seq, head.hash, count,
+                                f"the chain's last hash {prev_hash[:16]}... is not the expected {expect_head[:16]}...")
+        return VerifyReport(True, count, head.seq, head.hash)
+
+
+class _Writer:
+    """One append batch: keeps the head state in memory and buffers inserts."""
+
+    def __init__(self, ledger: Ledger, head: Head):
+        self.ledger, self.conn, self.head = ledger, ledger.conn, head
+        self.state: FleetState | None = None  # fold of every event, loaded lazily
+        self.buffer: list[dict] = []
+        self.by_key: dict[str, Event] = {}
+        self.last_snapshot = self.conn.execute(select(func.max(snapshots.c.seq))).scalar() or 0
+
+    def add(self, draft: Draft, now_text: str) -> Event:
+        if draft.idempotency_key is not None:
+            existing = self._existing(draft.idempotency_key)
+            if existing is not None:
+                return self._same_or_conflict(existing, draft)
+        recorded = draft.recorded_at or now_text
+        if recorded > now_text:
+            raise InputError(f"recorded time {recorded} is in the future", field="recorded_at")
+        if self.head.recorded_at and recorded < self.head.recorded_at:
+            raise ConflictError(
+                f"recorded time {recorded} is before the ledger's last record ({self.head.recorded_at}); "
+                "the ledger's recorded time never goes backwards"
+            )
+        payload_json = chain.canonical_json(draft.payload)
+        effective = self._effective(draft)
+        self._check(draft.payload, effective)
+        event = chain.seal(self.head.seq + 1, recorded, effective, draft.actor, draft.payload.event_type,
+                           payload_json, draft.idempotency_key, self.head.hash)
+        self.buffer.append(_row(event))
+        if draft.idempotency_key is not None:
+            self.by_key[draft.idempotency_key] = event
+        frontier = max(self.head.frontier, effective) if self.head.frontier else effective
+        self.head = Head(event.seq, event.hash, recorded, frontier)
+        return event
+
+    def finish(self) -> None:
+        self._flush()
+        self.conn.execute(
+            update(ledger_head).where(ledger_head.c.id == 1).values(
+                seq=self.head.seq, hash=self.head.hash, recorded_at=self.head.recorded_at,
+                frontier=self.head.frontier.isoformat() if self.head.frontier else None,
+            )
+        )
+
+    # -- invariant checks ------------------------------------------------------------------
+
+    def _check(self, payload: Payload, effective: date) -> None:
+        state = self._head_state()
+        frontier = self.head.frontier
+        is_void = isinstance(payload, EventVoided)
+        if not is_void and (frontier is None or effective >= frontier):
+            if frontier is not None and effective > frontier and self.head.seq - self.last_snapshot >= \
+                    self.ledger.snapshot_every:
+                self._snapshot(state, self.head.seq, frontier)
+            try:
+                state.apply(payload, effective)
+            except GpufleetError as exc:
+                self.state = None  # a handler may have been part-way; reload if the batch goes on
+                raise _refused(payload, effective, exc) from None
+            return
+        self.state = self._refold(payload, effective)
+
+    def _refold(self, payload: Payload, effective: date) -> FleetState:
+        """Fold the timeline from ``effective`` on with the new event in place; refuse if it breaks."""
+        self._flush()
+        extra = {payload.seq} if isinstance(payload, EventVoided) else set()
+        known = self.head.seq
+        base = self.ledger._state(effective - timedelta(days=1), known, extra)
+        voided = self.ledger._voided(known) | extra
+        later = list(self.ledger._rows(known, after=effective - timedelta(days=1), upto=None))
+        new_seq = known + 1
+        rows = sorted([*later, (new_seq, effective, payload.event_type, chain.canonical_json(payload))],
+                      key=lambda r: (r[1], r[0]))
+        try:
+            return fold(base, rows, voided)
+        except InvariantViolation as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, GpufleetError) else exc
+            if f"event {new_seq} (" in exc.message:
+                raise _refused(payload, effective, cause) from None
+            raise InvariantViolation(
+                f"{payload.event_type} effective {effective} would break the later history: {exc.message}"
+            ) from None
+
+    def _head_state(self) -> FleetState:
+        if self.state is None:
+            self._flush()
+            self.state = self.ledger._state(None, self.head.seq)
+        return self.state
+
+    def _effective(self, draft: Draft) -> date:
+        if not isinstance(draft.payload, EventVoided):
+            return draft.effective_date
+        target = self.conn.execute(select(events.c.effective_date, events.c.type)
+                                   .where(events.c.seq == draft.payload.seq)).first()
+        if target is None:
+            raise InputError(f"there is no event {draft.payload.seq} to void", field="seq")
+        if target.type == EventVoided.event_type:
+            raise InputError(f"event {draft.payload.seq} is itself a correction; record the event again instead",
+                             field="seq")
+        if draft.payload.seq in self.ledger._voided(self.head.seq):
+            raise ConflictError(f"event {draft.payload.seq} is already voided")
+        return date.fromisoformat(target.effective_date)
+
+    def _snapshot(self, state: FleetState, seq: int, on: date) -> None:
+        self._flush()
+        text = json.dumps(state.to_dict(), separators=(",", ":"))
+        self.conn.execute(insert(snapshots).values(seq=seq, effective_date=on.isoformat(), state=text))
+        self.last_snapshot = seq
+
+    # -- idempotency --------------------------------------------------------------------
+
+    def _existing(self, key: str) -> Event | None:
+        if key in self.by_key:
+            return self.by_key[key]
+        row = self.conn.execute(select(events.c.seq).where(events.c.idempotency_key == key)).first()
+        return next(self.ledger.events(row.seq - 1, row.seq)) if row else None
+
+    @staticmethod
+    def _same_or_conflict(existing: Event, draft: Draft) -> Event:
+        same = (existing.event_type == draft.payload.event_type
+                and existing.payload == chain.canonical_json(draft.payload)
+                and existing.effective_date == draft.effective_date)
+        if not same:
+            raise ConflictError(
+                f"idempotency key '{draft.idempotency_key}' was used by event {existing.seq} for a different change",
+                field="idempotency_key",
+            )
+        return existing
+
+    def _flush(self) -> None:
+        if self.buffer:
+            self.conn.execute(insert(events), self.buffer)
+            self.buffer = []
+
+
+def _row(e: Event) -> dict:
+    return {
+        "seq": e.seq, "recorded_at": e.recorded_at, "effective_date": e.effective_date.isoformat(),
+        "actor": e.actor, "type": e.event_type, "payload": e.payload, "idempotency_key": e.idempotency_key,
+        "prev_hash": e.prev_hash, "hash": e.hash,
+    }
+
+
+def _refused(payload: Payload, effective: date, exc: GpufleetError) -> InvariantViolation:
+    error = InvariantViolation(f"{payload.event_type} effective {effective} refused: {exc.message}",
+                               field=exc.field)
+    if isinstance(exc, InputError):
+        error = type(exc)(f"{payload.event_type} effective {effective} refused: {exc.message}", field=exc.field)
+    return error
