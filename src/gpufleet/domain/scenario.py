@@ -16,7 +16,7 @@ with an explicit ``type``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
@@ -30,7 +30,7 @@ SourceId = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int)
 class Provenance(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     on: date | None = Field(default=None, description="effective date; defaults per section")
-    recorded: date | str | None = Field(default=None, description="recorded time (ISO date or date-time, UTC)")
+    recorded: datetime | date | None = Field(default=None, description="recorded time (ISO date or date-time, UTC)")
     source: list[SourceId] = Field(default_factory=list, description="ids from the file's `sources`")
     assumption: str | None = Field(default=None, description="why a number without a source is what it is")
 
@@ -93,7 +93,7 @@ class ScenarioEvent:
 
     payload: ev.Payload
     effective_date: date
-    recorded: date | str | None
+    recorded: datetime | date | None
     path: tuple[str | int, ...]
 
 

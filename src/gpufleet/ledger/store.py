@@ -44,6 +44,7 @@ class Draft:
     actor: str
     idempotency_key: str | None = None
     recorded_at: str | None = None
+    origin: str | None = None  # where the draft came from (file:line), for error messages
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,13 @@ class Ledger:
         """
         now_text = chain.format_instant(now or datetime.now(UTC))
         writer = _Writer(self, self.head(lock=True))
-        out = [writer.add(d, now_text) for d in drafts]
+        out = []
+        for draft in drafts:
+            try:
+                out.append(writer.add(draft, now_text))
+            except GpufleetError as exc:
+                exc.location = exc.location or draft.origin
+                raise
         writer.finish()
         return out
 
@@ -326,7 +333,7 @@ class _Writer:
     def _same_or_conflict(existing: Event, draft: Draft) -> Event:
         same = (existing.event_type == draft.payload.event_type
                 and existing.payload == chain.canonical_json(draft.payload)
-                and existing.effective_date == draft.effective_date)
+                and (isinstance(draft.payload, EventVoided) or existing.effective_date == draft.effective_date))
         if not same:
             raise ConflictError(
                 f"idempotency key '{draft.idempotency_key}' was used by event {existing.seq} for a different change",

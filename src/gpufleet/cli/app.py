@@ -1,0 +1,290 @@
+"""Commands of ``gpufleet``: thin shells over :class:`FleetService`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gpufleet.cli import render
+from gpufleet.cli.render import Format, console
+from gpufleet.domain.scenario import json_schema
+from gpufleet.ledger.db import DEFAULT_DB
+from gpufleet.services.fleet import FleetService, make_payload, parse_date
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="gpufleet: the system of record and planner for a GPU fleet shared by several entities.")
+ledger_app = typer.Typer(no_args_is_help=True, help="Check the ledger's hash chain.")
+loan_app = typer.Typer(no_args_is_help=True, help="Open, reclaim or close a loan of installed GPUs.")
+schema_app = typer.Typer(no_args_is_help=True, help="Print JSON Schemas of the file formats.")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(loan_app, name="loan")
+app.add_typer(schema_app, name="schema")
+
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json or csv")]
+OnOpt = Annotated[str | None, typer.Option("--on", help="effective date YYYY-MM-DD (default: today)")]
+ActorOpt = Annotated[str | None, typer.Option("--actor", help="who records it (default: your user name)")]
+KeyOpt = Annotated[str | None, typer.Option("--idempotency-key", help="a retried write with the same key is applied once")]
+
+
+class Settings:
+    db: str = DEFAULT_DB
+
+
+@app.callback()
+def _root(db: Annotated[str, typer.Option("--db", envvar="GPUFLEET_DB",
+                                          help="database URL or SQLite file path")] = DEFAULT_DB) -> None:
+    Settings.db = db
+
+
+def _fleet(create: bool = False) -> FleetService:
+    return FleetService.open(Settings.db, create=create)
+
+
+# -- set-up and loading ----------------------------------------------------------------
+
+
+@app.command()
+def init() -> None:
+    """Create the ledger (or migrate it to the newest schema)."""
+    _fleet(create=True)
+    console.print(f"ledger ready at {Settings.db}")
+
+
+@app.command()
+def load(file: Path, actor: ActorOpt = None) -> None:
+    """Validate a scenario file and append it to the ledger in one transaction (all or nothing)."""
+    result = _fleet(create=True).load(file, actor)
+    console.print(f"loaded {result.events} events from {file} (seq {result.first_seq}..{result.last_seq}); "
+                  f"head {result.head_hash[:16]}")
+
+
+@app.command()
+def status(
+    as_of: Annotated[str | None, typer.Option(help="effective date YYYY-MM-DD (default: latest)")] = None,
+    known_at: Annotated[str | None, typer.Option(help="as recorded by this date or date-time (default: now)")] = None,
+    entity: Annotated[str | None, typer.Option(help="only this entity")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """The fleet on a date, as the ledger knew it at a time."""
+    report = _fleet().status(parse_date(as_of, "as_of"), known_at, entity)
+    if fmt is Format.json:
+        render.print_json(report)
+    elif fmt is Format.csv:
+        render.print_csv(report["holdings"])
+    else:
+        _print_status(report)
+
+
+def _print_status(report: dict) -> None:
+    known = f", as known at {report['known_at']}" if report["known_at"] else ""
+    console.print(f"[bold]Fleet as of {report['as_of']}{known}[/] (ledger seq {report['ledger_seq']})")
+    console.print(render.table("Holdings (GPUs)", report["holdings"]))
+    for section, title in [("sites", "Sites"), ("loans", "Loans"), ("transfers", "Transfers between entities"),
+                           ("claims", "Claims against the record")]:
+        if report[section]:
+            console.print(render.table(title, report[section]))
+
+
+@app.command()
+def events(
+    since: Annotated[int, typer.Option(help="after this sequence number")] = 0,
+    until: Annotated[int | None, typer.Option(help="up to this sequence number")] = None,
+    type_: Annotated[list[str] | None, typer.Option("--type", help="only these event types")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """List ledger events in sequence order."""
+    service = _fleet()
+    rows = [asdict(e) | {"effective_date": e.effective_date.isoformat(), "payload": json.loads(e.payload)}
+            for e in service.events(since, until, type_ or (), limit)]
+    if fmt is Format.json:
+        render.print_json(rows)
+    elif fmt is Format.csv:
+        render.print_csv([r | {"payload": json.dumps(r["payload"], sort_keys=True)} for r in rows])
+    else:
+        shown = [r | {"payload": json.dumps(r["payload"], sort_keys=True)[:80], "hash": r["hash"][:12]} for r in rows]
+        console.print(render.table("Events", shown, ["seq", "recorded_at", "effective_date", "actor", "event_type",
+                                                     "payload", "hash"]))
+
+
+# -- the ledger ------------------------------------------------------------------------
+
+
+@ledger_app.command("verify")
+def verify(
+    expect_head: Annotated[str | None, typer.Option(help="the head hash you anchored earlier")] = None,
+    replay: Annotated[bool, typer.Option(help="also replay every event and recount the invariants")] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Check the hash chain; exit 1 naming the first bad sequence number."""
+    service = _fleet()
+    report = service.verify(expect_head)
+    out = asdict(report)
+    if report.ok and replay:
+        rep = service.replay()
+        out |= {"ok": rep.ok, "replay_problems": rep.problems}
+    if fmt is Format.json:
+        render.print_json(out)
+    elif out["ok"]:
+        console.print(f"ledger OK: {report.events_checked:,} events, head {report.head_hash}")
+    else:
+        where = f"first bad event: {report.first_bad_seq}: {report.reason}" if not report.ok else \
+            "replay: " + "; ".join(out["replay_problems"])
+        render.errors.print(f"ledger does NOT verify: {where}", markup=False, highlight=False)
+    if not out["ok"]:
+        raise typer.Exit(1)
+
+
+@ledger_app.command("head")
+def head() -> None:
+    """Print the head's sequence number and hash (anchor it somewhere else to detect truncation)."""
+    h = _fleet().head()
+    console.print(f"{h.seq} {h.hash}")
+
+
+@schema_app.command("scenario")
+def schema_scenario() -> None:
+    """The JSON Schema of scenario files, generated from the models."""
+    render.print_json(json_schema())
+
+
+# -- recording everyday events -----------------------------------------------------------
+
+
+def _record(event_type: str, data: dict, on: str | None, actor: str | None, key: str | None) -> None:
+    payload = make_payload(event_type, {k: v for k, v in data.items() if v is not None})
+    event = _fleet().record(payload, parse_date(on, "on"), actor, key)
+    console.print(f"recorded event {event.seq}: {event.event_type} effective {event.effective_date} "
+                  f"(hash {event.hash[:16]})")
+
+
+@app.command()
+def record(
+    event_type: Annotated[str, typer.Argument(help="any event type, e.g. lot_rescheduled")],
+    data: Annotated[str, typer.Option("--data", help="the payload as a JSON object")],
+    on: OnOpt = None, actor: ActorOpt = None, idempotency_key: KeyOpt = None,
+) -> None:
+    """Record any event from its JSON payload (see docs/events.md)."""
+    try:
+        fields = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
+    if not isinstance(fields, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="--data")
+    _record(event_type, fields, on, actor, idempotency_key)
+
+
+@app.command()
+def ship(lot: str, on: OnOpt = None, actor: ActorOpt = None, idempotency_key: KeyOpt = None) -> None:
+    """A delivery lot leaves the vendor."""
+    _record("lot_shipped", {"lot": lot}, on, actor, idempotency_key)
+
+
+@app.command()
+def deliver(lot: str, on: OnOpt = None, actor: ActorOpt = None, idempotency_key: KeyOpt = None) -> None:
+    """A delivery lot arrives in its owner's warehouse."""
+    _record("lot_delivered", {"lot": lot}, on, actor, idempotency_key)
+
+
+@app.command()
+def install(
+    owner: Annotated[str, typer.Option()], model: Annotated[str, typer.Option()],
+    site: Annotated[str, typer.Option()], gpus: Annotated[int, typer.Option()],
+    on: OnOpt = None, actor: ActorOpt = None, idempotency_key: KeyOpt = None,
+) -> None:
+    """Install GPUs from the owner's warehouse at a site (checked against slots and power)."""
+    _record("gpus_installed", {"owner": owner, "model": model, "site": site, "gpus": gpus}, on, actor,
+            idempotency_key)
+
+
+@app.command()
+def fail(
+    owner: Annotated[str, typer.Option()], model: Annotated[str, typer.Option()],
+    gpus: Annotated[int, typer.Option()],
+    site: Annotated[str | None, typer.Option(help="where they were installed (default: the warehouse)")] = None,
+    on: OnOpt = None, actor: ActorOpt = None, idempotency_key: KeyOpt = None,
+) -> None:
+    """Record failed GPUs."""
+    _record("gpus_failed", {"owner": owner, "model": model, "gpus": gpus, "site": site}, on, actor,
+            idempotency_key)
+
+
+@app.command()
+def retire(
+    owner: Annotated[str, typer.Option()], model: Annotated[str, typer.Option()],
+    gpus: Annotated[int, typer.Option()],
+    site: Annotated[str | None, typer.Option(help="retire installed GPUs from this site")] = None,
+    from_failed: Annotated[bool, typer.Option(help="retire failed GPUs")] = False,
+    on: OnOpt = None, actor: ActorOpt = None, idempotency_key: KeyOpt = None,
+) -> None:
+    """Retire GPUs for good."""
+    _record("gpus_retired", {"owner": owner, "model": model, "gpus": gpus, "site": site,
+                             "from_failed": from_failed}, on, actor, idempotency_key)
+
+
+@app.command()
+def claim(
+    claim_id: Annotated[str, typer.Argument(metavar="CLAIM")],
+    claimant: Annotated[str, typer.Option()],
+    metric: Annotated[str, typer.Option(help="active_gpus or gpu_spend_usd")],
+    target: Annotated[float, typer.Option()],
+    deadline: Annotated[str, typer.Option(help="YYYY-MM-DD")],
+    model: Annotated[str | None, typer.Option()] = None,
+    person: Annotated[str | None, typer.Option()] = None,
+    period_start: Annotated[str | None, typer.Option(help="start of the period for spend claims")] = None,
+    source_url: Annotated[str | None, typer.Option()] = None,
+    on: Annotated[str | None, typer.Option("--on", help="the date the claim was stated")] = None,
+    actor: ActorOpt = None, idempotency_key: KeyOpt = None,
+) -> None:
+    """Record a public claim (stated on --on)."""
+    _record("claim_recorded", {
+        "claim": claim_id, "claimant": claimant, "metric": metric, "target": target, "deadline": deadline,
+        "model": model, "person": person, "period_start": period_start, "source_url": source_url,
+    }, on, actor, idempotency_key)
+
+
+@loan_app.command("open")
+def loan_open(
+    loan: str,
+    lender: Annotated[str, typer.Option()], borrower: Annotated[str, typer.Option()],
+    model: Annotated[str, typer.Option()], site: Annotated[str, typer.Option()],
+    gpus: Annotated[int, typer.Option()], end: Annotated[str, typer.Option(help="end date YYYY-MM-DD")],
+    fee: Annotated[float, typer.Option(help="USD per GPU-hour")] = 0.0,
+    notice_days: Annotated[int, typer.Option(help="reclaim notice in days")] = 0,
+    on: OnOpt = None, actor: ActorOpt = None, idempotency_key: KeyOpt = None,
+) -> None:
+    """Lend installed GPUs from --on until --end."""
+    _record("loan_opened", {
+        "loan": loan, "lender": lender, "borrower": borrower, "model": model, "site": site, "gpus": gpus,
+        "end_date": end, "fee_usd_per_gpu_hour": fee, "reclaim_notice_days": notice_days,
+    }, on, actor, idempotency_key)
+
+
+@loan_app.command("reclaim")
+def loan_reclaim(
+    loan: str, gpus: Annotated[int, typer.Option()],
+    notice_given_on: Annotated[str, typer.Option(help="when the lender gave notice, YYYY-MM-DD")],
+    on: OnOpt = None, actor: ActorOpt = None, idempotency_key: KeyOpt = None,
+) -> None:
+    """Take lent GPUs back (effective --on, no earlier than the notice period allows)."""
+    _record("loan_reclaimed", {"loan": loan, "gpus": gpus, "notice_given_on": notice_given_on}, on, actor,
+            idempotency_key)
+
+
+@loan_app.command("close")
+def loan_close(loan: str, on: OnOpt = None, actor: ActorOpt = None, idempotency_key: KeyOpt = None) -> None:
+    """End a loan; the GPUs still lent return to the lender."""
+    _record("loan_closed", {"loan": loan}, on, actor, idempotency_key)
+
+
+@app.command()
+def void(
+    seq: int, reason: Annotated[str, typer.Option(help="why the event is wrong")],
+    actor: ActorOpt = None, idempotency_key: KeyOpt = None,
+) -> None:
+    """Correct the ledger: treat event SEQ as never having happened (the event itself stays)."""
+    _record("event_voided", {"seq": seq, "reason": reason}, None, actor, idempotency_key)

@@ -1,0 +1,178 @@
+"""The fleet service: every read and write of the ledger goes through here.
+
+Each public method owns exactly one transaction. The shells (CLI, API) call these
+methods and format what they return; they never touch the database themselves.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+from sqlalchemy import Engine
+
+from gpufleet.domain import views
+from gpufleet.domain.chain import Event, end_of_day, format_instant, parse_instant
+from gpufleet.domain.events import Payload, payload_class
+from gpufleet.domain.fold import parse_payload
+from gpufleet.domain.scenario import ScenarioEvent, scenario_events
+from gpufleet.domain.state import FleetState
+from gpufleet.errors import InputError, LedgerCorrupt
+from gpufleet.ledger import db
+from gpufleet.ledger.store import Draft, Ledger, VerifyReport
+from gpufleet.services.scenario_io import location, read_scenario
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    path: str
+    events: int
+    first_seq: int | None
+    last_seq: int | None
+    head_hash: str
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    ok: bool
+    problems: list[str]
+
+
+class FleetService:
+    """The system of record for one database (``--db``)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @classmethod
+    def open(cls, database: str = db.DEFAULT_DB, *, create: bool = False) -> FleetService:
+        engine = db.make_engine(database)
+        if create:
+            db.upgrade(engine)
+        else:
+            db.require_schema(engine)
+        return cls(engine)
+
+    # -- writes -------------------------------------------------------------------------
+
+    def record(self, payload: Payload, on: date | None = None, actor: str | None = None,
+               idempotency_key: str | None = None) -> Event:
+        """Append one event (effective ``on``, default today); refused if it breaks an invariant."""
+        draft = Draft(payload, on or datetime.now(UTC).date(), actor or default_actor(), idempotency_key)
+        with self.engine.begin() as conn:
+            return Ledger(conn).append([draft])[0]
+
+    def load(self, path: Path, actor: str | None = None) -> LoadResult:
+        """Validate a scenario file and append all of it in one transaction, or nothing."""
+        scenario, lines = read_scenario(path)
+        items = sorted(scenario_events(scenario), key=_recorded)
+        drafts = [Draft(e.payload, e.effective_date, actor or scenario.actor, recorded_at=_recorded(e),
+                        origin=location(path, lines, e.path)) for e in items]
+        with self.engine.begin() as conn:
+            ledger = Ledger(conn)
+            written = ledger.append(drafts)
+            head = ledger.head()
+        first = written[0].seq if written else None
+        return LoadResult(str(path), len(written), first, written[-1].seq if written else None, head.hash)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def state(self, as_of: date | None = None, known_at: str | None = None) -> FleetState:
+        with self.engine.connect() as conn:
+            return Ledger(conn).state(as_of, _instant(known_at))
+
+    def status(self, as_of: date | None = None, known_at: str | None = None, entity: str | None = None) -> dict:
+        """The documented ``status`` JSON: the query, then holdings, sites, loans, transfers, claims."""
+        known = _instant(known_at)
+        with self.engine.connect() as conn:
+            ledger = Ledger(conn)
+            seq = ledger.known_seq(known)
+            state = ledger.state(as_of, known)
+        if entity is not None:
+            state.entity(entity, "entity")
+        on = as_of or state.as_of or datetime.now(UTC).date()
+        header = {"as_of": on.isoformat(), "known_at": known, "ledger_seq": seq, "entity": entity}
+        return header | views.status_report(state, on, entity)
+
+    def events(self, since_seq: int = 0, until_seq: int | None = None, types: Sequence[str] = (),
+               limit: int | None = None) -> list[Event]:
+        with self.engine.connect() as conn:
+            return list(Ledger(conn).events(since_seq, until_seq, types, limit))
+
+    def head(self):
+        with self.engine.connect() as conn:
+            return Ledger(conn).head()
+
+    def verify(self, expect_head: str | None = None) -> VerifyReport:
+        with self.engine.connect() as conn:
+            return Ledger(conn).verify(expect_head)
+
+    def replay(self) -> ReplayReport:
+        """Rebuild the state from the first event, with no snapshot, and compare it with the
+        state built through the snapshots; also recount every invariant from scratch."""
+        with self.engine.connect() as conn:
+            ledger = Ledger(conn)
+            report = ledger.verify()
+            if not report.ok:
+                raise LedgerCorrupt(report.reason or "ledger does not verify", seq=report.first_bad_seq)
+            scratch = ledger.state(use_snapshots=False)
+            cached = ledger.state()
+        problems = scratch.conservation_errors()
+        if scratch.to_dict() != cached.to_dict():
+            problems.append("the state built from snapshots differs from a full replay")
+        return ReplayReport(not problems, problems)
+
+    def payload_of(self, event: Event) -> dict:
+        return parse_payload(event.event_type, event.payload).model_dump(mode="json")
+
+
+def _recorded(item: ScenarioEvent) -> str:
+    value = item.recorded if item.recorded is not None else item.effective_date
+    if isinstance(value, datetime):
+        return format_instant(value if value.tzinfo else value.replace(tzinfo=UTC))
+    if isinstance(value, date):
+        return f"{value.isoformat()}T00:00:00.000000Z"
+    return format_instant(parse_instant(value, "recorded"))
+
+
+def _instant(known_at: str | None) -> str | None:
+    """A ``--known-at`` value in the ledger's format; a bare date means the end of that day."""
+    if known_at is None:
+        return None
+    if len(known_at) == 10:
+        try:
+            return end_of_day(date.fromisoformat(known_at))
+        except ValueError:
+            raise InputError(f"'{known_at}' is not a date (YYYY-MM-DD)", field="known_at") from None
+    return format_instant(parse_instant(known_at, "known_at"))
+
+
+def make_payload(event_type: str, data: dict) -> Payload:
+    """Validate user-given fields into a payload; errors name the field and the reason."""
+    cls = payload_class(event_type)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise InputError(err["msg"], field=field) from None
+
+
+def parse_date(text: str | None, field: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"'{text}' is not a date (YYYY-MM-DD)", field=field) from None
