@@ -69,6 +69,7 @@ class Ledger:
     def __init__(self, conn: Connection, snapshot_every: int = SNAPSHOT_EVERY):
         self.conn = conn
         self.snapshot_every = snapshot_every
+        self.last_state: FleetState | None = None  # the head state after the last append, built incrementally
 
     # -- reading ------------------------------------------------------------------------
 
@@ -171,6 +172,7 @@ class Ledger:
                 exc.location = exc.location or draft.origin
                 raise
         writer.finish()
+        self.last_state = writer.state
         return out
 
     # -- verification -------------------------------------------------------------------
