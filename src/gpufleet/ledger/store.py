@@ -188,7 +188,7 @@ class Ledger:
             ).order_by(events.c.seq)
         )
         hasher = chain.event_hash
-        for seq, rec, eff, actor, kind, key, prev, payload, digest in result.tuples():
+        for seq, rec, eff, actor, kind, key, prev, payload, digest in result:
             bad = None
             if seq != expected:
                 bad = (expected, f"event {expected} is missing (next stored is {seq})") if seq > expected else \

@@ -1,0 +1,208 @@
+"""The ledger on SQLite and PostgreSQL: append, idempotency, bitemporal reads, corrections,
+snapshots, replay equality and tamper detection."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from builders import Story, two_party_fleet
+from gpufleet.domain import events as ev
+from gpufleet.errors import ConflictError, InputError, InvariantViolation
+from gpufleet.ledger.schema import events, snapshots
+from gpufleet.ledger.store import Draft, Ledger
+
+
+def append(engine, drafts, snapshot_every: int = 3, now=None):
+    with engine.begin() as conn:
+        ledger = Ledger(conn, snapshot_every=snapshot_every)
+        written = ledger.append(drafts, now=now)
+        return written, ledger.last_state
+
+
+def read(engine, fn):
+    with engine.connect() as conn:
+        return fn(Ledger(conn))
+
+
+def count(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(events)).scalar_one()
+
+
+def story() -> Story:
+    return (two_party_fleet().po("p1", "a", {"l1": (100, "2024-02-01"), "l2": (50, "2024-04-01")})
+            .on("2024-02-01").deliver("l1").on("2024-02-02").install("a", "s1", 100)
+            .on("2024-03-01").lend("ln", "a", "b", "s1", 40, "2024-06-01", fee=2.0)
+            .on("2024-04-01").deliver("l2").on("2024-04-15").reclaim("ln", 10, "2024-04-15")
+            .on("2024-05-01").fail("a", 5, site="s1"))
+
+
+def test_appended_events_chain_and_verify(engine):
+    written, _ = append(engine, story().drafts())
+    assert [e.seq for e in written] == list(range(1, len(written) + 1))
+    assert all(b.prev_hash == a.hash for a, b in zip(written, written[1:]))
+    report = read(engine, lambda led: led.verify())
+    assert report.ok and report.events_checked == len(written) and report.head_hash == written[-1].hash
+
+
+def test_replay_rebuilds_exactly_the_incremental_state(engine):
+    drafts = story().drafts()
+    _, incremental = append(engine, drafts[:7])
+    _, incremental = append(engine, drafts[7:])
+    scratch = read(engine, lambda led: led.state(use_snapshots=False))
+    cached = read(engine, lambda led: led.state())
+    assert read(engine, lambda led: led.conn.execute(select(func.count()).select_from(snapshots)).scalar()) > 0
+    assert incremental.to_dict() == scratch.to_dict() == cached.to_dict()
+    assert scratch.conservation_errors() == []
+
+
+@pytest.mark.parametrize("as_of", ["2024-01-01", "2024-02-01", "2024-03-15", "2024-04-20", "2025-01-01"])
+def test_state_as_of_any_date_matches_a_fold_without_snapshots(engine, as_of):
+    append(engine, story().drafts(), snapshot_every=1)
+    day = date.fromisoformat(as_of)
+    via_snapshots = read(engine, lambda led: led.state(day))
+    scratch = read(engine, lambda led: led.state(day, use_snapshots=False))
+    assert via_snapshots.to_dict() == scratch.to_dict()
+
+
+def test_a_refused_event_writes_nothing(engine):
+    append(engine, story().drafts())
+    before = read(engine, lambda led: led.head())
+    bad = Draft(ev.GpusInstalled(owner="a", model="h100", site="s1", gpus=10_000), date(2024, 6, 1), "t")
+    with pytest.raises(InvariantViolation, match="cannot install 10000"):
+        append(engine, [bad])
+    assert read(engine, lambda led: led.head()) == before
+    assert count(engine) == before.seq
+
+
+def test_a_batch_is_all_or_nothing(engine):
+    good = Draft(ev.EntityRegistered(entity="c", name="C"), date(2024, 1, 1), "t")
+    bad = Draft(ev.EntityRegistered(entity="d", name="D", parent="nobody"), date(2024, 1, 1), "t")
+    with pytest.raises(InputError, match="no entity 'nobody'"):
+        append(engine, [good, bad])
+    assert count(engine) == 0
+
+
+def test_a_retried_write_is_applied_once(engine):
+    append(engine, two_party_fleet().drafts())
+    draft = Draft(ev.EntityRegistered(entity="c", name="C"), date(2024, 1, 2), "t", idempotency_key="k1")
+    first, _ = append(engine, [draft])
+    again, _ = append(engine, [draft])
+    assert first[0].seq == again[0].seq and count(engine) == first[0].seq
+    changed = Draft(ev.EntityRegistered(entity="c", name="Other"), date(2024, 1, 2), "t", idempotency_key="k1")
+    with pytest.raises(ConflictError, match="idempotency key 'k1'"):
+        append(engine, [changed])
+
+
+def test_known_at_gives_the_state_as_recorded_then(engine):
+    base = two_party_fleet("2023-01-01").po("p1", "a", {"l1": (100, "2024-03-01")})
+    drafts = [Draft(p, d, "t", recorded_at="2023-01-01T00:00:00.000000Z") for p, d in base.items]
+    slip = Draft(ev.LotRescheduled(lot="l1", planned_date=date(2024, 9, 1)), date(2024, 2, 1), "t",
+                 recorded_at="2024-02-01T00:00:00.000000Z")
+    append(engine, [*drafts, slip])
+
+    def planned(known_at):
+        return read(engine, lambda led: led.state(date(2024, 12, 31), known_at).lots["l1"].planned_date)
+
+    assert planned("2023-06-01T00:00:00.000000Z") == date(2024, 3, 1)
+    assert planned(None) == date(2024, 9, 1)
+
+
+def test_recorded_time_never_goes_backwards(engine):
+    append(engine, [Draft(ev.EntityRegistered(entity="a", name="A"), date(2024, 1, 1), "t",
+                          recorded_at="2024-05-01T00:00:00.000000Z")])
+    late = Draft(ev.EntityRegistered(entity="b", name="B"), date(2024, 1, 1), "t",
+                 recorded_at="2024-04-01T00:00:00.000000Z")
+    with pytest.raises(ConflictError, match="never goes backwards"):
+        append(engine, [late])
+
+
+def test_a_late_event_that_fits_the_history_is_accepted(engine):
+    append(engine, story().drafts())
+    late = Draft(ev.GpusFailed(owner="a", model="h100", gpus=3, site="s1"), date(2024, 2, 10), "t")
+    _, state = append(engine, [late])
+    assert state.failed[("a", "h100")] == 8
+    assert state.to_dict() == read(engine, lambda led: led.state(use_snapshots=False)).to_dict()
+
+
+def test_a_late_event_that_breaks_later_history_is_refused(engine):
+    append(engine, story().drafts())
+    late = Draft(ev.GpusFailed(owner="a", model="h100", gpus=70, site="s1"), date(2024, 2, 10), "t")
+    with pytest.raises(InvariantViolation, match="would break the later history.*loan_opened"):
+        append(engine, [late])
+
+
+def test_a_voided_event_stops_counting_from_the_correction_on(engine):
+    written, _ = append(engine, story().drafts())
+    failure = written[-1]
+    assert failure.event_type == "gpus_failed"
+    correction, state = append(engine, [Draft(ev.EventVoided(seq=failure.seq, reason="sensor glitch"),
+                                              date(2026, 1, 1), "t")])
+    assert correction[0].effective_date == failure.effective_date
+    assert state.failed[("a", "h100")] == 0
+    before = read(engine, lambda led: led.state(known_at=written[-1].recorded_at))
+    after = read(engine, lambda led: led.state())
+    assert (before.failed[("a", "h100")], after.failed[("a", "h100")]) == (5, 0)
+    with pytest.raises(ConflictError, match="already voided"):
+        append(engine, [Draft(ev.EventVoided(seq=failure.seq, reason="again"), date(2026, 1, 1), "t")])
+
+
+def test_voiding_a_delivery_that_later_events_need_is_refused(engine):
+    written, _ = append(engine, story().drafts())
+    delivery = next(e for e in written if e.event_type == "lot_delivered")
+    with pytest.raises(InvariantViolation, match="would break the later history"):
+        append(engine, [Draft(ev.EventVoided(seq=delivery.seq, reason="wrong"), date(2026, 1, 1), "t")])
+
+
+def test_events_cannot_be_updated_or_deleted(engine):
+    append(engine, two_party_fleet().drafts())
+    for statement in ("UPDATE events SET actor = 'mallory' WHERE seq = 1", "DELETE FROM events WHERE seq = 1"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            with engine.begin() as conn:
+                conn.execute(text(statement))
+    assert count(engine) == len(two_party_fleet().items)
+
+
+def _disable_guards(conn) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE events DISABLE TRIGGER USER"))
+    else:
+        conn.execute(text("DROP TRIGGER events_no_update"))
+        conn.execute(text("DROP TRIGGER events_no_delete"))
+
+
+TAMPERING = {
+    "edited payload": ("UPDATE events SET payload = replace(payload, '100', '900') WHERE seq = 7", 7),
+    "edited actor": ("UPDATE events SET actor = 'mallory' WHERE seq = 4", 4),
+    "edited effective date": ("UPDATE events SET effective_date = '2024-01-02' WHERE seq = 5", 5),
+    "deleted event": ("DELETE FROM events WHERE seq = 6", 6),
+    "reordered events": ("UPDATE events SET seq = CASE seq WHEN 8 THEN 9 ELSE 8 END WHERE seq IN (8, 9)", 8),
+    "truncated tail": ("DELETE FROM events WHERE seq = (SELECT max(seq) FROM events)", 11),
+}
+
+
+@pytest.mark.parametrize("statement, first_bad", TAMPERING.values(), ids=TAMPERING.keys())
+def test_verify_names_the_first_tampered_event(engine, statement, first_bad):
+    written, _ = append(engine, story().drafts())
+    assert len(written) == 11
+    with engine.begin() as conn:
+        _disable_guards(conn)
+        if "seq = CASE" in statement:  # a swap needs a free key first
+            conn.execute(text("UPDATE events SET seq = -1 WHERE seq = 8"))
+            conn.execute(text("UPDATE events SET seq = 8 WHERE seq = 9"))
+            conn.execute(text("UPDATE events SET seq = 9 WHERE seq = -1"))
+        else:
+            conn.execute(text(statement))
+    report = read(engine, lambda led: led.verify())
+    assert not report.ok
+    assert report.first_bad_seq == first_bad, report.reason
+
+
+def test_verify_against_an_anchored_head(engine):
+    written, _ = append(engine, story().drafts())
+    assert read(engine, lambda led: led.verify(expect_head=written[-1].hash)).ok
+    assert not read(engine, lambda led: led.verify(expect_head=written[-2].hash)).ok
