@@ -162,8 +162,9 @@ class Ledger:
         Either every draft is accepted or an error is raised; the caller's transaction
         then rolls back and nothing is written.
         """
+        head = self.head(lock=True)  # taken before reading the clock, so recorded times stay ordered
         now_text = chain.format_instant(now or datetime.now(UTC))
-        writer = _Writer(self, self.head(lock=True))
+        writer = _Writer(self, head)
         out = []
         for draft in drafts:
             try:
@@ -229,8 +230,9 @@ class _Writer:
             existing = self._existing(draft.idempotency_key)
             if existing is not None:
                 return self._same_or_conflict(existing, draft)
-        recorded = draft.recorded_at or now_text
-        if recorded > now_text:
+        # a clock a little behind the last writer's (another host) must not break the order
+        recorded = draft.recorded_at or max(now_text, self.head.recorded_at)
+        if recorded > max(now_text, self.head.recorded_at):
             raise InputError(f"recorded time {recorded} is in the future", field="recorded_at")
         if self.head.recorded_at and recorded < self.head.recorded_at:
             raise ConflictError(
