@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,7 @@ from gpufleet.cli import render
 from gpufleet.cli.render import Format, console
 from gpufleet.domain.scenario import json_schema
 from gpufleet.ledger.db import DEFAULT_DB
+from gpufleet.services.demo import run_demo
 from gpufleet.services.fleet import FleetService, make_payload, parse_date
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -109,6 +111,51 @@ def events(
         shown = [r | {"payload": json.dumps(r["payload"], sort_keys=True)[:80], "hash": r["hash"][:12]} for r in rows]
         console.print(render.table("Events", shown, ["seq", "recorded_at", "effective_date", "actor", "event_type",
                                                      "payload", "hash"]))
+
+
+@app.command()
+def demo(
+    demo_db: Annotated[Path | None, typer.Option("--demo-db", help="where to write the demo ledger "
+                                                 "(default: a new file in a temporary directory)")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Load the bundled 2024 H100 story into a fresh SQLite ledger and show what it records."""
+    path = demo_db or Path(tempfile.mkdtemp(prefix="gpufleet-demo-")) / "demo.db"
+    report = run_demo(str(path))
+    if fmt is Format.json:
+        render.print_json(report)
+        return
+    console.print(f"[bold]The 2024 H100 redirection[/]: {report['events']} events from {report['scenario']}")
+    for day in report["dates"]:
+        console.rule(f"as of {day['as_of']}, as recorded by then")
+        console.print(render.table("GPUs per entity", day["holdings"], ["entity", *_DEMO_COLUMNS],
+                                   ["entity", "owned", "active", "idle in warehouse", "lent", "borrowed",
+                                    "on order", "in transit"]))
+        if day["transfers"]:
+            console.print(render.table("Transfers between entities", day["transfers"],
+                                       ["kind", "id", "on", "from_entity", "to_entity", "gpus",
+                                        "hardware_value_usd", "consideration"]))
+        if day["claims"]:
+            console.print(render.table("Claims against the record", day["claims"],
+                                       ["claim", "metric", "target", "deadline", "actual", "gap", "status"]))
+    forecast = report["forecast_2024_04_23_for_2024_12_31"]
+    console.rule("what the ledger said on 2024-04-23 about 2024-12-31")
+    console.print(render.table("Tesla, as known on 2024-04-23", forecast["holdings"],
+                               ["entity", "active", "in_warehouse", "on_order", "due_by_as_of"],
+                               ["entity", "active", "in warehouse", "on order", "due by 2024-12-31"]))
+    for claim in forecast["claims"]:
+        if claim["metric"] == "active_gpus":
+            row = forecast["holdings"][0]
+            supported = row["active"] + row["in_warehouse"] + row["due_by_as_of"]
+            console.print(f"On 2024-04-23 the record supported at most {supported:,} H100 for Tesla by "
+                          f"{claim['deadline']} (active + in warehouse + lots due), against {claim['target']:,.0f} "
+                          f"claimed ({claim['claim']}).")
+    verified = "verifies" if report["verified"] else "DOES NOT VERIFY"
+    console.print(f"ledger {verified}; head {report['head_hash']}\nexplore it: gpufleet --db {path} status "
+                  "--as-of 2024-06-04 --known-at 2024-06-04")
+
+
+_DEMO_COLUMNS = ["owned", "active", "in_warehouse", "lent", "borrowed", "on_order", "in_transit"]
 
 
 # -- the ledger ------------------------------------------------------------------------

@@ -1,0 +1,60 @@
+"""The bundled 2024 H100 example and ``gpufleet demo``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gpufleet.domain.scenario import json_schema
+from gpufleet.services.demo import example_path, run_demo
+from gpufleet.services.scenario_io import read_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return run_demo(str(tmp_path_factory.mktemp("demo") / "demo.db"))
+
+
+def by_entity(rows):
+    return {r["entity"]: r for r in rows}
+
+
+def test_the_repository_example_is_the_bundled_one():
+    assert (ROOT / "examples" / "h100-2024.yaml").resolve() == example_path().resolve()
+
+
+def test_every_item_of_the_example_carries_a_source_or_an_assumption():
+    scenario, _ = read_scenario(example_path())
+    sections = ["entities", "persons", "gpu_models", "sites", "purchase_orders", "claims", "events"]
+    for section in sections:
+        for i, item in enumerate(getattr(scenario, section)):
+            assert item.source or item.assumption, f"{section}[{i}] has neither source nor assumption"
+    assert scenario.sources, "the example lists its sources"
+
+
+def test_demo_shows_the_swap_the_idle_gpus_and_the_claims(demo):
+    assert demo["verified"]
+    dec, apr, jun, end = demo["dates"]
+    assert by_entity(dec["holdings"])["x"]["in_warehouse"] == 12_000  # the redirected GPUs reached X
+    assert by_entity(dec["holdings"])["tesla"]["on_order"] == 12_000  # Tesla holds X's later slots instead
+    swap = next(t for t in dec["transfers"] if t["kind"] == "slot_swap")
+    assert (swap["from_entity"], swap["to_entity"], swap["gpus"]) == ("tesla", "x", 12_000)
+    assert swap["hardware_value_usd"] == pytest.approx(0.5e9, rel=0.05)
+    assert by_entity(apr["holdings"])["tesla"]["active"] == 35_000
+    claim = {c["claim"]: c for c in end["claims"]}["tesla-85k-h100-2024"]
+    assert claim["status"] in {"met", "missed"} and claim["target"] == 85_000
+
+
+def test_the_april_record_could_not_support_the_85k_claim(demo):
+    tesla = demo["forecast_2024_04_23_for_2024_12_31"]["holdings"][0]
+    supported = tesla["active"] + tesla["in_warehouse"] + tesla["due_by_as_of"]
+    assert supported < 85_000
+
+
+def test_the_published_json_schema_is_generated_from_the_models():
+    published = json.loads((ROOT / "docs" / "scenario.schema.json").read_text())
+    assert published == json_schema(), "regenerate with: gpufleet schema scenario > docs/scenario.schema.json"
