@@ -58,3 +58,11 @@ def test_the_april_record_could_not_support_the_85k_claim(demo):
 def test_the_published_json_schema_is_generated_from_the_models():
     published = json.loads((ROOT / "docs" / "scenario.schema.json").read_text())
     assert published == json_schema(), "regenerate with: gpufleet schema scenario > docs/scenario.schema.json"
+
+
+def test_the_event_reference_is_generated_from_the_models():
+    import runpy
+
+    render = runpy.run_path(str(ROOT / "scripts" / "gen_event_docs.py"))["render"]
+    assert (ROOT / "docs" / "events.md").read_text() == render(), \
+        "regenerate with: python scripts/gen_event_docs.py > docs/events.md"

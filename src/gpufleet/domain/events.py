@@ -63,6 +63,8 @@ def event(name: str):
 
 @event("entity_registered")
 class EntityRegistered(Payload):
+    """A company or other organization; ``parent`` (registered earlier) controls it."""
+
     entity: EntityId
     name: Text
     parent: EntityId | None = None
@@ -71,12 +73,16 @@ class EntityRegistered(Payload):
 
 @event("person_registered")
 class PersonRegistered(Payload):
+    """A natural person who can hold roles in entities."""
+
     person: PersonId
     name: Text
 
 
 @event("role_assigned")
 class RoleAssigned(Payload):
+    """A person holds a role in an entity (the basis of related-party findings)."""
+
     person: PersonId
     entity: EntityId
     role: Role
@@ -87,6 +93,8 @@ class RoleAssigned(Payload):
 
 @event("gpu_model_registered")
 class GpuModelRegistered(Payload):
+    """A GPU model: its board power counts against site power at the site's PUE."""
+
     model: ModelId
     name: Text
     watts: Annotated[float, Field(gt=0, le=100_000, description="board power per GPU, W")]
@@ -108,6 +116,8 @@ class CapacityStep(BaseModel):
 
 @event("site_registered")
 class SiteRegistered(Payload):
+    """A site owned by an entity, with the capacity steps planned to come online."""
+
     site: SiteId
     name: Text
     owner: EntityId
@@ -122,6 +132,8 @@ class SiteRegistered(Payload):
 
 @event("site_capacity_added")
 class SiteCapacityAdded(Payload):
+    """A new capacity step is planned at a site."""
+
     site: SiteId
     capacity: CapacityStep
 
@@ -148,6 +160,8 @@ class LotSpec(BaseModel):
 
 @event("purchase_order_placed")
 class PurchaseOrderPlaced(Payload):
+    """A purchase order; each lot starts on order, owned by the buyer."""
+
     po: PurchaseOrderId
     buyer: EntityId
     vendor: Text
@@ -163,6 +177,8 @@ class PurchaseOrderPlaced(Payload):
 
 @event("lot_rescheduled")
 class LotRescheduled(Payload):
+    """A lot's planned delivery date changes (it has not been delivered)."""
+
     lot: LotId
     planned_date: date
     reason: Text = ""
@@ -170,6 +186,8 @@ class LotRescheduled(Payload):
 
 @event("lot_shipped")
 class LotShipped(Payload):
+    """A lot leaves the vendor: on order -> in transit."""
+
     lot: LotId
 
 
@@ -212,6 +230,8 @@ class OpeningBalance(Payload):
 
 @event("gpus_installed")
 class GpusInstalled(Payload):
+    """GPUs go from the owner's warehouse into a site, serving their owner."""
+
     owner: EntityId
     model: ModelId
     site: SiteId
@@ -220,6 +240,8 @@ class GpusInstalled(Payload):
 
 @event("gpus_uninstalled")
 class GpusUninstalled(Payload):
+    """GPUs serving their owner leave a site for the owner's warehouse."""
+
     owner: EntityId
     model: ModelId
     site: SiteId
@@ -238,6 +260,8 @@ class GpusFailed(Payload):
 
 @event("gpus_repaired")
 class GpusRepaired(Payload):
+    """Failed GPUs are repaired and return to the owner's warehouse."""
+
     owner: EntityId
     model: ModelId
     gpus: PositiveGpus
@@ -296,6 +320,8 @@ class LoanClosed(Payload):
 
 @event("demand_recorded")
 class DemandRecorded(Payload):
+    """An entity needs ``gpus`` from ``start`` to ``end``, worth a value per GPU-hour."""
+
     demand: Id
     entity: EntityId
     start: date
@@ -333,6 +359,8 @@ class ClaimRecorded(Payload):
 
 @event("approval_recorded")
 class ApprovalRecorded(Payload):
+    """A decision by a person on a transaction (``subject``), e.g. a related-party transfer."""
+
     approval: Id
     subject: Annotated[str, Field(max_length=200, description="what is approved, e.g. swap:ID")]
     decision: Decision
