@@ -206,3 +206,11 @@ def test_verify_against_an_anchored_head(engine):
     written, _ = append(engine, story().drafts())
     assert read(engine, lambda led: led.verify(expect_head=written[-1].hash)).ok
     assert not read(engine, lambda led: led.verify(expect_head=written[-2].hash)).ok
+
+
+def test_the_schema_check_knows_the_newest_migration():
+    from alembic.script import ScriptDirectory
+
+    from gpufleet.ledger.db import HEAD_REVISION, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION

@@ -12,7 +12,6 @@ import typer
 
 from gpufleet.cli import render
 from gpufleet.cli.render import Format, console
-from gpufleet.domain.scenario import json_schema
 from gpufleet.ledger.db import DEFAULT_DB
 from gpufleet.services.demo import run_demo
 from gpufleet.services.fleet import FleetService, make_payload, parse_date
@@ -196,6 +195,8 @@ def head() -> None:
 @schema_app.command("scenario")
 def schema_scenario() -> None:
     """The JSON Schema of scenario files, generated from the models."""
+    from gpufleet.domain.scenario import json_schema
+
     render.print_json(json_schema())
 
 

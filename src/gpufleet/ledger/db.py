@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 
 from gpufleet.errors import InputError, NotInitialized
 
 DEFAULT_DB = "./gpufleet.db"
+HEAD_REVISION = "0001"  # the newest migration; a test checks it against Alembic's own view
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -22,8 +19,13 @@ def database_url(db: str) -> str:
     return db if "://" in db else f"sqlite:///{db}"
 
 
-def make_engine(db: str = DEFAULT_DB) -> Engine:
+def make_engine(db: str = DEFAULT_DB, *, must_exist: bool = False) -> Engine:
+    """An engine for ``db``. With ``must_exist``, a missing SQLite file is an error, not a new file."""
     url = database_url(db)
+    if must_exist and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise NotInitialized(f"no database at {path}: run `gpufleet init` (or pass --db / set GPUFLEET_DB)")
     try:
         engine = create_engine(url, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
@@ -54,7 +56,10 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _alembic_config(engine: Engine, connection=None) -> Config:
+def alembic_config(connection=None):
+    """Alembic's configuration for gpufleet's migrations (imported late: Alembic is slow to load)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
@@ -63,21 +68,25 @@ def _alembic_config(engine: Engine, connection=None) -> Config:
 
 def upgrade(engine: Engine) -> None:
     """Create or migrate the schema to the newest revision (idempotent)."""
+    from alembic import command
+
     try:
         with engine.begin() as conn:
-            command.upgrade(_alembic_config(engine, conn), "head")
+            command.upgrade(alembic_config(conn), "head")
     except OperationalError as exc:
         raise InputError(f"cannot open database: {exc.orig}", field="db") from None
 
 
 def require_schema(engine: Engine) -> None:
     """Raise :class:`NotInitialized` unless the schema is at the newest revision."""
-    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    head = HEAD_REVISION
     try:
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-    except OperationalError as exc:
-        raise InputError(f"cannot open database: {exc.orig}", field="db") from None
+            current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError) as exc:
+        if "alembic_version" not in str(exc.orig):
+            raise InputError(f"cannot open database: {exc.orig}", field="db") from None
+        current = None
     if current is None:
         raise NotInitialized(f"database {engine.url!r} has no gpufleet ledger: run `gpufleet init` first")
     if current != head:

@@ -205,10 +205,13 @@ class Ledger:
                 return VerifyReport(False, expected - 1, head.seq, head.hash, bad[0], bad[1])
             prev_hash, expected, last_recorded = digest, seq + 1, rec
         count = expected - 1
-        if (head.seq, head.hash) != (count, prev_hash):
+        if head.seq != count:
             where = count + 1 if head.seq > count else head.seq + 1
             return VerifyReport(False, count, head.seq, head.hash, where,
                                 f"the ledger head records event {head.seq} but the chain ends at event {count}")
+        if head.hash != prev_hash:
+            return VerifyReport(False, count, head.seq, head.hash, count,
+                                f"the ledger head's hash is not the hash of event {count}")
         if expect_head is not None and expect_head != prev_hash:
             return VerifyReport(False, count, head.seq, head.hash, count,
                                 f"the chain's last hash {prev_hash[:16]}... is not the expected {expect_head[:16]}...")

@@ -19,12 +19,10 @@ from gpufleet.domain import views
 from gpufleet.domain.chain import Event, end_of_day, format_instant, parse_instant
 from gpufleet.domain.events import Payload, payload_class
 from gpufleet.domain.fold import parse_payload
-from gpufleet.domain.scenario import ScenarioEvent, scenario_events
 from gpufleet.domain.state import FleetState
 from gpufleet.errors import InputError, LedgerCorrupt
 from gpufleet.ledger import db
 from gpufleet.ledger.store import Draft, Ledger, VerifyReport
-from gpufleet.services.scenario_io import location, read_scenario
 
 
 def default_actor() -> str:
@@ -57,7 +55,7 @@ class FleetService:
 
     @classmethod
     def open(cls, database: str = db.DEFAULT_DB, *, create: bool = False) -> FleetService:
-        engine = db.make_engine(database)
+        engine = db.make_engine(database, must_exist=not create)
         if create:
             db.upgrade(engine)
         else:
@@ -75,6 +73,9 @@ class FleetService:
 
     def load(self, path: Path, actor: str | None = None) -> LoadResult:
         """Validate a scenario file and append all of it in one transaction, or nothing."""
+        from gpufleet.domain.scenario import scenario_events  # builds many models: import when needed
+        from gpufleet.services.scenario_io import location, read_scenario
+
         scenario, lines = read_scenario(path)
         items = sorted(scenario_events(scenario), key=_recorded)
         drafts = [Draft(e.payload, e.effective_date, actor or scenario.actor, recorded_at=_recorded(e),
@@ -137,7 +138,8 @@ class FleetService:
         return parse_payload(event.event_type, event.payload).model_dump(mode="json")
 
 
-def _recorded(item: ScenarioEvent) -> str:
+def _recorded(item) -> str:
+    """A scenario event's recorded instant in the ledger's format."""
     value = item.recorded if item.recorded is not None else item.effective_date
     if isinstance(value, datetime):
         return format_instant(value if value.tzinfo else value.replace(tzinfo=UTC))
