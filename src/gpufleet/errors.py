@@ -10,7 +10,11 @@ prints or exits::
     ├── InvariantViolation      an event that would break the fleet's invariants; nothing written
     ├── ConflictError           idempotency key reused with a different event, ledger not empty, ...
     ├── NotInitialized          the database has no gpufleet schema yet
-    └── LedgerCorrupt           the hash chain does not verify
+    ├── LedgerCorrupt           the hash chain does not verify
+    └── PlanError               the planner cannot return an optimal plan
+        ├── PlanInfeasible      no plan meets every constraint; names the constraint families
+        ├── PlanUnbounded       the objective has no limit
+        └── PlanNotOptimal      the solver stopped early (time limit, numerical trouble)
 """
 
 from __future__ import annotations
@@ -73,3 +77,21 @@ class LedgerCorrupt(GpufleetError):
     def __init__(self, message: str, *, seq: int | None = None):
         self.seq = seq
         super().__init__(message)
+
+
+class PlanError(GpufleetError):
+    """The planner cannot return an optimal plan; never a silently clipped one."""
+
+    exit_code = 6
+
+
+class PlanInfeasible(PlanError):
+    pass
+
+
+class PlanUnbounded(PlanError):
+    pass
+
+
+class PlanNotOptimal(PlanError):
+    pass

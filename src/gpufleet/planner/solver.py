@@ -1,0 +1,95 @@
+"""The only module that imports highspy: solve a :class:`LinearModel` or raise a typed error."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+
+from gpufleet.errors import PlanInfeasible, PlanNotOptimal, PlanUnbounded
+from gpufleet.planner.model import LinearModel
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    method: str = "ipm"  # ipm | simplex | pdlp | choose
+    crossover: bool = True
+    time_limit_s: float = 600.0
+    mip_rel_gap: float = 1e-4
+    threads: int = 0  # 0: HiGHS decides
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Solution:
+    x: np.ndarray
+    row_duals: np.ndarray  # d(min objective) / d(row bound)
+    objective: float  # of the min problem
+    status: str
+    solve_s: float
+    mip_gap: float | None
+
+
+def solve(model: LinearModel, options: SolveOptions = SolveOptions()) -> Solution:
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", options.log)
+    h.setOptionValue("time_limit", float(options.time_limit_s))
+    if options.threads:
+        h.setOptionValue("threads", int(options.threads))
+    is_mip = bool(model.integer.any())
+    if not is_mip:
+        h.setOptionValue("solver", options.method)
+        h.setOptionValue("run_crossover", "on" if options.crossover else "off")
+    else:
+        h.setOptionValue("mip_rel_gap", float(options.mip_rel_gap))
+    h.passModel(_lp(model))
+    started = time.perf_counter()
+    h.run()
+    elapsed = time.perf_counter() - started
+    status = h.getModelStatus()
+    if status == highspy.HighsModelStatus.kInfeasible:
+        raise PlanInfeasible(_infeasible_families(h, model))
+    if status in (highspy.HighsModelStatus.kUnbounded, highspy.HighsModelStatus.kUnboundedOrInfeasible):
+        raise PlanUnbounded("the plan's objective is unbounded: a value or cost is missing a limit")
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise PlanNotOptimal(f"HiGHS stopped with status '{h.modelStatusToString(status)}' after {elapsed:.1f} s; "
+                             "no plan is returned (raise the time limit or use --method ipm)")
+    sol = h.getSolution()
+    info = h.getInfo()
+    gap = float(info.mip_gap) if is_mip else None
+    duals = np.asarray(sol.row_dual) if sol.dual_valid else np.zeros(model.A.shape[0])
+    return Solution(np.asarray(sol.col_value), duals, float(info.objective_function_value),
+                    h.modelStatusToString(status), elapsed, gap)
+
+
+def _lp(model: LinearModel) -> highspy.HighsLp:
+    lp = highspy.HighsLp()
+    A = model.A.tocsc()
+    lp.num_col_, lp.num_row_ = A.shape[1], A.shape[0]
+    lp.col_cost_ = model.c
+    lp.col_lower_, lp.col_upper_ = model.col_lo, model.col_hi
+    lp.row_lower_, lp.row_upper_ = model.row_lo, model.row_hi
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = A.indptr
+    lp.a_matrix_.index_ = A.indices
+    lp.a_matrix_.value_ = A.data
+    lp.offset_ = model.objective_offset
+    if model.integer.any():
+        lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+                           for i in model.integer]
+    return lp
+
+
+def _infeasible_families(h: highspy.Highs, model: LinearModel) -> str:
+    """Name the constraint families in HiGHS's irreducible infeasible subset, where it finds one."""
+    try:
+        status, iis = h.getIis()
+        rows = list(iis.row_index_)
+    except Exception:  # noqa: BLE001 - an IIS is a diagnosis, not a requirement
+        rows = []
+    names = sorted({name for name, (a, b) in model.families.items() for r in rows if a <= r < b})
+    if names:
+        return "the plan is infeasible; the conflict involves: " + ", ".join(names)
+    return "the plan is infeasible (HiGHS found no smaller conflicting set); check " + ", ".join(model.families)
