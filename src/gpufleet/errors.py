@@ -14,7 +14,8 @@ prints or exits::
     └── PlanError               the planner cannot return an optimal plan
         ├── PlanInfeasible      no plan meets every constraint; names the constraint families
         ├── PlanUnbounded       the objective has no limit
-        └── PlanNotOptimal      the solver stopped early (time limit, numerical trouble)
+        ├── PlanNotOptimal      the solver stopped early (time limit, numerical trouble)
+        └── PlanCheckFailed     the independent checker found a violated constraint
 """
 
 from __future__ import annotations
@@ -94,4 +95,8 @@ class PlanUnbounded(PlanError):
 
 
 class PlanNotOptimal(PlanError):
+    pass
+
+
+class PlanCheckFailed(PlanError):
     pass

@@ -157,6 +157,69 @@ def demo(
 _DEMO_COLUMNS = ["owned", "active", "in_warehouse", "lent", "borrowed", "on_order", "in_transit"]
 
 
+@app.command("plan")
+def plan_cmd(
+    as_of: Annotated[str | None, typer.Option(help="plan from this date (default: the ledger's latest)")] = None,
+    horizon: Annotated[int, typer.Option(help="weeks to plan")] = 52,
+    policy: Annotated[str, typer.Option(help="owner-first, max-value, fair or hold")] = "owner-first",
+    compare: Annotated[bool, typer.Option(help="run every policy side by side")] = False,
+    integral: Annotated[bool, typer.Option(help="lend whole servers (MILP)")] = False,
+    scenario: Annotated[Path | None, typer.Option(help="plan a scenario file instead of the ledger")] = None,
+    lead_weeks: Annotated[int, typer.Option(help="install lead time (burn-in), weeks")] = 2,
+    move_cost: Annotated[float, typer.Option(help="USD per GPU moved between sites")] = 2000.0,
+    reclaim_cost: Annotated[float, typer.Option(help="USD per lent GPU taken back (work lost)")] = 500.0,
+    fee: Annotated[float, typer.Option(help="loan fee, USD per GPU-hour")] = 2.0,
+    failure_rate: Annotated[float, typer.Option(help="expected failures per GPU-week")] = 0.0,
+    method: Annotated[str, typer.Option(help="HiGHS method: ipm, simplex or pdlp")] = "ipm",
+    time_limit: Annotated[float, typer.Option(help="seconds")] = 600.0,
+    out: Annotated[Path | None, typer.Option(help="also write the JSON plan here")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Propose the best use of every GPU over the horizon (HiGHS), and say what it costs whom."""
+    from gpufleet.planner.problem import PlanOptions
+    from gpufleet.planner.solver import SolveOptions
+    from gpufleet.services import planning
+
+    start = parse_date(as_of, "as_of")
+    options = PlanOptions(horizon_weeks=horizon, install_lead_weeks=lead_weeks, move_cost_usd=move_cost,
+                          reclaim_cost_usd=reclaim_cost, loan_fee_usd_per_gpu_hour=fee,
+                          failure_rate_per_gpu_week=failure_rate, integral=integral)
+    solver = SolveOptions(method=method, time_limit_s=time_limit)
+    state = planning.scenario_state(scenario, start) if scenario else _fleet().state(start)
+    plans = planning.compare(state, start, options, solver) if compare else \
+        [planning.plan(state, start, options, policy, solver)]
+    body = plans if compare else plans[0]
+    if out:
+        out.write_text(json.dumps(body, indent=2) + "\n")
+    if fmt is Format.json:
+        render.print_json(body)
+    elif compare:
+        console.print(render.table("Policies compared", [_plan_row(p) for p in plans]))
+    else:
+        _print_plan(plans[0])
+
+
+def _plan_row(plan: dict) -> dict:
+    kpis = plan["kpis"]
+    served = sum(sum(t.values()) for t in kpis["served_gpu_weeks"].values())
+    unserved = sum(sum(t.values()) for t in kpis["unserved_gpu_weeks"].values())
+    return {"policy": plan["policy"], "objective_usd": plan["objective"],
+            "idle_gpu_weeks": kpis["idle_gpu_weeks"]["total"], "served_gpu_weeks": served,
+            "unserved_gpu_weeks": unserved, "loans": len(plan["loans"]), "reclaims": len(plan["reclaims"]),
+            "solve_s": plan["solve"]["solve_s"]}
+
+
+def _print_plan(plan: dict) -> None:
+    console.print(render.table("Plan", [_plan_row(plan)]))
+    value = [{"entity": e, "value_usd": v, "idle_gpu_weeks": plan["kpis"]["idle_gpu_weeks"].get(e, 0.0)}
+             for e, v in plan["kpis"]["value_usd"].items()]
+    console.print(render.table("Value and idle GPUs per entity", value))
+    for key, title in [("loans", "Loans proposed"), ("reclaims", "Reclaims"), ("installs", "Installs"),
+                       ("moves", "GPUs taken out of a site")]:
+        if plan[key]:
+            console.print(render.table(title, plan[key]))
+
+
 # -- the ledger ------------------------------------------------------------------------
 
 

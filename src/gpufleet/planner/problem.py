@@ -72,7 +72,7 @@ class PlanningProblem:
         return self.avail.shape[1]
 
     def week_start(self, t: int) -> date:
-        return self.start + timedelta(days=self.options.week_days * t)
+        return self.start + timedelta(days=self.options.week_days * int(t))
 
 
 def problem_from_state(state: FleetState, start: date, options: PlanOptions,
@@ -132,6 +132,11 @@ def problem_from_state(state: FleetState, start: date, options: PlanOptions,
         for x, y in ((a, b), (b, a)):
             permit[e_ix[x], e_ix[y]] = True
             basis[(e_ix[x], e_ix[y])] = why
+    for loan_id, loan in sorted(state.loans.items()):
+        if loan.closed_on is None and loan.gpus_out:
+            i, j = e_ix[loan.lender], e_ix[loan.borrower]
+            permit[i, j] = acc[j, s_ix[loan.site]] = True
+            basis.setdefault((i, j), f"the existing loan {loan_id}")
     for lender, borrower in options.extra_lending_pairs:
         i, j = _index(e_ix, lender, "lending pair"), _index(e_ix, borrower, "lending pair")
         permit[i, j] = True

@@ -1,0 +1,111 @@
+"""Planning policies: one signature, one registry.
+
+Each policy turns a :class:`PlanningProblem` into the final model and its solution,
+solving one or more stages. Stages are lexicographic: a later stage keeps what an
+earlier one achieved (within 1e-6) and optimizes the next goal.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from gpufleet.errors import InputError
+from gpufleet.planner.model import LinearModel, build
+from gpufleet.planner.problem import PlanningProblem
+from gpufleet.planner.solver import Solution, SolveOptions, solve
+
+
+@dataclass
+class Decision:
+    model: LinearModel
+    solution: Solution
+    build_s: float = 0.0
+    solve_s: float = 0.0
+    stages: list[str] = field(default_factory=list)
+
+
+class Policy(Protocol):
+    name: str
+    summary: str
+
+    def decide(self, problem: PlanningProblem, options: SolveOptions, lent_now: np.ndarray | None) -> Decision: ...
+
+
+POLICIES: dict[str, Policy] = {}
+
+
+def register(cls):
+    POLICIES[cls.name] = cls()
+    return cls
+
+
+def get_policy(name: str) -> Policy:
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise InputError(f"unknown policy '{name}' (known: {', '.join(POLICIES)})", field="policy") from None
+
+
+def _stage(decision: Decision | None, name: str, problem: PlanningProblem, options: SolveOptions,
+           **build_args) -> Decision:
+    started = time.perf_counter()
+    model = build(problem, **build_args)
+    built = time.perf_counter() - started
+    solution = solve(model, options)
+    previous = decision or Decision(model, solution)
+    return Decision(model, solution, previous.build_s + built, previous.solve_s + solution.solve_s,
+                    [*(decision.stages if decision else []), name])
+
+
+def own_served(problem: PlanningProblem, decision: Decision) -> np.ndarray:
+    """GPUs of each entity's demand served, per week: ``[E, T]``."""
+    lay = decision.model.layout
+    sv = decision.solution.x[lay.offsets["sv"]:lay.offsets["sv"] + lay.sizes["sv"]].reshape(-1, lay.T)
+    out = np.zeros((len(problem.entities), lay.T))
+    np.add.at(out, problem.demand_entity, sv)
+    return out
+
+
+@register
+class Hold:
+    name = "hold"
+    summary = "no loans: every owner uses only its own GPUs (the baseline)"
+
+    def decide(self, problem, options, lent_now=None):
+        return _stage(None, "max value without loans", problem, options, allow_loans=False, lent_now=lent_now)
+
+
+@register
+class MaxValue:
+    name = "max-value"
+    summary = "the most value of served demand, net of move and reclaim costs"
+
+    def decide(self, problem, options, lent_now=None):
+        return _stage(None, "max value", problem, options, lent_now=lent_now)
+
+
+@register
+class OwnerFirst:
+    name = "owner-first"
+    summary = "each owner keeps every GPU-week of its own demand that it serves without loans; only surplus is lent"
+
+    def decide(self, problem, options, lent_now=None):
+        first = _stage(None, "owners alone (hold)", problem, options, allow_loans=False, lent_now=lent_now)
+        return _stage(first, "max value, owners kept whole", problem, options,
+                      min_served=own_served(problem, first), lent_now=lent_now)
+
+
+@register
+class Fair:
+    name = "fair"
+    summary = "the largest equal share of demand met for every entity, then the most value"
+
+    def decide(self, problem, options, lent_now=None):
+        first = _stage(None, "max-min share", problem, options, maximize_share=True, lent_now=lent_now)
+        share = float(-first.solution.objective)
+        return _stage(first, f"max value, every share >= {share:.4f}", problem, options, share_floor=share,
+                      lent_now=lent_now)
