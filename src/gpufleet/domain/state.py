@@ -591,7 +591,7 @@ def _loan_opened(s: FleetState, p: ev.LoanOpened, on: date) -> None:
     s.model(p.model)
     s.site(p.site)
     if p.end_date <= on:
-        raise InvariantViolation(f"loan '{p.loan}' ends on {p.end_date}, not after its start {on}")
+        raise InvariantViolation(f"loan '{p.loan}' ends on {p.end_date}, not after its start {on}", field="end_date")
     _require(s.installed, (p.site, p.lender, p.model, p.lender), p.gpus,
              f"lender '{p.lender}' holds {{have}} {p.model} installed at '{p.site}' and serving itself; "
              f"cannot lend {p.gpus}")
@@ -625,12 +625,14 @@ def _reclaimed(s: FleetState, p: ev.LoanReclaimed, on: date) -> None:
     if on < earliest:
         raise InvariantViolation(
             f"loan '{p.loan}' needs {loan.reclaim_notice_days} days' notice: notice given {p.notice_given_on}, "
-            f"so the GPUs return on {earliest} at the earliest, not {on}"
+            f"so the GPUs return on {earliest} at the earliest, not {on}", field="notice_given_on"
         )
     if p.notice_given_on < loan.start:
-        raise InvariantViolation(f"notice for loan '{p.loan}' is dated before the loan started on {loan.start}")
+        raise InvariantViolation(f"notice for loan '{p.loan}' is dated before the loan started on {loan.start}",
+                                 field="notice_given_on")
     if p.gpus > loan.gpus_out:
-        raise InvariantViolation(f"loan '{p.loan}' has {loan.gpus_out} GPUs out; cannot reclaim {p.gpus}")
+        raise InvariantViolation(f"loan '{p.loan}' has {loan.gpus_out} GPUs out; cannot reclaim {p.gpus}",
+                                 field="gpus")
     _return(s, loan, p.gpus, on)
 
 
@@ -657,7 +659,8 @@ def _claim(s: FleetState, p: ev.ClaimRecorded, on: date) -> None:
     if p.model is not None:
         s.model(p.model)
     if p.deadline < on:
-        raise InvariantViolation(f"claim '{p.claim}' has its deadline {p.deadline} before it was stated ({on})")
+        raise InvariantViolation(f"claim '{p.claim}' has its deadline {p.deadline} before it was stated ({on})",
+                                 field="deadline")
     s.claims[p.claim] = Claim(
         p.claimant, p.person, p.metric.value, p.model, p.target, p.deadline, p.period_start, on,
         p.source_url, p.quote,

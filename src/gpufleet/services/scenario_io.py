@@ -69,7 +69,8 @@ def _read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise InputError(f"{path}:{line}: malformed YAML: {exc.problem or exc.context}") from None
+        what = "invalid value" if isinstance(exc, yaml.constructor.ConstructorError) else "malformed YAML"
+        raise InputError(f"{path}:{line}: {what}: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: malformed YAML: {exc}") from None
     finally:
@@ -92,7 +93,23 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
-def _walk(node: yaml.Node, at: Path_, lines: dict[Path_, int], path: Path) -> None:
+def _timestamp(loader: yaml.SafeLoader, node: yaml.Node):
+    """A date that YAML recognises but the calendar does not (2024-02-30) is an input error."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError as exc:
+        raise yaml.constructor.ConstructorError(None, None, f"'{node.value}' is not a valid date ({exc})",
+                                                node.start_mark) from None
+
+
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+
+
+def _walk(node: yaml.Node, at: Path_, lines: dict[Path_, int], path: Path,
+          open_nodes: frozenset[int] = frozenset()) -> None:
+    if id(node) in open_nodes:
+        raise InputError(f"{path}:{node.start_mark.line + 1}: a YAML alias refers to a node that contains it")
+    open_nodes = open_nodes | {id(node)}
     lines[at] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
@@ -101,7 +118,7 @@ def _walk(node: yaml.Node, at: Path_, lines: dict[Path_, int], path: Path) -> No
             if key in seen:
                 raise InputError(f"{path}:{key_node.start_mark.line + 1}: duplicate key '{key}'")
             seen.add(key)
-            _walk(value_node, at + (key,), lines, path)
+            _walk(value_node, at + (key,), lines, path, open_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, at + (i,), lines, path)
+            _walk(item, at + (i,), lines, path, open_nodes)
