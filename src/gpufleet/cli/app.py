@@ -157,8 +157,13 @@ def demo(
 _DEMO_COLUMNS = ["owned", "active", "in_warehouse", "lent", "borrowed", "on_order", "in_transit"]
 
 
-@app.command("plan")
+plan_app = typer.Typer(help="Propose the best use of every GPU (HiGHS); `plan apply` records a plan's proposals.")
+app.add_typer(plan_app, name="plan")
+
+
+@plan_app.callback(invoke_without_command=True)
 def plan_cmd(
+    ctx: typer.Context,
     as_of: Annotated[str | None, typer.Option(help="plan from this date (default: the ledger's latest)")] = None,
     horizon: Annotated[int, typer.Option(help="weeks to plan")] = 52,
     policy: Annotated[str, typer.Option(help="owner-first, max-value, fair or hold")] = "owner-first",
@@ -176,6 +181,8 @@ def plan_cmd(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Propose the best use of every GPU over the horizon (HiGHS), and say what it costs whom."""
+    if ctx.invoked_subcommand:
+        return
     from gpufleet.planner.problem import PlanOptions
     from gpufleet.planner.solver import SolveOptions
     from gpufleet.services import planning
@@ -197,6 +204,23 @@ def plan_cmd(
         console.print(render.table("Policies compared", [_plan_row(p) for p in plans]))
     else:
         _print_plan(plans[0])
+
+
+@plan_app.command("apply")
+def plan_apply(file: Annotated[Path, typer.Argument(help="a plan written by `gpufleet plan --out FILE`")],
+               actor: ActorOpt = None) -> None:
+    """Record a plan's loans as proposals (they await approval) and its installs as planned."""
+    from gpufleet.services import planning
+
+    try:
+        body = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read a plan from {file}: {exc}", param_hint="FILE") from None
+    if not isinstance(body, dict) or "loans" not in body:
+        raise typer.BadParameter("not a single plan (write one with --out, without --compare)", param_hint="FILE")
+    written = planning.apply_plan(_fleet(), body, actor)
+    console.print(f"recorded {len(written)} proposals from the {body['policy']} plan "
+                  f"(events {written[0].seq}..{written[-1].seq})" if written else "the plan proposes nothing")
 
 
 def _plan_row(plan: dict) -> dict:

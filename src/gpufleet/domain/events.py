@@ -338,6 +338,43 @@ class DemandRecorded(Payload):
         return self
 
 
+@event("loan_proposed")
+class LoanProposed(Payload):
+    """A loan a plan proposes; it moves no GPU until it is approved and opened (``loan_opened``)."""
+
+    loan: LoanId
+    lender: EntityId
+    borrower: EntityId
+    model: ModelId
+    site: SiteId
+    gpus: PositiveGpus
+    start: date
+    end_date: date
+    fee_usd_per_gpu_hour: Usd = 0.0
+    plan: Annotated[str, Field(max_length=200, description="the plan it comes from (policy and hash)")] = ""
+    reason: Text = ""
+
+    @model_validator(mode="after")
+    def _two_parties(self) -> LoanProposed:
+        if self.lender == self.borrower:
+            raise ValueError("lender and borrower must differ")
+        if self.end_date <= self.start:
+            raise ValueError("end_date must be after start")
+        return self
+
+
+@event("install_planned")
+class InstallPlanned(Payload):
+    """An install a plan proposes for a future date; the GPUs move only with ``gpus_installed``."""
+
+    owner: EntityId
+    model: ModelId
+    site: SiteId
+    gpus: PositiveGpus
+    planned_date: date
+    plan: Annotated[str, Field(max_length=200)] = ""
+
+
 # -- governance ------------------------------------------------------------------------
 
 

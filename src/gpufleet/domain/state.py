@@ -160,6 +160,24 @@ class Approval:
     on: date
 
 
+@dataclass(slots=True)
+class Proposal:
+    """A loan or install proposed by a plan, not yet carried out."""
+
+    kind: str  # loan | install
+    owner: str  # the lender, or the owner of the GPUs installed
+    user: str  # the borrower, or the owner
+    model: str
+    site: str
+    gpus: int
+    start: date
+    end_date: date | None
+    fee_usd_per_gpu_hour: float
+    plan: str
+    reason: str
+    proposed_on: date
+
+
 Key2 = tuple[str, str]  # (owner, model)
 Key4 = tuple[str, str, str, str]  # (site, owner, model, serving entity)
 
@@ -175,6 +193,7 @@ _RECORDS: dict[str, type] = {
     "demand": Demand,
     "claims": Claim,
     "approvals": Approval,
+    "proposals": Proposal,
 }
 
 
@@ -195,6 +214,7 @@ class FleetState:
     demand: dict[str, Demand] = field(default_factory=dict)
     claims: dict[str, Claim] = field(default_factory=dict)
     approvals: dict[str, Approval] = field(default_factory=dict)
+    proposals: dict[str, Proposal] = field(default_factory=dict)
     acquired: Counter[Key2] = field(default_factory=Counter)
     on_order: Counter[Key2] = field(default_factory=Counter)
     in_transit: Counter[Key2] = field(default_factory=Counter)
@@ -641,6 +661,31 @@ def _closed(s: FleetState, p: ev.LoanClosed, on: date) -> None:
     loan = _open_loan(s, p.loan)
     _return(s, loan, loan.gpus_out, on)
     loan.closed_on = on
+
+
+@handles(ev.LoanProposed)
+def _loan_proposed(s: FleetState, p: ev.LoanProposed, on: date) -> None:
+    key = f"loan:{p.loan}"
+    _new(s.proposals, key, "proposal", "loan")
+    if p.loan in s.loans:
+        raise InvariantViolation(f"loan '{p.loan}' is already recorded", field="loan")
+    s.entity(p.lender, "lender")
+    s.entity(p.borrower, "borrower")
+    s.model(p.model)
+    s.site(p.site)
+    s.proposals[key] = Proposal("loan", p.lender, p.borrower, p.model, p.site, p.gpus, p.start, p.end_date,
+                                p.fee_usd_per_gpu_hour, p.plan, p.reason, on)
+
+
+@handles(ev.InstallPlanned)
+def _install_planned(s: FleetState, p: ev.InstallPlanned, on: date) -> None:
+    s.entity(p.owner, "owner")
+    s.model(p.model)
+    s.site(p.site)
+    key = f"install:{p.owner}:{p.model}:{p.site}:{p.planned_date}"
+    _new(s.proposals, key, "proposal", "planned_date")
+    s.proposals[key] = Proposal("install", p.owner, p.owner, p.model, p.site, p.gpus, p.planned_date, None, 0.0,
+                                p.plan, "", on)
 
 
 @handles(ev.DemandRecorded)

@@ -202,4 +202,10 @@ def status_report(state: FleetState, as_of: date, entity: str | None = None) -> 
         "loans": [asdict(x) for x in loan_rows(state, as_of) if keep(x.lender, x.borrower)],
         "transfers": [asdict(t) for t in transfers(state, as_of) if keep(t.from_entity, t.to_entity)],
         "claims": [asdict(c) for c in claim_checks(state, as_of) if keep(c.claimant)],
+        "proposals": [{"id": key} | {f: _iso(v) for f, v in asdict(p).items()}
+                      for key, p in sorted(state.proposals.items()) if keep(p.owner, p.user)],
     }
+
+
+def _iso(value):
+    return value.isoformat() if isinstance(value, date) else value

@@ -71,6 +71,12 @@ class FleetService:
         with self.engine.begin() as conn:
             return Ledger(conn).append([draft])[0]
 
+    def record_many(self, items: Sequence[tuple[Payload, date, str | None]], actor: str | None = None) -> list[Event]:
+        """Append several events (payload, effective date, idempotency key) in one transaction."""
+        drafts = [Draft(p, on, actor or default_actor(), key) for p, on, key in items]
+        with self.engine.begin() as conn:
+            return Ledger(conn).append(drafts)
+
     def load(self, path: Path, actor: str | None = None) -> LoadResult:
         """Validate a scenario file and append all of it in one transaction, or nothing."""
         from gpufleet.domain.scenario import scenario_events  # builds many models: import when needed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -13,7 +15,7 @@ from gpufleet.planner.plan import make_plan
 from gpufleet.planner.policies import POLICIES
 from gpufleet.planner.problem import PlanningProblem, PlanOptions, problem_from_state
 from gpufleet.planner.solver import SolveOptions
-from gpufleet.services.fleet import FleetService
+from gpufleet.services.fleet import FleetService, make_payload
 
 
 def scenario_state(path: Path, as_of: date | None) -> FleetState:
@@ -52,3 +54,33 @@ def plan(state: FleetState, start: date | None, options: PlanOptions, policy: st
 def compare(state: FleetState, start: date | None, options: PlanOptions,
             solve_options: SolveOptions = SolveOptions(), policies: list[str] | None = None) -> list[dict]:
     return [plan(state, start, options, name, solve_options) for name in (policies or list(POLICIES))]
+
+
+def plan_digest(plan: dict) -> str:
+    """A short content hash of a plan (timings excluded), to tie recorded proposals to it."""
+    body = {k: v for k, v in plan.items() if k != "solve"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+def apply_plan(service: FleetService, plan: dict, actor: str | None = None) -> list:
+    """Record a plan's loans as ``loan_proposed`` and its installs as ``install_planned``, in one
+    transaction. Re-applying the same plan writes nothing new (idempotency keys)."""
+    digest = plan_digest(plan)
+    tag = f"{plan['policy']}:{digest}"
+    proposed_on = date.fromisoformat(plan["start"])
+    drafts = []
+    for i, loan in enumerate(plan["loans"]):
+        payload = make_payload("loan_proposed", {
+            "loan": f"plan-{digest}-{i + 1}", "lender": loan["lender"], "borrower": loan["borrower"],
+            "model": loan["model"], "site": loan["site"], "gpus": max(1, round(loan["gpus"])),
+            "start": loan["start"], "end_date": loan["end"], "fee_usd_per_gpu_hour": loan["fee_usd_per_gpu_hour"],
+            "plan": tag, "reason": loan["reason"][:2000],
+        })
+        drafts.append((payload, f"plan:{digest}:loan:{i}"))
+    for i, inst in enumerate(plan["installs"]):
+        payload = make_payload("install_planned", {
+            "owner": inst["owner"], "model": inst["model"], "site": inst["site"], "gpus": max(1, round(inst["gpus"])),
+            "planned_date": inst["date"], "plan": tag,
+        })
+        drafts.append((payload, f"plan:{digest}:install:{i}"))
+    return service.record_many([(p, proposed_on, key) for p, key in drafts], actor)
