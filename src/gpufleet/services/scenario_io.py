@@ -94,12 +94,11 @@ _Yaml12Loader.add_implicit_resolver(
 
 
 def _timestamp(loader: yaml.SafeLoader, node: yaml.Node):
-    """A date that YAML recognises but the calendar does not (2024-02-30) is an input error."""
+    """A date the calendar does not have (2024-02-30) stays text, so validation names its field."""
     try:
         return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
-    except ValueError as exc:
-        raise yaml.constructor.ConstructorError(None, None, f"'{node.value}' is not a valid date ({exc})",
-                                                node.start_mark) from None
+    except ValueError:
+        return loader.construct_scalar(node)
 
 
 _Yaml12Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
