@@ -29,7 +29,7 @@ def test_the_repository_example_is_the_bundled_one():
 
 def test_every_item_of_the_example_carries_a_source_or_an_assumption():
     scenario, _ = read_scenario(example_path())
-    sections = ["entities", "persons", "gpu_models", "sites", "purchase_orders", "claims", "events"]
+    sections = ["entities", "persons", "gpu_models", "sites", "purchase_orders", "demand", "claims", "events"]
     for section in sections:
         for i, item in enumerate(getattr(scenario, section)):
             assert item.source or item.assumption, f"{section}[{i}] has neither source nor assumption"
@@ -66,3 +66,17 @@ def test_the_event_reference_is_generated_from_the_models():
     render = runpy.run_path(str(ROOT / "scripts" / "gen_event_docs.py"))["render"]
     assert (ROOT / "docs" / "events.md").read_text() == render(), \
         "regenerate with: python scripts/gen_event_docs.py > docs/events.md"
+
+
+def test_policies_from_december_2023_compare_hold_the_swap_and_a_dated_loan(demo):
+    rows = {r["policy"]: r for r in demo["policies_2023_12_01"]["policies"]}
+    hold, swap, loan = rows["hold"], rows["what happened"], rows["owner-first"]
+    assert hold["loans"] == [] and hold["related_party_hardware_usd"] == 0
+    assert swap["related_party_hardware_usd"] == pytest.approx(500.4e6)
+    assert swap["tesla_delay_weeks"] > 0, "the swap delays Tesla"
+    assert loan["tesla_delay_weeks"] <= 1e-6, "owner-first never delays the owner"
+    (tesla_to_x,) = [x for x in loan["loans"] if (x["lender"], x["borrower"]) == ("tesla", "x")]
+    assert tesla_to_x["start"] < "2024-06-30" and tesla_to_x["end"] <= "2024-12-31"
+    assert any(r["date"] == tesla_to_x["end"] for r in loan["reclaims"]), "the loan ends with a dated reclaim"
+    assert loan["idle_gpu_weeks"] < hold["idle_gpu_weeks"], "lending the surplus leaves fewer GPUs idle"
+    assert loan["value_usd"]["tesla"] >= hold["value_usd"]["tesla"]

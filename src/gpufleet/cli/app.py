@@ -137,6 +137,7 @@ def demo(
         if day["claims"]:
             console.print(render.table("Claims against the record", day["claims"],
                                        ["claim", "metric", "target", "deadline", "actual", "gap", "status"]))
+    _print_policies(report["policies_2023_12_01"])
     forecast = report["forecast_2024_04_23_for_2024_12_31"]
     console.rule("what the ledger said on 2024-04-23 about 2024-12-31")
     console.print(render.table("Tesla, as known on 2024-04-23", forecast["holdings"],
@@ -152,6 +153,28 @@ def demo(
     verified = "verifies" if report["verified"] else "DOES NOT VERIFY"
     console.print(f"ledger {verified}; head {report['head_hash']}\nexplore it: gpufleet --db {path} status "
                   "--as-of 2024-06-04 --known-at 2024-06-04")
+
+
+def _print_policies(comparison: dict) -> None:
+    console.rule(f"policies compared from {comparison['start']} to {comparison['end']} (planner, HiGHS)")
+    rows = [{
+        "policy": r["policy"], "idle_gpu_weeks": r["idle_gpu_weeks"], "tesla_delay_weeks": r["tesla_delay_weeks"],
+        **{f"value_{e}_musd": v / 1e6 for e, v in r["value_usd"].items()},
+        "related_party_hardware_musd": r["related_party_hardware_usd"] / 1e6,
+        "related_party_fees_musd": r["related_party_fees_usd"] / 1e6,
+        "tesla_active_2024_12_31": f"{r['tesla_active_2024_12_31']:,} / {comparison['claim_gpus']:,}",
+    } for r in comparison["policies"]]
+    console.print(render.table("hold: no swap, no loans; what happened: the swap as recorded; "
+                               "owner-first: Tesla lends only its surplus, with reclaims", rows))
+    for r in comparison["policies"]:
+        for loan in r["loans"]:
+            console.print(f"{r['policy']}: loan of {loan['gpus']:,.0f} {loan['model']} from {loan['lender']} to "
+                          f"{loan['borrower']} at {loan['site']}, {loan['start']} to {loan['end']}. {loan['reason']}")
+        for rec in r["reclaims"]:
+            console.print(f"{r['policy']}: {rec['lender']} reclaims {rec['gpus']:,.0f} from {rec['borrower']} on "
+                          f"{rec['date']} (work lost: USD {rec['cost_usd']:,.0f})")
+    console.print(f"Assumed costs: {comparison['options']}; recorded: Tesla had "
+                  f"{comparison['tesla_active_2024_12_31_recorded']:,} H100 active on {comparison['end']}.")
 
 
 _DEMO_COLUMNS = ["owned", "active", "in_warehouse", "lent", "borrowed", "on_order", "in_transit"]

@@ -195,7 +195,7 @@ def build(problem: PlanningProblem, *, allow_loans: bool = True, min_served: np.
           lent_now: np.ndarray | None = None) -> LinearModel:
     """Assemble the LP (or MILP with ``options.integral``) for one policy stage.
 
-    ``min_served[e,t]``: GPUs of each entity's demand that must stay served (owner-first).
+    ``min_served[e,t]``: GPUs of its own that must keep serving each entity (owner-first).
     ``maximize_share``: add ``z`` and maximize the smallest share of demand met (fair, stage 1);
     ``share_floor``: keep every share at least this while maximizing value (fair, stage 2).
     """
@@ -254,9 +254,12 @@ def _whole_servers(rows: _Rows, p: PlanningProblem, lay: Layout, integer: np.nda
 
 
 def _keep_served(rows: _Rows, p: PlanningProblem, lay: Layout, min_served: np.ndarray) -> None:
-    """sum_{d of e} sv[d,t] >= min_served[e,t] (owner-first: no owner loses what it had without loans)."""
-    d, t = _grid(len(p.demand_ids), lay.T)
-    rows.family("owner_first", p.demand_entity[d] * lay.T + t, lay.cols("sv", d, t), 1.0, min_served.size,
+    """sum_{own-use q of e} serve[q,t] >= min_served[e,t] (owner-first: an owner's own GPUs serve it
+    at least as much as they do without loans, so only true surplus is lent)."""
+    q, t = _grid(len(lay.qp), lay.T)
+    own = lay.ql[q] < 0
+    q, t = q[own], t[own]
+    rows.family("owner_first", lay.qu[q] * lay.T + t, lay.cols("serve", q, t), 1.0, min_served.size,
                 min_served.ravel() - 1e-6, np.inf)
 
 

@@ -39,13 +39,21 @@ class Variables:
 
 
 def make_plan(problem: PlanningProblem, policy_name: str, options: SolveOptions = SolveOptions(),
-              lent_now: np.ndarray | None = None) -> dict:
-    """Solve ``problem`` under a policy and return the documented plan (checked)."""
+              lent_now: np.ndarray | None = None, weekly: bool = False) -> dict:
+    """Solve ``problem`` under a policy and return the documented plan (checked).
+
+    ``weekly`` adds ``served_gpus_by_week``: per entity, the GPUs serving its demand each week.
+    """
     decision = get_policy(policy_name).decide(problem, options, lent_now)
     lay = decision.model.layout
     v = Variables.of(lay, decision.solution.x)
     plan = _report(problem, policy_name, decision, v)
     check_plan(problem, lay, v, plan["objective"], lent_now)
+    if weekly:
+        served = np.zeros((len(problem.entities), lay.T))
+        np.add.at(served, problem.demand_entity, v.sv)
+        plan["served_gpus_by_week"] = {e: [round(float(x), 3) for x in served[i]]
+                                       for i, e in enumerate(problem.entities)}
     return plan
 
 
