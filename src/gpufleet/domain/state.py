@@ -315,6 +315,10 @@ class FleetState:
 
     # -- serialization (snapshots, replay equality) ---------------------------------------
 
+    def record_count(self) -> int:
+        """How many records a snapshot of this state holds (its size, roughly)."""
+        return sum(len(getattr(self, name)) for name in _RECORDS) + len(self.installed)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able, deterministic image of the state (equal states give equal dicts)."""
         out: dict[str, Any] = {"as_of": _enc(self.as_of), "persons": dict(sorted(self.persons.items()))}

@@ -270,8 +270,7 @@ class _Writer:
         frontier = self.head.frontier
         is_void = isinstance(payload, EventVoided)
         if not is_void and (frontier is None or effective >= frontier):
-            if frontier is not None and effective > frontier and self.head.seq - self.last_snapshot >= \
-                    self.ledger.snapshot_every:
+            if frontier is not None and effective > frontier and self._snapshot_due(state):
                 self._snapshot(state, self.head.seq, frontier)
             try:
                 state.apply(payload, effective)
@@ -280,6 +279,13 @@ class _Writer:
                 raise _refused(payload, effective, exc) from None
             return
         self.state = self._refold(payload, effective)
+
+    def _snapshot_due(self, state: FleetState) -> bool:
+        """Every ``snapshot_every`` events, and at least a quarter as many events as the state holds
+        records: writing a snapshot costs about as much as folding that many events, so the
+        cost per event stays constant however large the fleet grows."""
+        since = self.head.seq - self.last_snapshot
+        return since >= self.ledger.snapshot_every and 4 * since >= state.record_count()
 
     def _refold(self, payload: Payload, effective: date) -> FleetState:
         """Fold the timeline from ``effective`` on with the new event in place; refuse if it breaks."""

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from gpufleet.domain.scenario import Scenario, scenario_events
 from gpufleet.domain.state import FleetState
@@ -187,7 +187,7 @@ class _Generator:
                 linked |= set(loose[j:j + 2])
         # a few directors sit on two groups' boards: those groups become one lending component
         n_groups = len(self.groups)
-        for k in range(n_groups // 8):
+        for k in range(round(n_groups / 8) if n_groups > 1 else 0):
             a, b = r.sample(range(n_groups), 2)
             ea, eb = r.choice(self.groups[a]).id, r.choice(self.groups[b]).id
             persons.append(self._person(f"px{k:02d}-director", f"Cross director {k:02d}",
@@ -372,7 +372,7 @@ class _Generator:
             "gpufleet": 1,
             "name": f"generated-{self.size}-seed{self.seed}",
             "description": (f"Synthetic fleet ({self.size}, seed {self.seed}): {self.spec.entities} entities in "
-                            f"{len(self.groups)} groups, {self.spec.sites} sites, {self.spec.lots} lots; plan from "
+                            f"{len(self.groups)} group{'s' if len(self.groups) != 1 else ''}, {self.spec.sites} sites, {self.spec.lots} lots; plan from "
                             f"{PLAN_START} for {self.spec.weeks} weeks."),
             "start": _d(SCENARIO_START),
             "actor": f"generator:{self.size}:{self.seed}",
@@ -439,25 +439,23 @@ def scenario_state(doc: dict, as_of: date | None = None) -> FleetState:
     """
     scenario = Scenario.model_validate(doc)
     items = scenario_events(scenario)
-    seq = sorted(range(len(items)), key=lambda i: (_recorded_key(items[i]), i))
+    seq = sorted(range(len(items)), key=lambda i: (_recorded(items[i]), i))  # the ledger's append order
     rank = {i: k for k, i in enumerate(seq)}
-    order = sorted(range(len(items)), key=lambda i: (items[i].effective_date, rank[i]))
     state = FleetState()
-    for i in order:
-        item = items[i]
-        if as_of is not None and item.effective_date > as_of:
-            continue
-        state.apply(item.payload, item.effective_date)
+    for i in sorted(range(len(items)), key=lambda i: (items[i].effective_date, rank[i])):
+        if as_of is None or items[i].effective_date <= as_of:
+            state.apply(items[i].payload, items[i].effective_date)
     return state
 
 
-def _recorded_key(item) -> str:
+def _recorded(item) -> datetime:
+    """The recorded instant of a scenario event (default: 00:00 UTC on its effective date), naive UTC."""
     rec = item.recorded
     if rec is None:
-        return f"{item.effective_date.isoformat()}T00:00:00"
-    if isinstance(rec, date) and not hasattr(rec, "hour"):
-        return f"{rec.isoformat()}T00:00:00"
-    return rec.replace(tzinfo=None).isoformat() if getattr(rec, "tzinfo", None) else rec.isoformat()
+        rec = item.effective_date
+    if not isinstance(rec, datetime):
+        return datetime(rec.year, rec.month, rec.day)
+    return rec.astimezone(UTC).replace(tzinfo=None) if rec.tzinfo else rec
 
 
 def generate_problem(size: str, seed: int = 0, options: PlanOptions | None = None) -> PlanningProblem:
