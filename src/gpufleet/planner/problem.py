@@ -36,12 +36,16 @@ class PlanOptions:
     extra_lending_pairs: tuple[tuple[str, str], ...] = ()  # explicit agreements (lender, borrower)
 
     def __post_init__(self):
-        if not 1 <= self.horizon_weeks <= 520:
-            raise InputError("must be between 1 and 520", field="horizon_weeks")
-        if not 1 <= self.week_days <= 31:
-            raise InputError("must be between 1 and 31", field="week_days")
-        if self.install_lead_weeks < 0 or self.server_gpus < 1:
-            raise InputError("must not be negative", field="install_lead_weeks")
+        for name, low, high in [("horizon_weeks", 1, 520), ("week_days", 1, 31), ("install_lead_weeks", 0, 104),
+                                ("server_gpus", 1, 1024)]:
+            if not low <= getattr(self, name) <= high:
+                raise InputError(f"must be between {low} and {high}", field=name)
+        if not 0.0 <= self.failure_rate_per_gpu_week < 1.0:
+            raise InputError("must be at least 0 and below 1 (a share of GPUs per week)",
+                             field="failure_rate_per_gpu_week")
+        for name in ("move_cost_usd", "reclaim_cost_usd", "loan_fee_usd_per_gpu_hour"):
+            if not getattr(self, name) >= 0.0:
+                raise InputError("must not be negative", field=name)
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ def problem_from_state(state: FleetState, start: date, options: PlanOptions,
     installed0 = np.zeros((len(cohorts), len(sites)))
     for (site, owner, model, _user), n in state.installed.items():
         installed0[c_ix[(owner, model)], s_ix[site]] += n
-    held = np.array([[state.warehouse[c] + state.installed_owned[c]] for c in cohorts], dtype=float)
+    held = np.array([state.warehouse[c] + state.installed_owned[c] for c in cohorts], dtype=float)
     arrivals = np.zeros((len(cohorts), weeks))
     for lot in state.lots.values():
         if lot.status is not LotStatus.DELIVERED:
@@ -104,8 +108,9 @@ def problem_from_state(state: FleetState, start: date, options: PlanOptions,
                 arrivals[c_ix[(lot.owner, lot.model)], t] += lot.gpus
     survive = (1.0 - options.failure_rate_per_gpu_week) ** np.arange(weeks)
     # each batch of GPUs decays from the week it arrives: a convolution with the survival curve
-    batches = np.concatenate([held, arrivals[:, 1:]], axis=1) + np.pad(arrivals[:, :1], ((0, 0), (0, weeks - 1)))
-    avail = np.stack([np.convolve(row, survive)[:weeks] for row in batches]) if cohorts else np.zeros((0, weeks))
+    batches = arrivals.copy()
+    batches[:, 0] += held
+    avail = np.array([np.convolve(row, survive)[:weeks] for row in batches]).reshape(len(cohorts), weeks)
 
     slots = np.array([[state.sites[s].slots_online(d) for d in starts] for s in sites], dtype=float).reshape(
         len(sites), weeks)

@@ -33,6 +33,8 @@ class Solution:
 
 
 def solve(model: LinearModel, options: SolveOptions = SolveOptions()) -> Solution:
+    if model.A.shape[1] == 0:  # nothing to decide: the empty plan is optimal
+        return Solution(np.zeros(0), np.zeros(model.A.shape[0]), model.objective_offset, "Optimal", 0.0, None)
     h = highspy.Highs()
     h.setOptionValue("output_flag", options.log)
     h.setOptionValue("time_limit", float(options.time_limit_s))

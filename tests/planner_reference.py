@@ -1,0 +1,262 @@
+"""A second, independent route to the planner's optimum: PuLP + CBC, written from the maths.
+
+This module shares no code with ``gpufleet.planner.model``. It reads only the
+:class:`~gpufleet.planner.problem.PlanningProblem`'s arrays and writes the model of
+``docs/planning-model.md`` with plain loops, one row at a time:
+
+* install pairs ``(c, s)``: site ``s`` is reachable by the owner of ``c`` (the owner, or
+  someone it may lend to, has access to ``s``), or ``c`` is installed at ``s`` on the as-of date;
+* serve triples ``(c, s, u)``: ``permit[owner(c), u]`` and ``access[u, s]``;
+* loan pairs ``(c, u)``: ``u`` is not the owner of ``c`` and some triple ``(c, ·, u)`` exists.
+
+Rows (``A`` = avail, ``I0`` = installed0, ``L`` = install lead weeks)::
+
+    install_chain   inst[c,s,t] = inst[c,s,t-1] + add[c,s,t] - rem[c,s,t]   (inst[c,s,-1] = I0[c,s])
+    holding         sum_s inst[c,s,t] <= A[c,t]
+    site_slots      sum_c inst[c,s,t] <= slots[s,t]
+    site_power      sum_c watts[c] * pue[s] / 1e3 * inst[c,s,t] <= MW[s,t] * 1e3        (kW)
+    burn_in         sum_u serve[c,s,u,t] <= inst[c,s,t] - sum_{k=t-L+1..t} add[c,s,k]
+    demand_balance  sum_{c,s} serve[c,s,u,t] = sum_{d of u} sv[d,t],   0 <= sv[d,t] <= D[d,t]
+    reclaims        lend[c,u,t-1] - lend[c,u,t] <= recl[c,u,t]   (lend = sum_s serve; lend[-1] = lent_now)
+    whole_servers   serve[c,s,u,t] = server_gpus * n[c,s,u,t], n integer   (lent triples; integral only)
+
+Objective (maximized): ``sum v_d * h * sv - move_cost * sum rem - reclaim_cost * sum recl``,
+minus the solver's tie-break of ``TIE_BREAK_USD`` per GPU of ``add`` and per GPU-week of lent
+``serve``. :func:`reference_objective` returns it *with* the tie-break, so it equals
+``-Solution.objective`` of the HiGHS max-value (or, with ``allow_loans=False``, hold) model.
+
+Each family is written once, over a table of values that holds either PuLP variables (to build
+the model) or floats (to check CBC's answer). CBC's ``Optimal`` alone is not trusted (it can say so
+for a stopped LP): every row and bound is re-checked at the returned point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import product
+from typing import Any
+
+import numpy as np
+import pulp
+
+from gpufleet.planner.problem import PlanningProblem
+
+TIE_BREAK_USD = 0.01  # per GPU installed and per GPU-week lent; docs/planning-model.md, "Objective"
+FEASIBILITY_TOL = 1e-6  # GPUs, relative to the largest quantity in the problem (at least 1)
+
+Row = tuple[str, Any, str, float]  # (family, left-hand side, "<=" or "==", right-hand side)
+
+
+class ReferenceSolveError(AssertionError):
+    """The reference solve failed, or CBC returned a point that does not satisfy the model."""
+
+
+@dataclass(frozen=True)
+class IndexSets:
+    pairs: list[tuple[int, int]]  # (c, s)
+    triples: list[tuple[int, int, int]]  # (c, s, u)
+    loans: list[tuple[int, int]]  # (c, u), sorted: the order of model.py's loan pairs
+
+
+@dataclass(frozen=True)
+class Table:
+    """One value per variable: PuLP variables while building, floats once solved."""
+
+    inst: dict[tuple[int, int, int], Any]  # (c, s, t)
+    add: dict[tuple[int, int, int], Any]
+    rem: dict[tuple[int, int, int], Any]
+    serve: dict[tuple[int, int, int, int], Any]  # (c, s, u, t)
+    sv: dict[tuple[int, int], Any]  # (d, t)
+    recl: dict[tuple[int, int, int], Any]  # (c, u, t)
+
+    def values(self) -> Table:
+        return Table(*({k: float(x.varValue or 0.0) for k, x in getattr(self, name).items()}
+                       for name in ("inst", "add", "rem", "serve", "sv", "recl")))
+
+
+@dataclass(frozen=True)
+class ReferenceSolution:
+    objective: float  # max-value objective including the tie-break (= -HiGHS min objective)
+    value_usd: float  # the plan's ``objective``: served value minus move and reclaim costs
+    status: str
+    x: Table
+
+
+def index_sets(problem: PlanningProblem) -> IndexSets:
+    """Install pairs, serve triples and loan pairs, from permit, access and installed0."""
+    pairs, triples, loans = [], [], set()
+    for c, s in product(range(len(problem.cohort_owner)), range(len(problem.sites))):
+        owner = int(problem.cohort_owner[c])
+        users = [u for u in range(len(problem.entities)) if problem.permit[owner, u] and problem.access[u, s]]
+        if users or problem.installed0[c, s] > 0:
+            pairs.append((c, s))
+        triples += [(c, s, u) for u in users]
+        loans |= {(c, u) for u in users if u != owner}
+    return IndexSets(pairs, triples, sorted(loans))
+
+
+def reference_objective(problem: PlanningProblem, allow_loans: bool = True,
+                        lent_now: np.ndarray | None = None) -> float:
+    """The max-value optimum (hold's with ``allow_loans=False``), tie-break included, by PuLP + CBC."""
+    return solve_reference(problem, allow_loans=allow_loans, lent_now=lent_now).objective
+
+
+def solve_reference(problem: PlanningProblem, allow_loans: bool = True, lent_now: np.ndarray | None = None,
+                    time_limit_s: float | None = None) -> ReferenceSolution:
+    """Build the model, solve it with CBC and verify the point it returns.
+
+    ``lent_now`` follows :attr:`IndexSets.loans` (loan pairs sorted by cohort, then borrower), the
+    order of ``model.Layout.lc / lu`` too. ``problem.options.integral`` makes it a MILP.
+    """
+    sets = index_sets(problem)
+    lent_now = _lent_now(lent_now, sets)
+    x, whole = _variables(problem, sets, allow_loans)
+    prob = pulp.LpProblem("gpufleet_reference", pulp.LpMaximize)
+    value, tie = _objective(problem, sets, x)
+    prob += value - tie
+    for family, lhs, sense, rhs in (*_rows(problem, sets, x, lent_now), *whole):
+        prob += (lhs <= rhs) if sense == "<=" else (lhs == rhs)
+    args = {"msg": False} | ({"timeLimit": time_limit_s} if time_limit_s else {})
+    prob.solve(pulp.PULP_CBC_CMD(**args))
+    status = pulp.LpStatus[prob.status]
+    if status != "Optimal":
+        raise ReferenceSolveError(f"CBC ended with status {status!r}")
+    solved = x.values()
+    check_point(problem, sets, solved, allow_loans, lent_now)
+    value, tie = _objective(problem, sets, solved)
+    _agree(prob, value - tie)
+    return ReferenceSolution(float(value - tie), float(value), status, solved)
+
+
+def _lent_now(lent_now: np.ndarray | None, sets: IndexSets) -> np.ndarray:
+    out = np.zeros(len(sets.loans)) if lent_now is None else np.asarray(lent_now, dtype=float)
+    if out.shape != (len(sets.loans),):
+        raise ValueError(f"lent_now has shape {out.shape}; the problem has {len(sets.loans)} loan pairs")
+    return out
+
+
+def _variables(problem: PlanningProblem, sets: IndexSets, allow_loans: bool) -> tuple[Table, list[Row]]:
+    """Every variable (>= 0, sv <= demand, lent serve 0 without loans), and the whole_servers rows."""
+    weeks, owner = range(problem.weeks), problem.cohort_owner
+
+    def var(name: str, key: tuple, upper: float | None = None, cat: str = pulp.LpContinuous) -> pulp.LpVariable:
+        return pulp.LpVariable(f"{name}_" + "_".join(map(str, key)), lowBound=0, upBound=upper, cat=cat)
+
+    chains = [(c, s, t) for (c, s), t in product(sets.pairs, weeks)]
+    serve = {(c, s, u, t): var("serve", (c, s, u, t), None if allow_loans or u == owner[c] else 0.0)
+             for (c, s, u), t in product(sets.triples, weeks)}
+    x = Table(inst={k: var("inst", k) for k in chains}, add={k: var("add", k) for k in chains},
+              rem={k: var("rem", k) for k in chains}, serve=serve,
+              sv={(d, t): var("sv", (d, t), float(problem.demand_gpus[d, t]))
+                  for d, t in product(range(len(problem.demand_ids)), weeks)},
+              recl={(c, u, t): var("recl", (c, u, t)) for (c, u), t in product(sets.loans, weeks)})
+    whole = []
+    if problem.options.integral:
+        whole = [("whole_servers", v - problem.options.server_gpus * var("n", k, cat=pulp.LpInteger), "==", 0.0)
+                 for k, v in serve.items() if k[2] != owner[k[0]]]
+    return x, whole
+
+
+def _objective(problem: PlanningProblem, sets: IndexSets, x: Table) -> tuple[Any, Any]:
+    """(value of served demand less move and reclaim costs, the tie-break), in USD."""
+    opts, owner = problem.options, problem.cohort_owner
+    hours = 24.0 * opts.week_days
+    value = _total(float(problem.demand_value[d]) * hours * v for (d, _t), v in x.sv.items()) \
+        - opts.move_cost_usd * _total(x.rem.values()) - opts.reclaim_cost_usd * _total(x.recl.values())
+    lent = _total(v for (c, _s, u, _t), v in x.serve.items() if u != owner[c])
+    return value, TIE_BREAK_USD * (_total(x.add.values()) + lent)
+
+
+def _rows(problem: PlanningProblem, sets: IndexSets, x: Table, lent_now: np.ndarray) -> Iterator[Row]:
+    for family in (_install_chain, _burn_in, _holding, _site_capacity, _demand_balance):
+        yield from family(problem, sets, x)
+    yield from _reclaims(problem, sets, x, lent_now)
+
+
+def _install_chain(problem: PlanningProblem, sets: IndexSets, x: Table) -> Iterator[Row]:
+    for (c, s), t in product(sets.pairs, range(problem.weeks)):
+        before = x.inst[c, s, t - 1] if t > 0 else float(problem.installed0[c, s])
+        yield "install_chain", x.inst[c, s, t] - before - x.add[c, s, t] + x.rem[c, s, t], "==", 0.0
+
+
+def _burn_in(problem: PlanningProblem, sets: IndexSets, x: Table) -> Iterator[Row]:
+    lead = problem.options.install_lead_weeks
+    users = {(c, s): [u for (c2, s2, u) in sets.triples if (c2, s2) == (c, s)] for c, s in sets.pairs}
+    for (c, s), t in product(sets.pairs, range(problem.weeks)):
+        serving = _total(x.serve[c, s, u, t] for u in users[c, s])
+        burning = _total(x.add[c, s, k] for k in range(max(0, t - lead + 1), t + 1))
+        yield "burn_in", serving - x.inst[c, s, t] + burning, "<=", 0.0
+
+
+def _holding(problem: PlanningProblem, sets: IndexSets, x: Table) -> Iterator[Row]:
+    for c, t in product(range(len(problem.cohort_owner)), range(problem.weeks)):
+        here = [x.inst[c, s, t] for (c2, s) in sets.pairs if c2 == c]
+        if here:
+            yield "holding", _total(here), "<=", float(problem.avail[c, t])
+
+
+def _site_capacity(problem: PlanningProblem, sets: IndexSets, x: Table) -> Iterator[Row]:
+    for s, t in product(range(len(problem.sites)), range(problem.weeks)):
+        here = [(c, x.inst[c, s, t]) for (c, s2) in sets.pairs if s2 == s]
+        if here:
+            yield "site_slots", _total(v for _c, v in here), "<=", float(problem.slots[s, t])
+            kw = _total(float(problem.watts[c] * problem.pue[s] / 1e3) * v for c, v in here)
+            yield "site_power", kw, "<=", float(problem.mw[s, t] * 1e3)
+
+
+def _demand_balance(problem: PlanningProblem, sets: IndexSets, x: Table) -> Iterator[Row]:
+    for u, t in product(range(len(problem.entities)), range(problem.weeks)):
+        got = [x.serve[c, s, u, t] for (c, s, u2) in sets.triples if u2 == u]
+        counted = [x.sv[d, t] for d in range(len(problem.demand_ids)) if problem.demand_entity[d] == u]
+        if got or counted:
+            yield "demand_balance", _total(got) - _total(counted), "==", 0.0
+
+
+def _reclaims(problem: PlanningProblem, sets: IndexSets, x: Table, lent_now: np.ndarray) -> Iterator[Row]:
+    for k, (c, u) in enumerate(sets.loans):
+        sites = [s for (c2, s, u2) in sets.triples if (c2, u2) == (c, u)]
+        before: Any = float(lent_now[k])
+        for t in range(problem.weeks):
+            now = _total(x.serve[c, s, u, t] for s in sites)
+            yield "reclaims", before - now - x.recl[c, u, t], "<=", 0.0
+            before = now
+
+
+def check_point(problem: PlanningProblem, sets: IndexSets, x: Table, allow_loans: bool, lent_now: np.ndarray) -> None:
+    """Check every bound and row at the solved point; raise :class:`ReferenceSolveError` naming what fails."""
+    scale = max(1.0, float(np.abs(problem.avail).max(initial=0.0)), float(np.abs(problem.demand_gpus).max(initial=0.0)))
+    tol, owner, g = FEASIBILITY_TOL * scale, problem.cohort_owner, problem.options.server_gpus
+    bad = [f"{name}{key} = {v:g} < 0" for name in ("inst", "add", "rem", "serve", "sv", "recl")
+           for key, v in getattr(x, name).items() if v < -tol]
+    bad += [f"sv{key} above demand" for key, v in x.sv.items() if v > problem.demand_gpus[key] + tol]
+    for (c, s, u, t), v in x.serve.items():
+        if u != owner[c] and not allow_loans and abs(v) > tol:
+            bad.append(f"serve{(c, s, u, t)} lends with loans off")
+        if u != owner[c] and problem.options.integral and abs(v / g - round(v / g)) * g > tol:
+            bad.append(f"serve{(c, s, u, t)} is not whole servers")
+    for family, lhs, sense, rhs in _rows(problem, sets, x, lent_now):
+        slack = tol * (1e3 if family == "site_power" else 1.0)  # kW: about 1 kW per GPU
+        if (lhs > rhs + slack) if sense == "<=" else (abs(lhs - rhs) > slack):
+            bad.append(f"{family}: {lhs:g} {sense} {rhs:g}")
+    if bad:
+        raise ReferenceSolveError(f"CBC's point violates the model ({len(bad)} checks): " + "; ".join(bad[:20]))
+
+
+def _agree(prob: pulp.LpProblem, objective: float) -> None:
+    """CBC's own objective must be the worth of the point it returned."""
+    reported = pulp.value(prob.objective)
+    if reported is None:  # an objective without terms: PuLP writes a valueless `__dummy` variable for it
+        if any(coefficient for coefficient in prob.objective.values()):
+            raise ReferenceSolveError("CBC returned no value for the objective")
+        reported = prob.objective.constant
+    if abs(float(reported) - objective) > 1e-6 * max(1.0, abs(objective)):
+        raise ReferenceSolveError(f"CBC reports objective {reported}, but the point it returned is worth {objective}")
+
+
+def _total(items: Iterable[Any]) -> Any:
+    """Sum numbers or PuLP terms (``lpSum`` is linear-time where ``sum`` of expressions is not)."""
+    items = list(items)
+    if any(isinstance(v, (pulp.LpVariable, pulp.LpAffineExpression)) for v in items):
+        return pulp.lpSum(items)
+    return float(sum(items))
