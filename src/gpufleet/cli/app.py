@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -244,6 +245,27 @@ def plan_apply(file: Annotated[Path, typer.Argument(help="a plan written by `gpu
     written = planning.apply_plan(_fleet(), body, actor)
     console.print(f"recorded {len(written)} proposals from the {body['policy']} plan "
                   f"(events {written[0].seq}..{written[-1].seq})" if written else "the plan proposes nothing")
+
+
+@app.command()
+def generate(
+    size: Annotated[str, typer.Argument(help="small, medium or large")],
+    seed: Annotated[int, typer.Option(help="the same seed gives the same fleet")] = 0,
+    out: Annotated[Path | None, typer.Option(help="write the scenario here (default: standard output)")] = None,
+) -> None:
+    """Write a synthetic fleet scenario (seeded) of a benchmark size, for `load` or `plan --scenario`."""
+    import yaml
+
+    from gpufleet.planner.generate import SIZES, generate_scenario
+
+    if size not in SIZES:
+        raise typer.BadParameter(f"must be one of {', '.join(SIZES)}", param_hint="SIZE")
+    text = yaml.safe_dump(generate_scenario(size, seed), sort_keys=False, width=120)
+    if out:
+        out.write_text(text)
+        console.print(f"wrote the {size} fleet (seed {seed}) to {out}")
+    else:
+        sys.stdout.write(text)
 
 
 def _plan_row(plan: dict) -> dict:
