@@ -11,13 +11,15 @@ This module shares no code with ``gpufleet.planner.model``. It reads only the
 
 Rows (``A`` = avail, ``I0`` = installed0, ``L`` = install lead weeks)::
 
-    install_chain   inst[c,s,t] = inst[c,s,t-1] + add[c,s,t] - rem[c,s,t]   (inst[c,s,-1] = I0[c,s])
+    install_chain   inst[c,s,t] = inst[c,s,t-1] + add[c,s,t] - rem[c,s,t] - out[c,s,t]   (inst[c,s,-1] = I0[c,s])
+    failures        sum_s out[c,s,t] <= f * A[c,max(t-1,0)]      (failed GPUs leave for free)
     holding         sum_s inst[c,s,t] <= A[c,t]
     site_slots      sum_c inst[c,s,t] <= slots[s,t]
     site_power      sum_c watts[c] * pue[s] / 1e3 * inst[c,s,t] <= MW[s,t] * 1e3        (kW)
     burn_in         sum_u serve[c,s,u,t] <= inst[c,s,t] - sum_{k=t-L+1..t} add[c,s,k]
     demand_balance  sum_{c,s} serve[c,s,u,t] = sum_{d of u} sv[d,t],   0 <= sv[d,t] <= D[d,t]
-    reclaims        lend[c,u,t-1] - lend[c,u,t] <= recl[c,u,t]   (lend = sum_s serve; lend[-1] = lent_now)
+    reclaims        lend[c,u,t-1] - lend[c,u,t] <= recl[c,u,t] + ret[c,u,t]   (lend = sum_s serve; lend[-1] = lent_now)
+    free_returns    sum_c ret[c,u,t] <= max(0, D_u[t-1] - D_u[t])   (D_u = u's demand; 0 for t = 0)
     whole_servers   serve[c,s,u,t] = server_gpus * n[c,s,u,t], n integer   (lent triples; integral only)
 
 Objective (maximized): ``sum v_d * h * sv - move_cost * sum rem - reclaim_cost * sum recl``,
@@ -69,10 +71,12 @@ class Table:
     serve: dict[tuple[int, int, int, int], Any]  # (c, s, u, t)
     sv: dict[tuple[int, int], Any]  # (d, t)
     recl: dict[tuple[int, int, int], Any]  # (c, u, t)
+    ret: dict[tuple[int, int, int], Any]  # (c, u, t)
+    out: dict[tuple[int, int, int], Any]  # (c, s, t)
 
     def values(self) -> Table:
         return Table(*({k: float(x.varValue or 0.0) for k, x in getattr(self, name).items()}
-                       for name in ("inst", "add", "rem", "serve", "sv", "recl")))
+                       for name in ("inst", "add", "rem", "serve", "sv", "recl", "ret", "out")))
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,9 @@ def _variables(problem: PlanningProblem, sets: IndexSets, allow_loans: bool) -> 
               rem={k: var("rem", k) for k in chains}, serve=serve,
               sv={(d, t): var("sv", (d, t), float(problem.demand_gpus[d, t]))
                   for d, t in product(range(len(problem.demand_ids)), weeks)},
-              recl={(c, u, t): var("recl", (c, u, t)) for (c, u), t in product(sets.loans, weeks)})
+              recl={(c, u, t): var("recl", (c, u, t)) for (c, u), t in product(sets.loans, weeks)},
+              ret={(c, u, t): var("ret", (c, u, t)) for (c, u), t in product(sets.loans, weeks)},
+              out={k: var("out", k) for k in chains})
     whole = []
     if problem.options.integral:
         whole = [("whole_servers", v - problem.options.server_gpus * var("n", k, cat=pulp.LpInteger), "==", 0.0)
@@ -169,7 +175,7 @@ def _objective(problem: PlanningProblem, sets: IndexSets, x: Table) -> tuple[Any
 
 
 def _rows(problem: PlanningProblem, sets: IndexSets, x: Table, lent_now: np.ndarray) -> Iterator[Row]:
-    for family in (_install_chain, _burn_in, _holding, _site_capacity, _demand_balance):
+    for family in (_install_chain, _failures, _burn_in, _holding, _site_capacity, _demand_balance, _free_returns):
         yield from family(problem, sets, x)
     yield from _reclaims(problem, sets, x, lent_now)
 
@@ -177,7 +183,25 @@ def _rows(problem: PlanningProblem, sets: IndexSets, x: Table, lent_now: np.ndar
 def _install_chain(problem: PlanningProblem, sets: IndexSets, x: Table) -> Iterator[Row]:
     for (c, s), t in product(sets.pairs, range(problem.weeks)):
         before = x.inst[c, s, t - 1] if t > 0 else float(problem.installed0[c, s])
-        yield "install_chain", x.inst[c, s, t] - before - x.add[c, s, t] + x.rem[c, s, t], "==", 0.0
+        yield "install_chain", x.inst[c, s, t] - before - x.add[c, s, t] + x.rem[c, s, t] + x.out[c, s, t], "==", 0.0
+
+
+def _failures(problem: PlanningProblem, sets: IndexSets, x: Table) -> Iterator[Row]:
+    rate = problem.options.failure_rate_per_gpu_week
+    for c, t in product(range(len(problem.cohort_owner)), range(problem.weeks)):
+        here = [x.out[c, s, t] for (c2, s) in sets.pairs if c2 == c]
+        if here:
+            yield "failures", _total(here), "<=", float(rate * problem.avail[c, max(t - 1, 0)])
+
+
+def _free_returns(problem: PlanningProblem, sets: IndexSets, x: Table) -> Iterator[Row]:
+    for u, t in product(range(len(problem.entities)), range(problem.weeks)):
+        returns = [x.ret[c, u2, t] for (c, u2) in sets.loans if u2 == u]
+        if returns:
+            mine = [d for d in range(len(problem.demand_ids)) if problem.demand_entity[d] == u]
+            before = sum(float(problem.demand_gpus[d, max(t - 1, 0)]) for d in mine)
+            now = sum(float(problem.demand_gpus[d, t]) for d in mine)
+            yield "free_returns", _total(returns), "<=", max(0.0, before - now)
 
 
 def _burn_in(problem: PlanningProblem, sets: IndexSets, x: Table) -> Iterator[Row]:
@@ -219,7 +243,7 @@ def _reclaims(problem: PlanningProblem, sets: IndexSets, x: Table, lent_now: np.
         before: Any = float(lent_now[k])
         for t in range(problem.weeks):
             now = _total(x.serve[c, s, u, t] for s in sites)
-            yield "reclaims", before - now - x.recl[c, u, t], "<=", 0.0
+            yield "reclaims", before - now - x.recl[c, u, t] - x.ret[c, u, t], "<=", 0.0
             before = now
 
 
@@ -227,7 +251,7 @@ def check_point(problem: PlanningProblem, sets: IndexSets, x: Table, allow_loans
     """Check every bound and row at the solved point; raise :class:`ReferenceSolveError` naming what fails."""
     scale = max(1.0, float(np.abs(problem.avail).max(initial=0.0)), float(np.abs(problem.demand_gpus).max(initial=0.0)))
     tol, owner, g = FEASIBILITY_TOL * scale, problem.cohort_owner, problem.options.server_gpus
-    bad = [f"{name}{key} = {v:g} < 0" for name in ("inst", "add", "rem", "serve", "sv", "recl")
+    bad = [f"{name}{key} = {v:g} < 0" for name in ("inst", "add", "rem", "serve", "sv", "recl", "ret", "out")
            for key, v in getattr(x, name).items() if v < -tol]
     bad += [f"sv{key} above demand" for key, v in x.sv.items() if v > problem.demand_gpus[key] + tol]
     for (c, s, u, t), v in x.serve.items():

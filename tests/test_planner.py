@@ -275,8 +275,6 @@ def test_tier_alone_does_not_outrank_value():
     assert plan["kpis"]["served_gpu_weeks"]["a"] == pytest.approx({"0": 0.0, "1": 10.0})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a loan that ends because the borrower's demand ends is charged "
-                   "reclaim_cost as if GPUs were taken back (model.define_reclaims)")
 def test_loan_ending_with_the_borrowers_demand_is_not_a_reclaim():
     # As parent-lends-to-subsidiary, but the horizon (6 weeks) outlasts b's demand (weeks 0-3).
     # Expected 3 x 10 x 168 x $2 = 10,080 and no reclaim; the model charges 10 x $500 in week 4: 5,080.
@@ -286,8 +284,6 @@ def test_loan_ending_with_the_borrowers_demand_is_not_a_reclaim():
     assert plan["objective"] == pytest.approx(10_080.0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: expected GPU failures force `rem` (holding row), billed at "
-                   "move_cost_usd: an idle fleet's hold plan has a negative objective")
 def test_expected_failures_are_not_charged_as_moves():
     # 10 GPUs installed at s1, no demand, 1% failures a week, 4 weeks: nothing to do, objective 0.
     # Actual: avail falls to 9.703, the lost 0.297 GPUs are "moved" at $2,000: -594.02, and

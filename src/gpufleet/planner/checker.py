@@ -22,19 +22,23 @@ def check_plan(problem, lay, v, objective_usd: float, lent_now=None) -> None:
         if len(problems) < 20:
             problems.append(message)
 
-    for name in ("inst", "add", "rem", "serve", "sv", "recl"):
+    for name in ("inst", "add", "rem", "serve", "sv", "recl", "ret", "out"):
         if (getattr(v, name) < -tol).any():
             fail(f"negative {name}")
     for i in range(len(lay.pc)):
         c, s = lay.pc[i], lay.ps[i]
         before = problem.installed0[c, s]
         for t in range(T):
-            expected = before + v.add[i][t] - v.rem[i][t]
+            expected = before + v.add[i][t] - v.rem[i][t] - v.out[i][t]
             if abs(v.inst[i][t] - expected) > tol:
                 fail(f"installs at {problem.sites[s]} week {t} do not add up")
             before = v.inst[i][t]
+    rate = problem.options.failure_rate_per_gpu_week
     for c in range(len(problem.cohort_owner)):
         for t in range(T):
+            failed = sum(v.out[i][t] for i in range(len(lay.pc)) if lay.pc[i] == c)
+            if failed > rate * problem.avail[c][max(0, t - 1)] + tol:
+                fail(f"more GPUs leave as failed in week {t} than the failure rate expects")
             held = sum(v.inst[i][t] for i in range(len(lay.pc)) if lay.pc[i] == c)
             if held > problem.avail[c][t] + tol:
                 fail(f"{problem.entities[problem.cohort_owner[c]]} installs {held:.1f} GPUs in week {t} "
@@ -89,10 +93,20 @@ def check_plan(problem, lay, v, objective_usd: float, lent_now=None) -> None:
 
 
 def _check_reclaims(problem, lay, v, lent_now, tol, fail) -> None:
+    """A loan shrinks only by a counted reclaim, or for free as far as the borrower's demand falls."""
     for l_ in range(len(lay.lc)):
         previous = 0.0 if lent_now is None else lent_now[l_]
         for t in range(lay.T):
             now = sum(v.serve[q][t] for q in range(len(lay.qp)) if lay.ql[q] == l_)
-            if previous - now > v.recl[l_][t] + tol:
+            if previous - now > v.recl[l_][t] + v.ret[l_][t] + tol:
                 fail(f"a loan shrinks in week {t} without its reclaim being counted")
             previous = now
+    for u in range(len(problem.entities)):
+        for t in range(lay.T):
+            wanted_before = sum(problem.demand_gpus[d][max(0, t - 1)] for d in range(len(problem.demand_ids))
+                                if problem.demand_entity[d] == u)
+            wanted_now = sum(problem.demand_gpus[d][t] for d in range(len(problem.demand_ids))
+                             if problem.demand_entity[d] == u)
+            returned = sum(v.ret[l_][t] for l_ in range(len(lay.lc)) if lay.lu[l_] == u)
+            if returned > max(0.0, wanted_before - wanted_now) + tol:
+                fail(f"{problem.entities[u]} returns loans for free in week {t} beyond its fall in demand")

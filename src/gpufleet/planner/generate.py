@@ -330,9 +330,10 @@ class _Generator:
         for buyer, lot, gpus, planned in sorted(lot_rows, key=lambda x: (x[3], x[1])):
             if planned >= PLAN_START - timedelta(days=7):
                 if r.random() < 0.05:  # the vendor announces a slip of a future lot
-                    events.append({"type": "lot_rescheduled", "on": _d(SCENARIO_START + timedelta(days=r.randrange(
-                        HISTORY_WEEKS * 7))), "lot": lot, "planned_date": _d(planned + timedelta(weeks=r.randint(2, 8))),
-                        "reason": "vendor allocation moved (synthetic)"})
+                    on = SCENARIO_START + timedelta(days=r.randrange(HISTORY_WEEKS * 7))
+                    events.append({"type": "lot_rescheduled", "on": _d(on), "lot": lot,
+                                   "planned_date": _d(planned + timedelta(weeks=r.randint(2, 8))),
+                                   "reason": "vendor allocation moved (synthetic)"})
                 continue
             if r.random() < 0.15:  # late: not delivered by the plan start
                 events.append({"type": "lot_rescheduled", "on": _d(max(planned, SCENARIO_START)), "lot": lot,
@@ -372,8 +373,8 @@ class _Generator:
             "gpufleet": 1,
             "name": f"generated-{self.size}-seed{self.seed}",
             "description": (f"Synthetic fleet ({self.size}, seed {self.seed}): {self.spec.entities} entities in "
-                            f"{len(self.groups)} group{'s' if len(self.groups) != 1 else ''}, {self.spec.sites} sites, {self.spec.lots} lots; plan from "
-                            f"{PLAN_START} for {self.spec.weeks} weeks."),
+                            f"{len(self.groups)} group{'s' if len(self.groups) != 1 else ''}, {self.spec.sites} sites, "
+                            f"{self.spec.lots} lots; plan from {PLAN_START} for {self.spec.weeks} weeks."),
             "start": _d(SCENARIO_START),
             "actor": f"generator:{self.size}:{self.seed}",
             "entities": entities,

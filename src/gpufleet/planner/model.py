@@ -7,6 +7,8 @@ Variables (all >= 0, per week t; the maths is in ``docs/planning-model.md``):
 * ``serve[q,t]`` GPUs of pair p(q) serving entity u(q)          (q: permitted and accessible)
 * ``sv[d,t]``    GPUs serving demand record d, at most its demand
 * ``recl[l,t]``  GPUs taken back from loan pair l (cohort c(l) lent to u(l)) in week t
+* ``ret[l,t]``   lent GPUs returned because the borrower's demand fell (no work lost)
+* ``out[p,t]``   installed GPUs leaving site s(p) because they failed (expected failures)
 
 No Python loop runs per variable: every family is a few numpy operations over index
 arrays, assembled once into a CSR matrix.
@@ -79,7 +81,8 @@ def layout_for(problem: PlanningProblem) -> Layout:
     lay = Layout(T, pc, ps, qp, qu, ql, keys // len(problem.entities), keys % len(problem.entities))
     offset = 0
     for block, count in [("inst", len(pc)), ("add", len(pc)), ("rem", len(pc)), ("serve", len(qp)),
-                         ("sv", len(problem.demand_ids)), ("recl", len(keys))]:
+                         ("sv", len(problem.demand_ids)), ("recl", len(keys)), ("ret", len(keys)),
+                         ("out", len(pc))]:
         lay.offsets[block], lay.sizes[block] = offset, count * T
         offset += count * T
     return lay
@@ -110,17 +113,25 @@ class _Rows:
 
 
 def define_install_chain(rows: _Rows, p: PlanningProblem, lay: Layout) -> None:
-    """inst[p,t] - inst[p,t-1] - add[p,t] + rem[p,t] = installed0[p] if t = 0 else 0."""
+    """inst[p,t] - inst[p,t-1] - add[p,t] + rem[p,t] + out[p,t] = installed0[p] if t = 0 else 0."""
     P, T = len(lay.pc), lay.T
     i, t = _grid(P, T)
     r = i * T + t
     later = t > 0
     cols = [lay.cols("inst", i, t), lay.cols("inst", i[later], t[later] - 1), lay.cols("add", i, t),
-            lay.cols("rem", i, t)]
-    vals = [np.ones(len(r)), -np.ones(later.sum()), -np.ones(len(r)), np.ones(len(r))]
+            lay.cols("rem", i, t), lay.cols("out", i, t)]
+    vals = [np.ones(len(r)), -np.ones(later.sum()), -np.ones(len(r)), np.ones(len(r)), np.ones(len(r))]
     rhs = np.where(t == 0, p.installed0[lay.pc[i], lay.ps[i]], 0.0)
-    rows.family("install_chain", np.concatenate([r, r[later], r, r]), np.concatenate(cols), np.concatenate(vals),
-                P * T, rhs, rhs)
+    rows.family("install_chain", np.concatenate([r, r[later], r, r, r]), np.concatenate(cols),
+                np.concatenate(vals), P * T, rhs, rhs)
+
+
+def define_failures(rows: _Rows, p: PlanningProblem, lay: Layout) -> None:
+    """sum_{p of c} out[p,t] <= f * A[c,t-1] (A[c,0] for t = 0): failed GPUs leave their site for free."""
+    i, t = _grid(len(lay.pc), lay.T)
+    expected = p.options.failure_rate_per_gpu_week * np.concatenate([p.avail[:, :1], p.avail[:, :-1]], axis=1)
+    rows.family("failures", lay.pc[i] * lay.T + t, lay.cols("out", i, t), 1.0, expected.size, -np.inf,
+                expected.ravel())
 
 
 def define_holding(rows: _Rows, p: PlanningProblem, lay: Layout) -> None:
@@ -173,7 +184,7 @@ def define_demand_balance(rows: _Rows, p: PlanningProblem, lay: Layout) -> None:
 
 
 def define_reclaims(rows: _Rows, p: PlanningProblem, lay: Layout, lent_now: np.ndarray) -> None:
-    """lend[l,t-1] - lend[l,t] <= recl[l,t], with lend[l,-1] the GPUs lent on the as-of date."""
+    """lend[l,t-1] - lend[l,t] <= recl[l,t] + ret[l,t], with lend[l,-1] the GPUs lent on the as-of date."""
     T = lay.T
     loan = lay.ql >= 0
     q, tq = _grid(len(lay.qp), T)
@@ -183,11 +194,27 @@ def define_reclaims(rows: _Rows, p: PlanningProblem, lay: Layout, lent_now: np.n
     nxt = tq + 1 < T
     l, tl = _grid(len(lay.lc), T)
     rows.family("reclaims",
-                np.concatenate([l_of * T + tq, l_of[nxt] * T + tq[nxt] + 1, l * T + tl]),
+                np.concatenate([l_of * T + tq, l_of[nxt] * T + tq[nxt] + 1, l * T + tl, l * T + tl]),
                 np.concatenate([lay.cols("serve", q, tq), lay.cols("serve", q[nxt], tq[nxt]),
-                                lay.cols("recl", l, tl)]),
-                np.concatenate([-np.ones(len(q)), np.ones(nxt.sum()), -np.ones(len(l))]),
+                                lay.cols("recl", l, tl), lay.cols("ret", l, tl)]),
+                np.concatenate([-np.ones(len(q)), np.ones(nxt.sum()), -np.ones(2 * len(l))]),
                 len(lay.lc) * T, -np.inf, np.where(tl == 0, -lent_now[l], 0.0))
+
+
+def demand_drop(p: PlanningProblem) -> np.ndarray:
+    """[E, T]: how much each entity's demand falls from week t-1 to week t (0 for t = 0)."""
+    wanted = np.zeros((len(p.entities), p.weeks))
+    np.add.at(wanted, p.demand_entity, p.demand_gpus)
+    return np.clip(np.diff(wanted, axis=1, prepend=wanted[:, :1]) * -1.0, 0.0, None)
+
+
+def define_free_returns(rows: _Rows, p: PlanningProblem, lay: Layout) -> None:
+    """sum_{l of borrower u} ret[l,t] <= demand_drop[u,t]: a loan may end for free only as the
+    borrower's own demand falls; any other return is a reclaim, which costs the borrower work."""
+    l, t = _grid(len(lay.lc), lay.T)
+    drop = demand_drop(p)
+    rows.family("free_returns", lay.lu[l] * lay.T + t, lay.cols("ret", l, t), 1.0, drop.size, -np.inf,
+                drop.ravel())
 
 
 def build(problem: PlanningProblem, *, allow_loans: bool = True, min_served: np.ndarray | None = None,
@@ -203,8 +230,8 @@ def build(problem: PlanningProblem, *, allow_loans: bool = True, min_served: np.
     T, H = lay.T, 24.0 * problem.options.week_days
     lent_now = np.zeros(len(lay.lc)) if lent_now is None else lent_now
     rows = _Rows()
-    for define in (define_install_chain, define_holding, define_site_slots, define_site_power, define_burn_in,
-                   define_demand_balance):
+    for define in (define_install_chain, define_failures, define_holding, define_site_slots, define_site_power,
+                   define_burn_in, define_demand_balance, define_free_returns):
         define(rows, problem, lay)
     define_reclaims(rows, problem, lay, lent_now)
 

@@ -28,6 +28,8 @@ class Variables:
     serve: np.ndarray
     sv: np.ndarray
     recl: np.ndarray
+    ret: np.ndarray
+    out: np.ndarray
 
     @classmethod
     def of(cls, lay: Layout, x: np.ndarray) -> Variables:
@@ -35,7 +37,7 @@ class Variables:
             start = lay.offsets[name]
             return np.clip(x[start:start + lay.sizes[name]].reshape(-1, lay.T), 0.0, None)
 
-        return cls(*(block(n) for n in ("inst", "add", "rem", "serve", "sv", "recl")))
+        return cls(*(block(n) for n in ("inst", "add", "rem", "serve", "sv", "recl", "ret", "out")))
 
 
 def make_plan(problem: PlanningProblem, policy_name: str, options: SolveOptions = SolveOptions(),
