@@ -22,6 +22,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 ledger_app = typer.Typer(no_args_is_help=True, help="Check the ledger's hash chain.")
 loan_app = typer.Typer(no_args_is_help=True, help="Open, reclaim or close a loan of installed GPUs.")
 schema_app = typer.Typer(no_args_is_help=True, help="Print JSON Schemas of the file formats.")
+approvals_app = typer.Typer(no_args_is_help=True, help="Related-party transactions awaiting or given approval.")
+app.add_typer(approvals_app, name="approvals")
+PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="approval policy YAML (default: sourced defaults)")]
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(loan_app, name="loan")
 app.add_typer(schema_app, name="schema")
@@ -287,6 +290,69 @@ def _print_plan(plan: dict) -> None:
                        ("moves", "GPUs taken out of a site")]:
         if plan[key]:
             console.print(render.table(title, plan[key]))
+
+
+@approvals_app.command("list")
+def approvals_list(policy: PolicyOpt = None, fmt: FormatOpt = Format.table) -> None:
+    """Every transaction that needs approval, with its status and votes."""
+    from gpufleet.services import governance
+
+    rows = governance.approvals(_fleet(), governance.load_policy(policy))
+    if fmt is Format.json:
+        render.print_json(rows)
+    elif fmt is Format.csv:
+        render.print_csv([r | {k: ";".join(r[k]) for k in ("approvals", "rejections", "waivers")} for r in rows])
+    else:
+        console.print(render.table("Transactions needing approval", [
+            r | {k: ", ".join(r[k]) or "-" for k in ("approvals", "rejections", "waivers")} for r in rows]))
+
+
+def _vote(decision: str, subject: str, person: str, reason: str, policy: Path | None, on: str | None,
+          actor: str | None) -> None:
+    from gpufleet.services import governance
+
+    event = governance.vote(_fleet(), subject, person, decision, reason, governance.load_policy(policy),
+                            parse_date(on, "on"), actor)
+    console.print(f"recorded event {event.seq}: {person} {decision} {subject}")
+
+
+@approvals_app.command("approve")
+def approvals_approve(subject: str, person: Annotated[str, typer.Option(help="the voting person")],
+                      reason: Annotated[str, typer.Option()] = "", policy: PolicyOpt = None, on: OnOpt = None,
+                      actor: ActorOpt = None) -> None:
+    """Approve (re-checks the price and the fleet now; an interested person is refused)."""
+    _vote("approved", subject, person, reason, policy, on, actor)
+
+
+@approvals_app.command("reject")
+def approvals_reject(subject: str, person: Annotated[str, typer.Option()], reason: Annotated[str, typer.Option()] = "",
+                     policy: PolicyOpt = None, on: OnOpt = None, actor: ActorOpt = None) -> None:
+    """Reject a transaction."""
+    _vote("rejected", subject, person, reason, policy, on, actor)
+
+
+@approvals_app.command("waive")
+def approvals_waive(subject: str, person: Annotated[str, typer.Option()],
+                    reason: Annotated[str, typer.Option(help="required: why approval is waived")] = "",
+                    policy: PolicyOpt = None, on: OnOpt = None, actor: ActorOpt = None) -> None:
+    """Waive approval, with a written reason (reported as a waiver)."""
+    _vote("waived", subject, person, reason, policy, on, actor)
+
+
+@app.command()
+def audit(policy: PolicyOpt = None, fmt: FormatOpt = Format.table) -> None:
+    """Findings for the audit committee, with severity and evidence (event sequence numbers)."""
+    from gpufleet.services import governance
+
+    rows = governance.audit(_fleet(), governance.load_policy(policy))
+    if fmt is Format.json:
+        render.print_json(rows)
+    elif fmt is Format.csv:
+        render.print_csv([r | {"evidence_seqs": " ".join(map(str, r["evidence_seqs"]))} for r in rows])
+    else:
+        console.print(render.table("Findings", [r | {"evidence_seqs": ", ".join(map(str, r["evidence_seqs"]))}
+                                                for r in rows], ["severity", "kind", "title", "detail",
+                                                                 "value_usd", "evidence_seqs"]))
 
 
 # -- the ledger ------------------------------------------------------------------------

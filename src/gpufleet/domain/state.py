@@ -25,6 +25,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from gpufleet.domain import events as ev
+from gpufleet.domain.approvals import check_voter
 from gpufleet.domain.types import LotStatus, Role
 from gpufleet.errors import InvariantViolation, UnknownReference
 
@@ -720,6 +721,11 @@ def _claim(s: FleetState, p: ev.ClaimRecorded, on: date) -> None:
 def _approval(s: FleetState, p: ev.ApprovalRecorded, on: date) -> None:
     _new(s.approvals, p.approval, "approval")
     _get(s.persons, p.person, "person", "person")
+    if p.decision.value == "waived" and not p.reason.strip():
+        raise InvariantViolation("a waiver needs a written reason", field="reason")
+    check_voter(s, p.subject, p.person)
+    if any(a.subject == p.subject and a.person == p.person for a in s.approvals.values()):
+        raise InvariantViolation(f"{p.person} has already voted on {p.subject}", field="person")
     s.approvals[p.approval] = Approval(p.subject, p.decision.value, p.person, p.reason, on)
 
 

@@ -38,6 +38,7 @@ class Role(StrEnum):
     OFFICER = "officer"
     HOLDER_5PCT = "holder_5pct"
     CONTROLLING_SHAREHOLDER = "controlling_shareholder"
+    AUDIT_COMMITTEE = "audit_committee"
 
 
 class GpuState(StrEnum):

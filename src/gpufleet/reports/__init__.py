@@ -1,0 +1,1 @@
+"""Reports: thin shells that turn service data into documents (HTML with plots)."""

@@ -1,0 +1,226 @@
+"""Governance over the ledger: approvals, arm's-length checks, claims and audit findings."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from gpufleet.domain import views
+from gpufleet.domain.chain import end_of_day
+from gpufleet.domain.governance import (
+    GovernancePolicy,
+    needs_approval,
+    off_market,
+    status_of,
+    swap_delay_cost,
+    transactions,
+)
+from gpufleet.domain.parties import related_parties
+from gpufleet.domain.state import FleetState
+from gpufleet.errors import InputError, InvariantViolation
+from gpufleet.services.fleet import FleetService, make_payload
+
+SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+_CREATORS = {"delivery_slot_swap": ("swap", "swap"), "loan_opened": ("loan", "loan"),
+             "loan_proposed": ("proposal", "loan"), "claim_recorded": ("claim", "claim")}
+
+
+def load_policy(path: Path | None) -> GovernancePolicy:
+    """The approval policy from a YAML file, or the sourced defaults."""
+    if path is None:
+        return GovernancePolicy()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        return GovernancePolicy.model_validate(data)
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: cannot read the policy: {exc}", field="policy") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"{path}: {err['msg']}", field=".".join(map(str, err["loc"]))) from None
+
+
+def evidence(service: FleetService) -> dict[str, list[int]]:
+    """Sequence numbers of the events behind each transaction, claim and vote (by subject)."""
+    found: dict[str, list[int]] = {}
+    for event in service.events(types=[*_CREATORS, "approval_recorded", "loan_reclaimed", "loan_closed"]):
+        payload = json.loads(event.payload)
+        if event.event_type in _CREATORS:
+            prefix, key = _CREATORS[event.event_type]
+            found.setdefault(f"{prefix}:{payload[key]}", []).append(event.seq)
+        elif event.event_type == "approval_recorded":
+            found.setdefault(payload["subject"], []).append(event.seq)
+        else:
+            found.setdefault(f"loan:{payload['loan']}", []).append(event.seq)
+    return found
+
+
+def approvals(service: FleetService, policy: GovernancePolicy, on: date | None = None) -> list[dict]:
+    """Every transaction that needs approval, with its status and votes."""
+    state = service.state()
+    on = on or datetime.now(UTC).date()
+    rows = []
+    for t in transactions(state, policy, on):
+        if not needs_approval(t, policy):
+            continue
+        st = status_of(state, t, policy, on)
+        rows.append({"subject": t.subject, "kind": t.kind, "giver": t.giver, "receiver": t.receiver,
+                     "on": t.on.isoformat(), "value_usd": round(t.value_usd, 2), "status": st.status,
+                     "approvals": st.approvals, "rejections": st.rejections, "waivers": st.waivers,
+                     "related_basis": t.related_basis})
+    return rows
+
+
+def vote(service: FleetService, subject: str, person: str, decision: str, reason: str, policy: GovernancePolicy,
+         on: date | None = None, actor: str | None = None):
+    """Record one person's vote. Approving re-checks the price and the fleet at that moment."""
+    on = on or datetime.now(UTC).date()
+    if decision == "waived" and not reason.strip():
+        raise InputError("a waiver needs a written reason", field="reason")
+    state = service.state()
+    if decision == "approved":
+        _recheck(state, subject, policy, on)
+    existing = sum(1 for a in state.approvals.values() if a.subject == subject)
+    payload = make_payload("approval_recorded", {"approval": f"{subject}#{existing + 1}", "subject": subject,
+                                                 "decision": decision, "person": person, "reason": reason})
+    return service.record(payload, on, actor)
+
+
+def _recheck(state: FleetState, subject: str, policy: GovernancePolicy, on: date) -> None:
+    """Refuse an approval whose price is off the market now, or that the fleet can no longer honour."""
+    kind, _, ident = subject.partition(":")
+    if kind != "proposal":
+        return
+    p = state.proposals.get(f"loan:{ident}")
+    if p is None:
+        return
+    market = policy.market_price(on).usd_per_gpu_hour
+    if abs(p.fee_usd_per_gpu_hour - market) > policy.price_band * market:
+        raise InvariantViolation(
+            f"the price of {subject} is stale: its fee is USD {p.fee_usd_per_gpu_hour:.2f}/GPU-hour but the market "
+            f"reference on {on} is USD {market:.2f} (band ±{policy.price_band:.0%}); propose it again",
+            field="fee_usd_per_gpu_hour")
+    held = state.warehouse[(p.owner, p.model)] + state.installed_owned[(p.owner, p.model)] + sum(
+        lot.gpus for lot in state.lots.values()
+        if lot.owner == p.owner and lot.model == p.model and lot.delivered_on is None and lot.planned_date <= p.start)
+    if held < p.gpus:
+        raise InvariantViolation(f"{p.owner} holds {held} {p.model} now (with lots due by {p.start}); "
+                                 f"it cannot lend the {p.gpus} of {subject}", field="gpus")
+
+
+def audit(service: FleetService, policy: GovernancePolicy, on: date | None = None) -> list[dict]:
+    """Findings with severity and evidence (event sequence numbers), most severe first."""
+    on = on or datetime.now(UTC).date()
+    state = service.state()
+    seqs = evidence(service)
+    findings: list[dict] = []
+
+    def finding(severity: str, kind: str, title: str, detail: str, subject: str | None = None,
+                value_usd: float | None = None) -> None:
+        findings.append({"severity": severity, "kind": kind, "title": title, "detail": detail,
+                         "value_usd": None if value_usd is None else round(value_usd, 2),
+                         "evidence_seqs": seqs.get(subject, []) if subject else []})
+
+    for t in transactions(state, policy, on):
+        st = status_of(state, t, policy, on)
+        basis = t.related_basis or "not related parties"
+        if st.status == "executed_unapproved":
+            finding("high", "unapproved_related_party_transaction",
+                    f"{t.kind} {t.id}: {t.giver} -> {t.receiver}, USD {t.value_usd:,.0f}, no recorded approval",
+                    f"{basis}. Needs approval by {t.giver}'s independent directors or audit committee "
+                    f"(quorum {policy.quorum}); none is recorded.", t.subject, t.value_usd)
+        elif st.status == "waived":
+            finding("low", "waiver", f"{t.kind} {t.id} was waived", f"waived by {', '.join(st.waivers)}",
+                    t.subject, t.value_usd)
+        if (moved := off_market(t, policy)) is not None:
+            market, usd = moved
+            finding("medium", "off_market_price",
+                    f"{t.kind} {t.id}: fee USD {t.fee_usd_per_gpu_hour:.2f}/GPU-hour against a market of "
+                    f"USD {market:.2f}", f"moves USD {usd:,.0f} from {t.giver} to {t.receiver} "
+                    f"({policy.market_price(t.on).source}); {basis}", t.subject, usd)
+        if t.kind == "slot_swap":
+            weeks, usd = swap_delay_cost(state, t.id, policy)
+            finding("high", "delay_imposed",
+                    f"swap {t.id} delayed {t.giver} by {weeks:,.0f} GPU-weeks (USD {usd:,.0f} at market rates)",
+                    f"{t.giver} gave up GPUs already shipped and received later delivery slots", t.subject, usd)
+    _claim_findings(service, state, on, seqs, finding)
+    _idle_while_borrowing(state, seqs, finding)
+    report = service.verify()
+    if report.ok:
+        finding("info", "ledger_verified", f"the ledger verifies: {report.events_checked:,} events",
+                f"head {report.head_hash}")
+    else:
+        finding("critical", "ledger_tampered", f"the ledger does not verify at event {report.first_bad_seq}",
+                report.reason or "")
+    return sorted(findings, key=lambda f: SEVERITY_ORDER[f["severity"]])
+
+
+def claim_forecasts(service: FleetService, state: FleetState, on: date) -> list[dict]:
+    """Each claim against the record at its deadline and against what the ledger supported when the
+    claim was made (as known that day: GPUs active, idle, and in lots due by the deadline)."""
+    rows = []
+    for claim_id, c in sorted(state.claims.items()):
+        known = service.state(c.deadline, end_of_day(c.stated_on))
+        actual_on = min(on, c.deadline)
+        actual = views.claim_actual(service.state(actual_on), claim_id, actual_on)
+        supported = _supported(known, c)
+        rows.append({"claim": claim_id, "claimant": c.claimant, "metric": c.metric, "target": c.target,
+                     "stated_on": c.stated_on.isoformat(), "deadline": c.deadline.isoformat(), "actual": actual,
+                     "supported_when_stated": supported, "achievable_when_stated": supported >= c.target,
+                     "status": "open" if on < c.deadline else ("met" if actual >= c.target else "missed")})
+    return rows
+
+
+def _supported(known: FleetState, c) -> float:
+    """The most the record supported by the deadline, as known when the claim was made."""
+    if c.metric != "active_gpus":
+        return sum(lot.gpus * lot.unit_price_usd for lot in known.lots.values()
+                   if lot.owner == c.claimant and (c.period_start or date.min) <= lot.planned_date <= c.deadline
+                   and (c.model is None or lot.model == c.model))
+    rows = [h for h in views.holdings(known, c.deadline, c.claimant) if c.model is None or h.model == c.model]
+    return float(sum(h.active + h.in_warehouse + h.due_by_as_of for h in rows))
+
+
+def _claim_findings(service, state, on, seqs, finding) -> None:
+    for row in claim_forecasts(service, state, on):
+        subject = f"claim:{row['claim']}"
+        if not row["achievable_when_stated"]:
+            finding("high", "claim_unsupported_when_made",
+                    f"claim {row['claim']}: {row['target']:,.0f} {row['metric']} by {row['deadline']}, stated "
+                    f"{row['stated_on']}", f"the ledger as known on {row['stated_on']} supported at most "
+                    f"{row['supported_when_stated']:,.0f}", subject)
+        if row["status"] == "missed":
+            finding("high", "claim_missed", f"claim {row['claim']} missed: {row['actual']:,.0f} against "
+                    f"{row['target']:,.0f}", f"recorded on {row['deadline']}", subject)
+
+
+def _idle_while_borrowing(state: FleetState, seqs, finding) -> None:
+    """A loan taken while a related party of the borrower had GPUs of that model idle in a warehouse."""
+    related = related_parties(state)
+    for loan_id, loan in sorted(state.loans.items()):
+        for pair, basis in related.items():
+            if loan.borrower not in pair:
+                continue
+            (other,) = pair - {loan.borrower}
+            idle = state.warehouse[(other, loan.model)]
+            if other != loan.lender and idle:
+                finding("medium", "idle_while_related_party_borrowed",
+                        f"{loan.borrower} borrowed {loan.gpus_opened} {loan.model} ({loan_id}) while {other} "
+                        f"holds {idle} idle", basis, f"loan:{loan_id}")
+
+
+def swap_summary(service: FleetService, policy: GovernancePolicy, on: date) -> list[dict]:
+    """For the demo: each swap as a related-party transaction, with its approval and its delay cost."""
+    state = service.state()
+    rows = []
+    for t in transactions(state, policy, on):
+        if t.kind != "slot_swap":
+            continue
+        weeks, usd = swap_delay_cost(state, t.id, policy)
+        rows.append({"swap": t.id, "giver": t.giver, "receiver": t.receiver, "value_usd": t.value_usd,
+                     "related_basis": t.related_basis, "approval": status_of(state, t, policy, on).status,
+                     "delay_gpu_weeks": round(weeks), "delay_usd": round(usd, 2)})
+    return rows
