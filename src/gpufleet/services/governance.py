@@ -84,7 +84,7 @@ def vote(service: FleetService, subject: str, person: str, decision: str, reason
     if decision == "approved":
         _recheck(state, subject, policy, on)
     existing = sum(1 for a in state.approvals.values() if a.subject == subject)
-    payload = make_payload("approval_recorded", {"approval": f"{subject}#{existing + 1}", "subject": subject,
+    payload = make_payload("approval_recorded", {"approval": f"{subject}.{existing + 1}", "subject": subject,
                                                  "decision": decision, "person": person, "reason": reason})
     return service.record(payload, on, actor)
 
