@@ -154,6 +154,7 @@ def demo(
             console.print(f"On 2024-04-23 the record supported at most {supported:,} H100 for Tesla by "
                           f"{claim['deadline']} (active + in warehouse + lots due), against {claim['target']:,.0f} "
                           f"claimed ({claim['claim']}).")
+    _print_governance(report["governance"])
     verified = "verifies" if report["verified"] else "DOES NOT VERIFY"
     console.print(f"ledger {verified}; head {report['head_hash']}\nexplore it: gpufleet --db {path} status "
                   "--as-of 2024-06-04 --known-at 2024-06-04")
@@ -179,6 +180,20 @@ def _print_policies(comparison: dict) -> None:
                           f"{rec['date']} (work lost: USD {rec['cost_usd']:,.0f})")
     console.print(f"Assumed costs: {comparison['options']}; recorded: Tesla had "
                   f"{comparison['tesla_active_2024_12_31_recorded']:,} H100 active on {comparison['end']}.")
+
+
+def _print_governance(gov: dict) -> None:
+    console.rule("governance: related parties, approvals, claims")
+    for swap in gov["swaps"]:
+        console.print(f"Swap {swap['swap']}: {swap['giver']} gave {swap['receiver']} GPUs worth "
+                      f"USD {swap['value_usd']:,.0f}; related parties ({swap['related_basis']}); approval: "
+                      f"{swap['approval'].replace('_', ' ')}. Delivery delay imposed on {swap['giver']}: "
+                      f"{swap['delay_gpu_weeks']:,} GPU-weeks, USD {swap['delay_usd']:,.0f} at market rates.")
+    console.print(render.table("Claims against the record and against what was known when they were made",
+                               gov["claims"], ["claim", "metric", "target", "stated_on", "supported_when_stated",
+                                               "achievable_when_stated", "actual", "status"]))
+    console.print(render.table("Findings (gpufleet audit)", gov["findings"],
+                               ["severity", "kind", "title", "evidence_seqs"]))
 
 
 _DEMO_COLUMNS = ["owned", "active", "in_warehouse", "lent", "borrowed", "on_order", "in_transit"]

@@ -49,7 +49,7 @@ throughout (as if bought on the opening date).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
 
@@ -120,6 +120,7 @@ class EntityDay:
 
 
 DaySummary = Mapping[str, EntityDay]  # entity -> its day
+_GPU_FIELDS = ("self_gpus", "lent_gpus", "idle_gpus", "failed_gpus", "borrowed_gpus")
 
 
 @dataclass(frozen=True)
@@ -170,9 +171,10 @@ def summarize(state: FleetState) -> dict[str, EntityDay]:
     cohorts = _cohorts(state)
     out = {}
     for entity in sorted(set(acc) | set(cohorts)):
-        values = {f.name: (int(v) if f.name.endswith("_gpus") else v) for f in fields(EntityDay)
-                  if (v := acc[entity].get(f.name)) is not None}
-        out[entity] = EntityDay(**values, cohorts=tuple(cohorts.get(entity, ())))
+        gpus = {name: int(acc[entity][name]) for name in _GPU_FIELDS}
+        money = {name: acc[entity][name] for name in ("facility_watts", "lending_usd_per_hour",
+                                                       "borrowing_usd_per_hour")}
+        out[entity] = EntityDay(**gpus, **money, cohorts=tuple(cohorts.get(entity, ())))
     return out
 
 
@@ -238,9 +240,6 @@ class _Month:
     usd: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
-_GPU_FIELDS = ("self_gpus", "lent_gpus", "idle_gpus", "failed_gpus", "borrowed_gpus")
-
-
 def monthly_chargeback(days: Iterable[tuple[date, DaySummary]], policy: CostPolicy = CostPolicy(),
                        entity: str | None = None) -> list[Chargeback]:
     """Sum daily summaries into one :class:`Chargeback` per entity and month (by month, then entity).
@@ -292,10 +291,11 @@ def _nonzero(row: Chargeback) -> bool:
 
 def month_bounds(month: str) -> tuple[date, date]:
     """The first and last day of ``YYYY-MM``; :class:`InputError` naming 'month' otherwise."""
+    year, dash, number = month[:4], month[4:5], month[5:]
     try:
-        if len(month) != 7 or month[4] != "-":
+        if dash != "-" or not (year + number).isascii() or not (year + number).isdigit() or len(number) != 2:
             raise ValueError
-        first = date(int(month[:4]), int(month[5:]), 1)
+        first = date(int(year), int(number), 1)
     except ValueError:
         raise InputError(f"'{month}' is not a month (YYYY-MM)", field="month") from None
     return first, _next_month(first) - timedelta(days=1)
@@ -312,7 +312,3 @@ def months_between(first: date, last: date) -> list[str]:
         out.append(day.strftime("%Y-%m"))
         day = _next_month(day)
     return out
-
-
-def sequence_of_months(rows: Sequence[Chargeback]) -> list[str]:
-    return sorted({r.month for r in rows})

@@ -45,6 +45,21 @@ def run_demo(database: str) -> dict:
             "claims": forecast["claims"],
         },
         "policies_2023_12_01": comparison,
+        "governance": governance_section(service),
+    }
+
+
+def governance_section(service: FleetService) -> dict:
+    """The swap as a related-party transaction, its delay, the claims as known when made, the findings."""
+    from gpufleet.services import governance
+
+    policy = governance.GovernancePolicy()
+    state = service.state()
+    findings = governance.audit(service, policy, WHATIF_END)
+    return {
+        "swaps": governance.swap_summary(service, policy, WHATIF_END),
+        "claims": governance.claim_forecasts(service, state, WHATIF_END),
+        "findings": findings,
     }
 
 
