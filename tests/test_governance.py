@@ -185,3 +185,26 @@ def test_a_claim_is_judged_on_what_the_ledger_knew_when_it_was_made(sqlite_engin
     (row,) = governance.claim_forecasts(service, service.state(), date(2025, 1, 1))
     assert (row["supported_when_stated"], row["achievable_when_stated"]) == (supported, achievable)
     assert (row["actual"], row["status"]) == (50.0, "missed")
+
+
+def _loan(loan: str = "x1") -> ev.LoanOpened:
+    return ev.LoanOpened(loan=loan, lender="a", borrower="b", model="h100", site="s1", gpus=80,
+                         end_date=date(2024, 9, 1), fee_usd_per_gpu_hour=4.9)
+
+
+def test_a_related_party_loan_opens_only_once_approved(fleet):
+    day = date(2024, 3, 1)
+    with pytest.raises(InvariantViolation, match="without the approval"):
+        governance.open_loan(fleet, _loan(), day, "t", None, POLICY)
+    for voter in ("i", "j"):
+        governance.vote(fleet, "proposal:x1", voter, "approved", "", POLICY, date(2024, 2, 20))
+    governance.open_loan(fleet, _loan(), day, "t", None, POLICY)
+    assert status(fleet, on=day) == "executed"
+    assert status(fleet, "loan:x1", on=day) == "approved"
+
+
+def test_history_recorded_after_the_fact_is_kept_and_flagged(fleet):
+    governance.open_loan(fleet, _loan("y9"), date(2024, 3, 1), "t", None, POLICY, after_the_fact=True)
+    titles = [f["title"] for f in governance.audit(fleet, POLICY, date(2024, 3, 2))
+              if f["kind"] == "unapproved_related_party_transaction"]
+    assert any("loan y9" in t for t in titles)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from datetime import UTC, datetime
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -516,13 +517,23 @@ def loan_open(
     gpus: Annotated[int, typer.Option()], end: Annotated[str, typer.Option(help="end date YYYY-MM-DD")],
     fee: Annotated[float, typer.Option(help="USD per GPU-hour")] = 0.0,
     notice_days: Annotated[int, typer.Option(help="reclaim notice in days")] = 0,
+    after_the_fact: Annotated[bool, typer.Option(help="record a past loan without its approval "
+                                                      "(the audit flags it)")] = False,
+    policy: PolicyOpt = None,
     on: OnOpt = None, actor: ActorOpt = None, idempotency_key: KeyOpt = None,
 ) -> None:
-    """Lend installed GPUs from --on until --end."""
-    _record("loan_opened", {
+    """Lend installed GPUs from --on until --end (a related-party loan needs its approval first)."""
+    from gpufleet.services import governance
+
+    payload = make_payload("loan_opened", {
         "loan": loan, "lender": lender, "borrower": borrower, "model": model, "site": site, "gpus": gpus,
         "end_date": end, "fee_usd_per_gpu_hour": fee, "reclaim_notice_days": notice_days,
-    }, on, actor, idempotency_key)
+    })
+    day = parse_date(on, "on") or datetime.now(UTC).date()
+    event = governance.open_loan(_fleet(), payload, day, actor, idempotency_key, governance.load_policy(policy),
+                                 after_the_fact)
+    console.print(f"recorded event {event.seq}: loan_opened effective {event.effective_date} "
+                  f"(hash {event.hash[:16]})")
 
 
 @loan_app.command("reclaim")

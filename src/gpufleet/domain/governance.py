@@ -107,7 +107,8 @@ def needs_approval(t: Transaction, policy: GovernancePolicy) -> bool:
 
 
 def status_of(state: FleetState, t: Transaction, policy: GovernancePolicy, on: date) -> ApprovalStatus:
-    votes = [a for a in state.approvals.values() if a.subject == t.subject]
+    subjects = {t.subject, f"proposal:{t.id}"} if t.kind == "loan" else {t.subject}
+    votes = [a for a in state.approvals.values() if a.subject in subjects]
     st = ApprovalStatus("not_required",
                         [a.person for a in votes if a.decision == "approved"],
                         [a.person for a in votes if a.decision == "rejected"],
@@ -119,7 +120,7 @@ def status_of(state: FleetState, t: Transaction, policy: GovernancePolicy, on: d
     elif st.waivers:
         st.status = "waived"
     elif len(st.approvals) >= policy.quorum:
-        st.status = "approved"
+        st.status = "executed" if t.kind == "loan_proposal" and t.id in state.loans else "approved"
     elif t.kind != "loan_proposal":
         st.status = "executed_unapproved"  # it happened; the record shows no approval
     elif on > t.on + timedelta(days=policy.proposal_expiry_days):

@@ -89,6 +89,28 @@ def vote(service: FleetService, subject: str, person: str, decision: str, reason
     return service.record(payload, on, actor)
 
 
+def open_loan(service: FleetService, payload, on: date, actor: str | None, key: str | None,
+              policy: GovernancePolicy, after_the_fact: bool = False):
+    """Open a loan; a related-party loan that needs approval must have it (its proposal, same id,
+    approved by a quorum), unless it is history recorded after the fact, which the audit then flags."""
+    state = service.state()
+    if not after_the_fact and payload.lender in state.entities and payload.borrower in state.entities:
+        related = related_parties(state).get(frozenset((payload.lender, payload.borrower)))
+        hours = payload.gpus * 24.0 * max(0, (payload.end_date - on).days)
+        value = hours * policy.market_price(on).usd_per_gpu_hour
+        if related and value > policy.threshold_usd:
+            votes = [a for a in state.approvals.values() if a.subject in {f"proposal:{payload.loan}",
+                                                                          f"loan:{payload.loan}"}]
+            if any(a.decision == "rejected" for a in votes) or \
+                    sum(a.decision == "approved" for a in votes) < policy.quorum and \
+                    not any(a.decision == "waived" for a in votes):
+                raise InvariantViolation(
+                    f"loan {payload.loan} is a related-party transaction of USD {value:,.0f} ({related}) without "
+                    f"the approval of {policy.quorum} independent directors of {payload.lender}; propose it "
+                    "(plan apply), get it approved, or record history with --after-the-fact", field="loan")
+    return service.record(payload, on, actor, key)
+
+
 def _recheck(state: FleetState, subject: str, policy: GovernancePolicy, on: date) -> None:
     """Refuse an approval whose price is off the market now, or that the fleet can no longer honour."""
     kind, _, ident = subject.partition(":")
