@@ -218,7 +218,7 @@ def plan_cmd(
     reclaim_cost: Annotated[float, typer.Option(help="USD per lent GPU taken back (work lost)")] = 500.0,
     fee: Annotated[float, typer.Option(help="loan fee, USD per GPU-hour")] = 2.0,
     failure_rate: Annotated[float, typer.Option(help="expected failures per GPU-week")] = 0.0,
-    method: Annotated[str, typer.Option(help="HiGHS method: ipm, simplex or pdlp")] = "ipm",
+    method: Annotated[str, typer.Option(help="HiGHS method: choose, simplex, ipm or pdlp")] = "choose",
     time_limit: Annotated[float, typer.Option(help="seconds")] = 600.0,
     out: Annotated[Path | None, typer.Option(help="also write the JSON plan here")] = None,
     fmt: FormatOpt = Format.table,

@@ -208,21 +208,23 @@ def _retire_oldest(cohorts: list[Cohort], retired: int) -> list[Cohort]:
 
 def daily_summaries(state: FleetState, events: Iterable[tuple[date, ev.Payload]], first: date,
                     last: date) -> Iterator[tuple[date, DaySummary]]:
-    """Walk ``first``..``last`` a day at a time, applying ``events`` (in effective order, none
-    before ``first``) to ``state`` (the fleet at the end of the day before ``first``; mutated).
+    """Walk ``first``..``last`` a day at a time, applying ``events`` (effective date, payload) to
+    ``state`` (mutated) and yielding each day's summary at the end of that day.
 
-    The summary is rebuilt only on days with events; quiet days share the previous one.
+    ``events`` come in the ledger's fold order (effective date, then seq) and none is effective
+    before ``state.as_of``. Those before ``first`` are applied before the walk starts; those
+    after ``last`` are ignored. The summary is rebuilt only on days with events.
     """
-    pending = iter(sorted(events, key=lambda item: item[0]))  # stable: keeps seq order within a day
+    pending = iter(sorted(events, key=lambda item: item[0]))  # stable: keeps the seq order within a day
     upcoming = next(pending, None)
-    summary = summarize(state)
-    day = first
+    while upcoming is not None and upcoming[0] < first:
+        state.apply(upcoming[1], upcoming[0])
+        upcoming = next(pending, None)
+    summary, day = summarize(state), first
     while day <= last:
         changed = False
-        while upcoming is not None and upcoming[0] <= day:
-            if upcoming[0] < first:
-                raise ValueError(f"an event effective {upcoming[0]} is before the walk's first day {first}")
-            state.apply(upcoming[1], upcoming[0])
+        while upcoming is not None and upcoming[0] == day:
+            state.apply(upcoming[1], day)
             upcoming, changed = next(pending, None), True
         if changed:
             summary = summarize(state)

@@ -41,7 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from gpufleet.planner.policies import Decision, _stage, get_policy
+from gpufleet.planner.policies import Decision, solve_stage, get_policy
 from gpufleet.planner.problem import PlanningProblem
 from gpufleet.planner.solver import SolveOptions
 
@@ -127,9 +127,9 @@ def solve_by_groups(problem: PlanningProblem, policy: str = "max-value",
     parts = split_by_groups(problem)
     split_s = time.perf_counter() - started
     if policy == "fair":
-        first = [_stage(None, "max-min share", p, options, maximize_share=True) for p in parts]
+        first = [solve_stage(None, "max-min share", p, options, maximize_share=True) for p in parts]
         share = min((float(-d.solution.objective) for d in first), default=1.0)
-        decisions = [_stage(d, f"max value, every share >= {share:.4f}", p, options, share_floor=share)
+        decisions = [solve_stage(d, f"max value, every share >= {share:.4f}", p, options, share_floor=share)
                      for d, p in zip(first, parts, strict=True)]
     else:
         decisions = [get_policy(policy).decide(p, options, None) for p in parts]

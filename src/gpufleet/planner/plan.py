@@ -177,8 +177,8 @@ def _per_pair(problem: PlanningProblem, lay: Layout, values: np.ndarray) -> list
 
 def _shadow_prices(problem: PlanningProblem, decision: Decision) -> dict:
     """USD per GPU-week of one more slot at a site, or one more GPU for an owner (LP duals)."""
-    if decision.solution.mip_gap is not None:
-        return {"site_slots": [], "owner_gpus": [], "note": "no duals for an integral plan"}
+    if decision.solution.mip_gap is not None or not decision.solution.duals_valid:
+        return {"site_slots": [], "owner_gpus": [], "note": "no duals for an integral plan, or without crossover"}
     fam, duals, T = decision.model.families, decision.solution.row_duals, decision.model.layout.T
     a, b = fam["site_slots"]
     slots = -duals[a:b].reshape(len(problem.sites), T)

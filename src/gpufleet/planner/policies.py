@@ -50,7 +50,7 @@ def get_policy(name: str) -> Policy:
         raise InputError(f"unknown policy '{name}' (known: {', '.join(POLICIES)})", field="policy") from None
 
 
-def _stage(decision: Decision | None, name: str, problem: PlanningProblem, options: SolveOptions,
+def solve_stage(decision: Decision | None, name: str, problem: PlanningProblem, options: SolveOptions,
            **build_args) -> Decision:
     started = time.perf_counter()
     model = build(problem, **build_args)
@@ -76,7 +76,7 @@ class Hold:
     summary = "no loans: every owner uses only its own GPUs (the baseline)"
 
     def decide(self, problem, options, lent_now=None):
-        return _stage(None, "max value without loans", problem, options, allow_loans=False, lent_now=lent_now)
+        return solve_stage(None, "max value without loans", problem, options, allow_loans=False, lent_now=lent_now)
 
 
 @register
@@ -85,7 +85,7 @@ class MaxValue:
     summary = "the most value of served demand, net of move and reclaim costs"
 
     def decide(self, problem, options, lent_now=None):
-        return _stage(None, "max value", problem, options, lent_now=lent_now)
+        return solve_stage(None, "max value", problem, options, lent_now=lent_now)
 
 
 @register
@@ -94,8 +94,8 @@ class OwnerFirst:
     summary = "each owner keeps every GPU-week of its own demand that it serves without loans; only surplus is lent"
 
     def decide(self, problem, options, lent_now=None):
-        first = _stage(None, "owners alone (hold)", problem, options, allow_loans=False, lent_now=lent_now)
-        return _stage(first, "max value, owners kept whole", problem, options,
+        first = solve_stage(None, "owners alone (hold)", problem, options, allow_loans=False, lent_now=lent_now)
+        return solve_stage(first, "max value, owners kept whole", problem, options,
                       min_served=own_served(problem, first), lent_now=lent_now)
 
 
@@ -105,7 +105,7 @@ class Fair:
     summary = "the largest equal share of demand met for every entity, then the most value"
 
     def decide(self, problem, options, lent_now=None):
-        first = _stage(None, "max-min share", problem, options, maximize_share=True, lent_now=lent_now)
+        first = solve_stage(None, "max-min share", problem, options, maximize_share=True, lent_now=lent_now)
         share = float(-first.solution.objective)
-        return _stage(first, f"max value, every share >= {share:.4f}", problem, options, share_floor=share,
+        return solve_stage(first, f"max value, every share >= {share:.4f}", problem, options, share_floor=share,
                       lent_now=lent_now)

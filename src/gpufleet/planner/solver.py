@@ -14,7 +14,7 @@ from gpufleet.planner.model import LinearModel
 
 @dataclass(frozen=True)
 class SolveOptions:
-    method: str = "ipm"  # ipm | simplex | pdlp | choose
+    method: str = "choose"  # choose | simplex | ipm | pdlp; HiGHS picks dual simplex for these LPs (bench/planner.py)
     crossover: bool = True
     time_limit_s: float = 600.0
     mip_rel_gap: float = 1e-4
@@ -30,6 +30,7 @@ class Solution:
     status: str
     solve_s: float
     mip_gap: float | None
+    duals_valid: bool = True
 
 
 def solve(model: LinearModel, options: SolveOptions = SolveOptions()) -> Solution:
@@ -39,6 +40,8 @@ def solve(model: LinearModel, options: SolveOptions = SolveOptions()) -> Solutio
     h.setOptionValue("output_flag", options.log)
     h.setOptionValue("time_limit", float(options.time_limit_s))
     if options.threads:
+        # HiGHS fixes its thread pool on the first solve of a process; a new count needs a fresh pool
+        highspy.Highs.resetGlobalScheduler(True)
         h.setOptionValue("threads", int(options.threads))
     is_mip = bool(model.integer.any())
     if not is_mip:
@@ -48,9 +51,17 @@ def solve(model: LinearModel, options: SolveOptions = SolveOptions()) -> Solutio
         h.setOptionValue("mip_rel_gap", float(options.mip_rel_gap))
     h.passModel(_lp(model))
     started = time.perf_counter()
-    h.run()
+    run_status = h.run()
     elapsed = time.perf_counter() - started
     status = h.getModelStatus()
+    info = h.getInfo()
+    if status == highspy.HighsModelStatus.kUnknown and not options.crossover and not is_mip \
+            and info.primal_solution_status == 2 and info.max_primal_infeasibility <= 1e-6:
+        sol = h.getSolution()  # IPM without crossover: a feasible point, duals only approximate
+        return Solution(np.asarray(sol.col_value), np.zeros(model.A.shape[0]), float(info.objective_function_value),
+                        "Optimal (interior point, no crossover)", elapsed, None, duals_valid=False)
+    if run_status == highspy.HighsStatus.kError and status == highspy.HighsModelStatus.kNotset:
+        raise PlanNotOptimal("HiGHS refused to run (see its log with log=True); no plan is returned")
     if status == highspy.HighsModelStatus.kInfeasible:
         raise PlanInfeasible(_infeasible_families(h, model))
     if status in (highspy.HighsModelStatus.kUnbounded, highspy.HighsModelStatus.kUnboundedOrInfeasible):
@@ -59,7 +70,6 @@ def solve(model: LinearModel, options: SolveOptions = SolveOptions()) -> Solutio
         raise PlanNotOptimal(f"HiGHS stopped with status '{h.modelStatusToString(status)}' after {elapsed:.1f} s; "
                              "no plan is returned (raise the time limit or use --method ipm)")
     sol = h.getSolution()
-    info = h.getInfo()
     gap = float(info.mip_gap) if is_mip else None
     duals = np.asarray(sol.row_dual) if sol.dual_valid else np.zeros(model.A.shape[0])
     return Solution(np.asarray(sol.col_value), duals, float(info.objective_function_value),
