@@ -163,7 +163,7 @@ def holding(report: dict, entity: str, model: str = "h100") -> dict:
 def test_status_json_has_documented_keys_and_numbers(base_db):
     report = json.loads(ok("status", "--as-of", "2024-05-01", "--format", "json", db=base_db).stdout)
     assert list(report) == ["as_of", "known_at", "ledger_seq", "entity", "holdings", "sites", "loans",
-                            "transfers", "claims"]
+                            "transfers", "claims", "proposals"]
     assert report["as_of"] == "2024-05-01"
     assert report["known_at"] is None
     assert report["ledger_seq"] == BASE_EVENTS

@@ -371,6 +371,43 @@ def audit(policy: PolicyOpt = None, fmt: FormatOpt = Format.table) -> None:
                                                                  "value_usd", "evidence_seqs"]))
 
 
+@app.command()
+def costs(
+    month: Annotated[str | None, typer.Option(help="YYYY-MM (default: every month recorded)")] = None,
+    entity: Annotated[str | None, typer.Option(help="only this entity")] = None,
+    life_years: Annotated[float, typer.Option(help="straight-line depreciation life, years")] = 6.0,
+    usd_per_kwh: Annotated[float, typer.Option(help="power price, USD per kWh")] = 0.08,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Chargeback per entity per month: depreciation, GPU-hours owned/used/lent/borrowed/idle, power."""
+    from gpufleet.domain.costs import CostPolicy
+    from gpufleet.services.costs import chargeback
+
+    rows = chargeback(_fleet(), month, entity, CostPolicy(life_years=life_years, usd_per_kwh=usd_per_kwh))
+    if fmt is Format.json:
+        render.print_json(rows)
+    elif fmt is Format.csv:
+        render.print_csv(rows)
+    else:
+        console.print(render.table("Chargeback (owned = self + lent + idle + failed GPU-hours)", rows))
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="the HTML file to write")] = Path("gpufleet-report.html"),
+    policy: PolicyOpt = None,
+    start: Annotated[str | None, typer.Option(help="first date of the charts (YYYY-MM-DD)")] = None,
+    end: Annotated[str | None, typer.Option(help="the as-of date (default: the ledger's last date)")] = None,
+) -> None:
+    """Write the self-contained HTML report for a board or audit committee."""
+    from gpufleet.reports.board import write_report
+    from gpufleet.services import governance
+
+    path = write_report(_fleet(), out, governance.load_policy(policy), parse_date(start, "start"),
+                        parse_date(end, "end"))
+    console.print(f"wrote {path}")
+
+
 # -- the ledger ------------------------------------------------------------------------
 
 

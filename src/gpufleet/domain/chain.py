@@ -47,10 +47,6 @@ def canonical_json(model: BaseModel) -> str:
     return json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _ns(text: str) -> str:
-    return f"{len(text.encode())}:{text},"
-
-
 def canonical_bytes(
     seq: int,
     recorded_at: str,
@@ -61,12 +57,12 @@ def canonical_bytes(
     prev_hash: str,
     payload: str,
 ) -> bytes:
-    key = "~" if idempotency_key is None else _ns(idempotency_key)
-    text = (
-        f"{_ns(str(seq))}{_ns(recorded_at)}{_ns(effective_date)}{_ns(actor)}"
-        f"{_ns(event_type)}{key}{_ns(prev_hash)}{_ns(payload)}"
-    )
-    return text.encode()
+    """The netstrings of the fields, concatenated (one formatting step: this is the verify hot path)."""
+    s, r, e, h = str(seq).encode(), recorded_at.encode(), effective_date.encode(), prev_hash.encode()
+    a, t, p = actor.encode(), event_type.encode(), payload.encode()
+    k = b"~" if idempotency_key is None else b"%d:%b," % (len(kb := idempotency_key.encode()), kb)
+    return b"%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%b%d:%b,%d:%b," % (
+        len(s), s, len(r), r, len(e), e, len(a), a, len(t), t, k, len(h), h, len(p), p)
 
 
 def event_hash(*fields) -> str:

@@ -129,7 +129,7 @@ class Chargeback:
 
     month: str
     entity: str
-    days: int  # days of the month counted
+    days: int  # days of the month walked (all of them, unless the caller passed fewer)
     owned_gpu_hours: int
     self_gpu_hours: int
     lent_gpu_hours: int
@@ -172,9 +172,9 @@ def summarize(state: FleetState) -> dict[str, EntityDay]:
     out = {}
     for entity in sorted(set(acc) | set(cohorts)):
         gpus = {name: int(acc[entity][name]) for name in _GPU_FIELDS}
-        money = {name: acc[entity][name] for name in ("facility_watts", "lending_usd_per_hour",
+        rates = {name: acc[entity][name] for name in ("facility_watts", "lending_usd_per_hour",
                                                        "borrowing_usd_per_hour")}
-        out[entity] = EntityDay(**gpus, **money, cohorts=tuple(cohorts.get(entity, ())))
+        out[entity] = EntityDay(**gpus, **rates, cohorts=tuple(cohorts.get(entity, ())))
     return out
 
 
@@ -237,7 +237,8 @@ def daily_summaries(state: FleetState, events: Iterable[tuple[date, ev.Payload]]
 
 @dataclass
 class _Month:
-    days: set[date] = field(default_factory=set)
+    """One entity's running sums over a month."""
+
     gpu_days: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     usd: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
@@ -249,16 +250,18 @@ def monthly_chargeback(days: Iterable[tuple[date, DaySummary]], policy: CostPoli
     Rows where the entity owned, borrowed and paid nothing are left out.
     """
     months: dict[tuple[str, str], _Month] = defaultdict(_Month)
+    days_in: dict[str, int] = defaultdict(int)
     for on, summary in days:
+        month = on.strftime("%Y-%m")
+        days_in[month] += 1
         for name, day in summary.items():
             if entity is None or name == entity:
-                _add_day(months[(on.strftime("%Y-%m"), name)], on, day, policy)
-    rows = [_row(month, name, acc, policy) for (month, name), acc in sorted(months.items())]
+                _add_day(months[(month, name)], on, day, policy)
+    rows = [_row(month, name, days_in[month], acc, policy) for (month, name), acc in sorted(months.items())]
     return [r for r in rows if _nonzero(r)]
 
 
 def _add_day(acc: _Month, on: date, day: EntityDay, policy: CostPolicy) -> None:
-    acc.days.add(on)
     for name in _GPU_FIELDS:
         acc.gpu_days[name] += getattr(day, name)
     depreciation = sum(c.depreciation_usd_per_day(on, policy) for c in day.cohorts)
@@ -270,12 +273,12 @@ def _add_day(acc: _Month, on: date, day: EntityDay, policy: CostPolicy) -> None:
     acc.usd["power_kwh"] += day.facility_watts * HOURS_PER_DAY / 1000
 
 
-def _row(month: str, entity: str, acc: _Month, policy: CostPolicy) -> Chargeback:
+def _row(month: str, entity: str, days: int, acc: _Month, policy: CostPolicy) -> Chargeback:
     hours = {name: acc.gpu_days[name] * HOURS_PER_DAY for name in _GPU_FIELDS}
     usd = acc.usd
     power_usd = usd["power_kwh"] * policy.usd_per_kwh
     return Chargeback(
-        month=month, entity=entity, days=len(acc.days),
+        month=month, entity=entity, days=days,
         owned_gpu_hours=hours["self_gpus"] + hours["lent_gpus"] + hours["idle_gpus"] + hours["failed_gpus"],
         self_gpu_hours=hours["self_gpus"], lent_gpu_hours=hours["lent_gpus"],
         borrowed_gpu_hours=hours["borrowed_gpus"], idle_gpu_hours=hours["idle_gpus"],
@@ -306,11 +309,3 @@ def month_bounds(month: str) -> tuple[date, date]:
 def _next_month(first: date) -> date:
     return date(first.year + first.month // 12, first.month % 12 + 1, 1)
 
-
-def months_between(first: date, last: date) -> list[str]:
-    """Every ``YYYY-MM`` from the month of ``first`` to the month of ``last``."""
-    out, day = [], first.replace(day=1)
-    while day <= last:
-        out.append(day.strftime("%Y-%m"))
-        day = _next_month(day)
-    return out

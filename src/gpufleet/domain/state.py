@@ -755,8 +755,14 @@ def _require(counter: Counter, key: tuple, gpus: int, message: str) -> None:
         raise InvariantViolation(message.format(have=have))
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _fields(record) -> list[tuple[str, Any]]:
-    return [(f.name, getattr(record, f.name)) for f in dataclasses.fields(record)]
+    names = _FIELD_NAMES.get(type(record))
+    if names is None:
+        names = _FIELD_NAMES[type(record)] = tuple(f.name for f in dataclasses.fields(record))
+    return [(name, getattr(record, name)) for name in names]
 
 
 def _enc(value: Any) -> Any:
@@ -776,20 +782,29 @@ def _dec_date(value: str | None) -> date | None:
 
 
 _DATE_FIELDS = {"date", "date | None"}
+_DECODERS: dict[type, list[tuple[str, Callable[[Any], Any] | None]]] = {}
+
+
+def _decoder(record: type) -> list[tuple[str, Callable[[Any], Any] | None]]:
+    """(field, converter) per field of a record class, computed once per class."""
+    if record not in _DECODERS:
+        plan: list[tuple[str, Callable[[Any], Any] | None]] = []
+        for f in dataclasses.fields(record):
+            if f.type in _DATE_FIELDS:
+                plan.append((f.name, _dec_date))
+            elif f.name == "steps":
+                plan.append((f.name, lambda v: {k: _decode(Step, x) for k, x in v.items()}))
+            elif f.name == "status":
+                plan.append((f.name, LotStatus))
+            else:
+                plan.append((f.name, None))
+        _DECODERS[record] = plan
+    return _DECODERS[record]
 
 
 def _decode(record: type, data: dict[str, Any]):
-    kwargs = {}
-    for f in dataclasses.fields(record):
-        value = data[f.name]
-        if f.type in _DATE_FIELDS:
-            value = _dec_date(value)
-        elif f.name == "steps":
-            value = {k: _decode(Step, v) for k, v in value.items()}
-        elif f.name == "status":
-            value = LotStatus(value)
-        kwargs[f.name] = value
-    return record(**kwargs)
+    return record(**{name: (data[name] if convert is None else convert(data[name]))
+                     for name, convert in _decoder(record)})
 
 
 def _as_list(key: Any) -> list:

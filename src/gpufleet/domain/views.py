@@ -143,17 +143,23 @@ def loan_rows(state: FleetState, on: date) -> list[LoanRow]:
     return rows
 
 
+def unit_prices(state: FleetState) -> dict[tuple[str, str], float]:
+    """Each owner's average purchase price per GPU model over its lots, USD."""
+    gpus: Counter[tuple[str, str]] = Counter()
+    usd: Counter[tuple[str, str]] = Counter()
+    for lot in state.lots.values():
+        gpus[(lot.owner, lot.model)] += lot.gpus
+        usd[(lot.owner, lot.model)] += lot.gpus * lot.unit_price_usd
+    return {k: usd[k] / n for k, n in gpus.items() if n}
+
+
 def unit_price(state: FleetState, owner: str, model: str) -> float:
     """The owner's average purchase price for ``model`` over its lots (0 if none)."""
-    gpus = usd = 0.0
-    for lot in state.lots.values():
-        if lot.owner == owner and lot.model == model:
-            gpus += lot.gpus
-            usd += lot.gpus * lot.unit_price_usd
-    return usd / gpus if gpus else 0.0
+    return unit_prices(state).get((owner, model), 0.0)
 
 
 def transfers(state: FleetState, on: date) -> list[Transfer]:
+    prices = unit_prices(state)
     rows = []
     for swap_id, s in sorted(state.swaps.items()):
         rows.append(Transfer(
@@ -163,7 +169,7 @@ def transfers(state: FleetState, on: date) -> list[Transfer]:
     for loan in loan_rows(state, on):
         rows.append(Transfer(
             "loan", loan.loan, loan.start, loan.lender, loan.borrower, loan.model, loan.gpus_opened,
-            loan.gpus_opened * unit_price(state, loan.lender, loan.model),
+            loan.gpus_opened * prices.get((loan.lender, loan.model), 0.0),
             f"fees USD {loan.fee_usd_to_date:,.0f} to date; returned by {loan.end_date}",
         ))
     return rows

@@ -11,7 +11,7 @@ A shell over the services: nothing but the CLI imports this module.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -44,7 +44,7 @@ h1{margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin
 .meta{color:#555}.ok{color:#2e7d32;font-weight:bold}.bad{color:#c62828;font-weight:bold}
 code{font-size:.9em;word-break:break-all}.scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0;width:100%}
-th,td{border:1px solid #ccc;padding:.25em .5em;vertical-align:top;text-align:left}
+th,td{border:1px solid #ccc;padding:.25em .5em;vertical-align:top;text-align:left}td{overflow-wrap:anywhere}
 th{background:#f3f3f3}td.num,td.short{white-space:nowrap}td.num{text-align:right}
 .sev-critical,.sev-high{color:#c62828;font-weight:bold}.sev-medium{color:#e65100}.empty{color:#666;font-style:italic}
 """
@@ -273,7 +273,7 @@ def _figure(fig: go.Figure, number: int, height: int) -> str:
 
 def _table(rows: list[dict]) -> str:
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
+    head = "".join(f"<th>{_esc(c).replace('_', '_<wbr>')}</th>" for c in columns)
     body = "".join("<tr>" + "".join(_cell(r.get(c), c == "severity") for c in columns) + "</tr>" for r in rows)
     return f'<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
@@ -284,11 +284,12 @@ def _cell(value, severity: bool = False) -> str:
     if isinstance(value, int):
         return f"<td class=num>{value:,}</td>"
     if isinstance(value, float):
-        return f"<td class=num>{value:,.0f}</td>" if value.is_integer() else f"<td class=num>{value:,.2f}</td>"
+        return f"<td class=num>{value:,.0f}</td>" if abs(value) >= 1000 or value.is_integer() else \
+            f"<td class=num>{value:,.2f}</td>"
     if isinstance(value, list | tuple):
         return f"<td>{_esc(', '.join(map(str, value)))}</td>"
     text = str(value)
-    css = f"sev-{text}" if severity else ("short" if len(text) <= 12 else "")
+    css = f"short sev-{text}" if severity else ("short" if len(text) <= 12 else "")
     return f'<td class="{_esc(css)}">{_esc(text)}</td>' if css else f"<td>{_esc(text)}</td>"
 
 

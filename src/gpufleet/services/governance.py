@@ -185,6 +185,8 @@ def claim_forecasts(service: FleetService, state: FleetState, on: date) -> list[
     claim was made (as known that day: GPUs active, idle, and in lots due by the deadline)."""
     rows = []
     for claim_id, c in sorted(state.claims.items()):
+        if c.stated_on > on:
+            continue  # not yet made on that date
         known = service.state(c.deadline, end_of_day(c.stated_on))
         actual_on = min(on, c.deadline)
         actual = views.claim_actual(service.state(actual_on), claim_id, actual_on)
