@@ -214,3 +214,23 @@ def test_the_schema_check_knows_the_newest_migration():
     from gpufleet.ledger.db import HEAD_REVISION, alembic_config
 
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION
+
+
+@pytest.mark.parametrize("tamper, first_bad", [
+    (None, None),
+    ("UPDATE events SET actor = 'mallory' WHERE seq = 9", 9),     # inside the second range
+    ("UPDATE events SET actor = 'mallory' WHERE seq = 6", 6),     # the first event of the second range
+    ("DELETE FROM events WHERE seq = 6", 6),                      # a missing first event
+], ids=["clean", "edited-in-a-range", "edited-at-a-boundary", "deleted-at-a-boundary"])
+def test_a_parallel_verify_finds_what_a_single_walk_finds(engine, monkeypatch, tamper, first_bad):
+    from gpufleet.ledger import store
+
+    written, _ = append(engine, story().drafts())
+    if tamper:
+        with engine.begin() as conn:
+            _disable_guards(conn)
+            conn.execute(text(tamper))
+    monkeypatch.setattr(store, "PARALLEL_VERIFY_MIN", 1)
+    single = read(engine, lambda led: led.verify())
+    parallel = read(engine, lambda led: led.verify(workers=2))
+    assert (parallel.ok, parallel.first_bad_seq) == (single.ok, single.first_bad_seq) == (tamper is None, first_bad)

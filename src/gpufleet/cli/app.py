@@ -415,11 +415,13 @@ def report(
 def verify(
     expect_head: Annotated[str | None, typer.Option(help="the head hash you anchored earlier")] = None,
     replay: Annotated[bool, typer.Option(help="also replay every event and recount the invariants")] = False,
+    workers: Annotated[int | None, typer.Option(help="processes hashing in parallel on large ledgers "
+                                                     "(default: CPUs, at most 4)")] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Check the hash chain; exit 1 naming the first bad sequence number."""
     service = _fleet()
-    report = service.verify(expect_head)
+    report = service.verify(expect_head, workers)
     out = asdict(report)
     if report.ok and replay:
         rep = service.replay()

@@ -324,8 +324,10 @@ class FleetState:
         """A JSON-able, deterministic image of the state (equal states give equal dicts)."""
         out: dict[str, Any] = {"as_of": _enc(self.as_of), "persons": dict(sorted(self.persons.items()))}
         out["roles"] = sorted(list(r) for r in self.roles)
-        for name in _RECORDS:
-            out[name] = {k: {f: _enc(v) for f, v in _fields(rec)} for k, rec in sorted(getattr(self, name).items())}
+        for name, record in _RECORDS.items():
+            plan = _encoder(record)
+            out[name] = {k: {f: (getattr(rec, f) if enc is None else enc(getattr(rec, f))) for f, enc in plan}
+                         for k, rec in sorted(getattr(self, name).items())}
         for name in (*_COUNTERS, "installed", "site_gpus", "site_watts"):
             counter = getattr(self, name)
             out[name] = sorted([*_as_list(k), v] for k, v in counter.items() if v)
@@ -775,6 +777,28 @@ def _enc(value: Any) -> Any:
     if isinstance(value, LotStatus):
         return value.value
     return value
+
+
+def _enc_date(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+_ENCODERS: dict[type, list[tuple[str, Callable[[Any], Any] | None]]] = {}
+
+
+def _encoder(record: type) -> list[tuple[str, Callable[[Any], Any] | None]]:
+    """(field, converter to JSON) per field of a record class, computed once per class."""
+    if record not in _ENCODERS:
+        plan: list[tuple[str, Callable[[Any], Any] | None]] = []
+        for f in dataclasses.fields(record):
+            if f.type in _DATE_FIELDS:
+                plan.append((f.name, _enc_date))
+            elif f.name in ("steps", "status"):
+                plan.append((f.name, _enc))
+            else:
+                plan.append((f.name, None))
+        _ENCODERS[record] = plan
+    return _ENCODERS[record]
 
 
 def _dec_date(value: str | None) -> date | None:

@@ -17,7 +17,9 @@ prefix of the chain, and every prefix was checked when it was written.
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -32,6 +34,9 @@ from gpufleet.errors import ConflictError, GpufleetError, InputError, InvariantV
 from gpufleet.ledger.schema import events, ledger_head, snapshots
 
 SNAPSHOT_EVERY = 5_000  # events between snapshots; a query folds at most about this many
+# The head state each database had after this process's last append, keyed by URL and checked
+# against the head's (seq, hash) before use, so a rollback or another writer simply misses it.
+_HEAD_STATES: dict[str, tuple[int, str, FleetState]] = {}
 _ROW_COLUMNS = (events.c.seq, events.c.effective_date, events.c.type, events.c.payload)
 
 
@@ -164,7 +169,11 @@ class Ledger:
         """
         head = self.head(lock=True)  # taken before reading the clock, so recorded times stay ordered
         now_text = chain.format_instant(now or datetime.now(UTC))
+        key = str(self.conn.engine.url)
+        cached = _HEAD_STATES.pop(key, None)  # taken out: a failed batch must not leave a half-applied state
         writer = _Writer(self, head)
+        if cached is not None and cached[:2] == (head.seq, head.hash):
+            writer.state = cached[2]
         out = []
         for draft in drafts:
             try:
@@ -174,48 +183,135 @@ class Ledger:
                 raise
         writer.finish()
         self.last_state = writer.state
+        if writer.state is not None:
+            _HEAD_STATES[key] = (writer.head.seq, writer.head.hash, writer.state)
         return out
 
     # -- verification -------------------------------------------------------------------
 
-    def verify(self, expect_head: str | None = None) -> VerifyReport:
-        """Walk the chain; report the first event that was edited, deleted, inserted or moved."""
+    def _raw_rows(self, sql: str, batch: int = 20_000) -> Iterator[tuple]:
+        """Stream rows straight from the driver (a server-side cursor on PostgreSQL): verifying a
+        million events is bound by hashing, so the ORM-free path is worth it here."""
+        driver = self.conn.connection.driver_connection
+        cursor = driver.cursor(name="gpufleet_verify") if self.conn.dialect.name == "postgresql" else driver.cursor()
+        try:
+            cursor.execute(sql)
+            while chunk := cursor.fetchmany(batch):
+                yield from chunk
+        finally:
+            cursor.close()
+
+    def verify(self, expect_head: str | None = None, workers: int = 1) -> VerifyReport:
+        """Walk the chain; report the first event that was edited, deleted, inserted or moved.
+
+        With ``workers > 1`` and a large file-backed ledger, contiguous ranges of the chain are
+        hashed in parallel processes and stitched: each range must start from the previous
+        range's last hash, so the result is the same as one walk.
+        """
         head = self.head()
-        prev_hash, expected, last_recorded = GENESIS_HASH, 1, ""
-        result = self.conn.execution_options(yield_per=20_000).execute(
-            select(
-                events.c.seq, events.c.recorded_at, events.c.effective_date, events.c.actor, events.c.type,
-                events.c.idempotency_key, events.c.prev_hash, events.c.payload, events.c.hash,
-            ).order_by(events.c.seq)
-        )
-        hasher = chain.event_hash
-        for seq, rec, eff, actor, kind, key, prev, payload, digest in result:
-            bad = None
-            if seq != expected:
-                bad = (expected, f"event {expected} is missing (next stored is {seq})") if seq > expected else \
-                    (seq, f"event {seq} appears twice or out of order")
-            elif prev != prev_hash:
-                bad = (seq, f"event {seq} does not link to event {seq - 1} (prev_hash differs)")
-            elif hasher(seq, rec, eff, actor, kind, key, prev, payload) != digest:
-                bad = (seq, f"event {seq} was altered: its content does not match its hash")
-            elif rec < last_recorded:
-                bad = (seq, f"event {seq} is recorded before event {seq - 1}")
-            if bad:
-                result.close()
-                return VerifyReport(False, expected - 1, head.seq, head.hash, bad[0], bad[1])
-            prev_hash, expected, last_recorded = digest, seq + 1, rec
-        count = expected - 1
-        if head.seq != count:
-            where = count + 1 if head.seq > count else head.seq + 1
-            return VerifyReport(False, count, head.seq, head.hash, where,
-                                f"the ledger head records event {head.seq} but the chain ends at event {count}")
-        if head.hash != prev_hash:
-            return VerifyReport(False, count, head.seq, head.hash, count,
-                                f"the ledger head's hash is not the hash of event {count}")
-        if expect_head is not None and expect_head != prev_hash:
-            return VerifyReport(False, count, head.seq, head.hash, count,
-                                f"the chain's last hash {prev_hash[:16]}... is not the expected {expect_head[:16]}...")
-        return VerifyReport(True, count, head.seq, head.hash)
+        url = self.conn.engine.url
+        if workers > 1 and head.seq >= PARALLEL_VERIFY_MIN and url.database not in (None, "", ":memory:"):
+            bounds = [1 + head.seq * i // workers for i in range(workers)] + [None]
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")) as pool:
+                segments = list(pool.map(_verify_segment, [url.render_as_string(hide_password=False)] * workers,
+                                         bounds[:-1], [b - 1 if b else None for b in bounds[1:]]))
+        else:
+            segments = [self.segment(1, None)]
+        return _stitch(segments, head, expect_head)
+
+    def segment(self, first: int, last: int | None) -> Segment:
+        """Check the events ``first..last`` (to the end if None) among themselves."""
+        where = f"WHERE seq >= {int(first)}" + (f" AND seq <= {int(last)}" if last is not None else "")
+        rows = self._raw_rows(
+            "SELECT seq, recorded_at, effective_date, actor, type, idempotency_key, prev_hash, payload, hash "
+            f"FROM events {where} ORDER BY seq")
+        return walk_chain(rows, first, last)
+
+
+PARALLEL_VERIFY_MIN = 50_000  # below this, starting processes costs more than it saves
+
+
+@dataclass(frozen=True)
+class Segment:
+    """What a walk over a contiguous range of the chain found."""
+
+    first: int
+    count: int
+    first_prev: str | None  # prev_hash of the first event in the range
+    first_recorded: str
+    last_hash: str | None
+    last_recorded: str
+    bad: tuple[int, str] | None = None
+
+
+def walk_chain(rows, first: int, last: int | None) -> Segment:
+    """Recompute every hash and link in ``rows`` (events ``first..last`` in seq order)."""
+    hasher = chain.event_hash
+    expected, prev_hash, last_recorded = first, None, ""
+    first_prev = first_recorded = None
+    for seq, rec, eff, actor, kind, key, prev, payload, digest in rows:
+        bad = None
+        if seq != expected:
+            bad = (expected, f"event {expected} is missing (next stored is {seq})") if seq > expected else \
+                (seq, f"event {seq} appears twice or out of order")
+        elif prev_hash is not None and prev != prev_hash:
+            bad = (seq, f"event {seq} does not link to event {seq - 1} (prev_hash differs)")
+        elif hasher(seq, rec, eff, actor, kind, key, prev, payload) != digest:
+            bad = (seq, f"event {seq} was altered: its content does not match its hash")
+        elif rec < last_recorded:
+            bad = (seq, f"event {seq} is recorded before event {seq - 1}")
+        if first_prev is None:
+            first_prev, first_recorded = prev, rec
+        if bad:
+            rows.close()
+            return Segment(first, expected - first, first_prev, first_recorded or "", prev_hash, last_recorded, bad)
+        prev_hash, expected, last_recorded = digest, seq + 1, rec
+    if last is not None and expected <= last:
+        return Segment(first, expected - first, first_prev, first_recorded or "", prev_hash, last_recorded,
+                       (expected, f"event {expected} is missing"))
+    return Segment(first, expected - first, first_prev, first_recorded or "", prev_hash, last_recorded)
+
+
+def _stitch(segments: list[Segment], head: Head, expect_head: str | None) -> VerifyReport:
+    prev_hash, last_recorded, count = GENESIS_HASH, "", 0
+    for seg in segments:
+        if seg.bad is not None and seg.first_prev is None:  # nothing read before the problem
+            return VerifyReport(False, count, head.seq, head.hash, *seg.bad)
+        if seg.count or seg.bad:
+            if seg.first_prev != prev_hash:
+                return VerifyReport(False, count, head.seq, head.hash, seg.first,
+                                    f"event {seg.first} does not link to event {seg.first - 1} (prev_hash differs)")
+            if seg.first_recorded < last_recorded:
+                return VerifyReport(False, count, head.seq, head.hash, seg.first,
+                                    f"event {seg.first} is recorded before event {seg.first - 1}")
+        if seg.bad is not None:
+            return VerifyReport(False, count + seg.count, head.seq, head.hash, *seg.bad)
+        count += seg.count
+        if seg.count:
+            prev_hash, last_recorded = seg.last_hash, seg.last_recorded
+    if head.seq != count:
+        where = count + 1 if head.seq > count else head.seq + 1
+        return VerifyReport(False, count, head.seq, head.hash, where,
+                            f"the ledger head records event {head.seq} but the chain ends at event {count}")
+    if head.hash != prev_hash:
+        return VerifyReport(False, count, head.seq, head.hash, count,
+                            f"the ledger head's hash is not the hash of event {count}")
+    if expect_head is not None and expect_head != prev_hash:
+        return VerifyReport(False, count, head.seq, head.hash, count,
+                            f"the chain's last hash {prev_hash[:16]}... is not the expected {expect_head[:16]}...")
+    return VerifyReport(True, count, head.seq, head.hash)
+
+
+def _verify_segment(url: str, first: int, last: int | None) -> Segment:
+    """One worker's share of a parallel verify: its own connection, its own range."""
+    from gpufleet.ledger.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return Ledger(conn).segment(first, last)
+    finally:
+        engine.dispose()
 
 
 class _Writer:
@@ -330,7 +426,7 @@ class _Writer:
 
     def _snapshot(self, state: FleetState, seq: int, on: date) -> None:
         self._flush()
-        text = json.dumps(state.to_dict(), separators=(",", ":"))
+        text = json.dumps(state.to_dict(), separators=(",", ":"), check_circular=False)
         self.conn.execute(insert(snapshots).values(seq=seq, effective_date=on.isoformat(), state=text))
         self.last_snapshot = seq
 

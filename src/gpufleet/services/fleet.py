@@ -7,6 +7,7 @@ methods and format what they return; they never touch the database themselves.
 from __future__ import annotations
 
 import getpass
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -121,9 +122,12 @@ class FleetService:
         with self.engine.connect() as conn:
             return Ledger(conn).head()
 
-    def verify(self, expect_head: str | None = None) -> VerifyReport:
+    def verify(self, expect_head: str | None = None, workers: int | None = None) -> VerifyReport:
+        """Check the hash chain; ``workers`` processes hash ranges of a large ledger in parallel
+        (default: one per CPU, at most 4)."""
+        workers = workers or min(os.cpu_count() or 1, 4)
         with self.engine.connect() as conn:
-            return Ledger(conn).verify(expect_head)
+            return Ledger(conn).verify(expect_head, workers)
 
     def replay(self) -> ReplayReport:
         """Rebuild the state from the first event, with no snapshot, and compare it with the
