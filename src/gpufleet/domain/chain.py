@@ -8,15 +8,14 @@ field can bleed into another::
 
 ``recorded_at`` is ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC), ``effective_date`` is
 ``YYYY-MM-DD``, a missing idempotency key is the empty field ``~`` (which is not
-a netstring), and ``payload`` is the payload as canonical JSON (sorted keys, no
-spaces, UTF-8). ``hash = sha256(canonical).hexdigest()``; the first event's
+a netstring), and ``payload`` is the payload as canonical JSON (fields in the order
+the payload model declares them, no spaces, UTF-8). ``hash = sha256(canonical).hexdigest()``; the first event's
 ``prev_hash`` is 64 zeros.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -43,8 +42,9 @@ class Event:
 
 
 def canonical_json(model: BaseModel) -> str:
-    """The payload as canonical JSON: sorted keys, no spaces, dates as ISO strings."""
-    return json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The payload as canonical JSON: every field in the order its model declares it, no spaces,
+    dates as ISO strings, UTF-8 (pydantic's serializer: one payload has exactly one encoding)."""
+    return model.model_dump_json()
 
 
 def canonical_bytes(
