@@ -80,3 +80,19 @@ def test_policies_from_december_2023_compare_hold_the_swap_and_a_dated_loan(demo
     assert any(r["date"] == tesla_to_x["end"] for r in loan["reclaims"]), "the loan ends with a dated reclaim"
     assert loan["idle_gpu_weeks"] < hold["idle_gpu_weeks"], "lending the surplus leaves fewer GPUs idle"
     assert loan["value_usd"]["tesla"] >= hold["value_usd"]["tesla"]
+
+
+def test_the_demo_command_end_to_end(tmp_path):
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "gpufleet"
+    done = subprocess.run([str(exe), "demo", "--demo-db", str(tmp_path / "d.db"), "--format", "json"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["verified"] and [d["as_of"] for d in body["dates"]] == [
+        "2023-12-31", "2024-04-23", "2024-06-04", "2024-12-31"]
+    assert {"policies_2023_12_01", "governance", "forecast_2024_04_23_for_2024_12_31"} <= set(body)
+    report = Path(body["report"])
+    assert report.exists() and "board report" in report.read_text()

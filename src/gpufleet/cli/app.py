@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -124,8 +124,12 @@ def demo(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Load the bundled 2024 H100 story into a fresh SQLite ledger and show what it records."""
+    from gpufleet.reports.board import write_report
+
     path = demo_db or Path(tempfile.mkdtemp(prefix="gpufleet-demo-")) / "demo.db"
     report = run_demo(str(path))
+    report["report"] = str(write_report(FleetService.open(str(path)), path.with_name("report.html"),
+                                        end=date(2024, 12, 31)))
     if fmt is Format.json:
         render.print_json(report)
         return
@@ -157,8 +161,8 @@ def demo(
                           f"claimed ({claim['claim']}).")
     _print_governance(report["governance"])
     verified = "verifies" if report["verified"] else "DOES NOT VERIFY"
-    console.print(f"ledger {verified}; head {report['head_hash']}\nexplore it: gpufleet --db {path} status "
-                  "--as-of 2024-06-04 --known-at 2024-06-04")
+    console.print(f"ledger {verified}; head {report['head_hash']}\nboard report: {report['report']}\n"
+                  f"explore it: gpufleet --db {path} status --as-of 2024-06-04 --known-at 2024-06-04")
 
 
 def _print_policies(comparison: dict) -> None:
