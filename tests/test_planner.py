@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from builders import Story
 from gpufleet.domain import events as ev
 from gpufleet.domain.state import FleetState
-from gpufleet.errors import InputError, PlanInfeasible, PlanNotOptimal
+from gpufleet.errors import InputError, PlanInfeasible
 from gpufleet.planner import checker
 from gpufleet.planner.model import TIE_BREAK_USD
 from gpufleet.planner.plan import Variables, make_plan, objective_usd

@@ -18,7 +18,6 @@ from gpufleet.domain.types import (
     ClaimMetric,
     Decision,
     EntityId,
-    Gpus,
     Id,
     LoanId,
     LotId,

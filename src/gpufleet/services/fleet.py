@@ -19,7 +19,6 @@ from sqlalchemy import Engine
 from gpufleet.domain import views
 from gpufleet.domain.chain import Event, end_of_day, format_instant, parse_instant
 from gpufleet.domain.events import Payload, payload_class
-from gpufleet.domain.fold import parse_payload
 from gpufleet.domain.state import FleetState
 from gpufleet.errors import InputError, LedgerCorrupt
 from gpufleet.ledger import db
@@ -144,8 +143,6 @@ class FleetService:
             problems.append("the state built from snapshots differs from a full replay")
         return ReplayReport(not problems, problems)
 
-    def payload_of(self, event: Event) -> dict:
-        return parse_payload(event.event_type, event.payload).model_dump(mode="json")
 
 
 def _recorded(item) -> str:
