@@ -326,7 +326,8 @@ class FleetState:
         out["roles"] = sorted(list(r) for r in self.roles)
         for name, record in _RECORDS.items():
             plan = _encoder(record)
-            out[name] = {k: {f: (getattr(rec, f) if enc is None else enc(getattr(rec, f))) for f, enc in plan}
+            # records as lists in field order: about half the size of dicts, and faster to read back
+            out[name] = {k: [getattr(rec, f) if enc is None else enc(getattr(rec, f)) for f, enc in plan]
                          for k, rec in sorted(getattr(self, name).items())}
         for name in (*_COUNTERS, "installed", "site_gpus", "site_watts"):
             counter = getattr(self, name)
@@ -338,7 +339,10 @@ class FleetState:
         state = cls(as_of=_dec_date(data["as_of"]), persons=dict(data["persons"]))
         state.roles = {tuple(r) for r in data["roles"]}
         for name, record in _RECORDS.items():
-            setattr(state, name, {k: _decode(record, v) for k, v in data[name].items()})
+            plan = _decoder(record)
+            setattr(state, name, {k: record(*[v if convert is None else convert(v)
+                                              for v, (_f, convert) in zip(row, plan, strict=True)])
+                                  for k, row in data[name].items()})
         for name in (*_COUNTERS, "installed"):
             setattr(state, name, Counter({tuple(row[:-1]): row[-1] for row in data[name]}))
         for name in ("site_gpus", "site_watts"):

@@ -7,7 +7,9 @@ money is USD. ``owned = in_warehouse + installed + failed`` (delivered, not reti
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import Counter
+from itertools import accumulate
 from dataclasses import asdict, dataclass
 from datetime import date
 
@@ -177,20 +179,42 @@ def transfers(state: FleetState, on: date) -> list[Transfer]:
 
 def claim_actual(state: FleetState, claim_id: str, on: date) -> float:
     """The claimed metric as the state records it (``state`` must be as of ``on``)."""
-    c = state.claims[claim_id]
-    if c.metric == ClaimMetric.ACTIVE_GPUS:
-        return float(sum(n for (_s, _o, model, user), n in state.installed.items()
-                         if user == c.claimant and (c.model is None or model == c.model)))
-    start = c.period_start or date.min
-    return float(sum(lot.gpus * lot.unit_price_usd for lot in state.lots.values()
-                     if lot.owner == c.claimant and lot.delivered_on and start <= lot.delivered_on <= on
-                     and (c.model is None or lot.model == c.model)))
+    return claim_actuals(state, on, [claim_id])[claim_id]
+
+
+def claim_actuals(state: FleetState, on: date, claim_ids: list[str] | None = None) -> dict[str, float]:
+    """Each claim's metric as recorded: GPUs of the model serving the claimant (``active_gpus``), or
+    the purchase value of its lots delivered from ``period_start`` to ``on`` or the deadline,
+    whichever is earlier (``gpu_spend_usd``). One pass over installs and lots for all claims."""
+    active: Counter[tuple[str, str | None]] = Counter()
+    for (_site, _owner, model, user), n in state.installed.items():
+        active[(user, model)] += n
+        active[(user, None)] += n
+    delivered: dict[tuple[str, str | None], list[tuple[date, float]]] = {}
+    for lot in state.lots.values():
+        if lot.delivered_on is not None:
+            for key in ((lot.owner, lot.model), (lot.owner, None)):
+                delivered.setdefault(key, []).append((lot.delivered_on, lot.gpus * lot.unit_price_usd))
+    sums = {k: (sorted(v), list(accumulate(x for _d, x in sorted(v)))) for k, v in delivered.items()}
+    out = {}
+    for claim_id in claim_ids if claim_ids is not None else list(state.claims):
+        c = state.claims[claim_id]
+        if c.metric == ClaimMetric.ACTIVE_GPUS:
+            out[claim_id] = float(active[(c.claimant, c.model)])
+            continue
+        rows, cum = sums.get((c.claimant, c.model), ([], []))
+        days = [d for d, _x in rows]
+        hi = bisect_right(days, min(on, c.deadline))
+        lo = bisect_left(days, c.period_start or date.min)
+        out[claim_id] = float((cum[hi - 1] if hi else 0.0) - (cum[lo - 1] if lo else 0.0)) if hi > lo else 0.0
+    return out
 
 
 def claim_checks(state: FleetState, on: date) -> list[ClaimCheck]:
+    actuals = claim_actuals(state, on)
     rows = []
     for claim_id, c in sorted(state.claims.items()):
-        actual = claim_actual(state, claim_id, on)
+        actual = actuals[claim_id]
         status = "open" if on < c.deadline else ("met" if actual >= c.target else "missed")
         rows.append(ClaimCheck(
             claim_id, c.claimant, c.metric, c.model, c.target, c.deadline.isoformat(), c.stated_on.isoformat(),
@@ -203,14 +227,19 @@ def status_report(state: FleetState, as_of: date, entity: str | None = None) -> 
     """The documented ``gpufleet status --format json`` body, less the query header."""
     keep = (lambda *names: entity is None or entity in names)
     return {
-        "holdings": [asdict(h) for h in holdings(state, as_of, entity)],
-        "sites": [asdict(s) for s in site_usage(state, as_of) if keep(s.owner)],
-        "loans": [asdict(x) for x in loan_rows(state, as_of) if keep(x.lender, x.borrower)],
-        "transfers": [asdict(t) for t in transfers(state, as_of) if keep(t.from_entity, t.to_entity)],
-        "claims": [asdict(c) for c in claim_checks(state, as_of) if keep(c.claimant)],
+        "holdings": [_row(h) for h in holdings(state, as_of, entity)],
+        "sites": [_row(s) for s in site_usage(state, as_of) if keep(s.owner)],
+        "loans": [_row(x) for x in loan_rows(state, as_of) if keep(x.lender, x.borrower)],
+        "transfers": [_row(t) for t in transfers(state, as_of) if keep(t.from_entity, t.to_entity)],
+        "claims": [_row(c) for c in claim_checks(state, as_of) if keep(c.claimant)],
         "proposals": [{"id": key} | {f: _iso(v) for f, v in asdict(p).items()}
                       for key, p in sorted(state.proposals.items()) if keep(p.owner, p.user)],
     }
+
+
+def _row(view) -> dict:
+    """A view row as a dict (its fields are plain values: no deep copy needed)."""
+    return dict(vars(view))
 
 
 def _iso(value):
