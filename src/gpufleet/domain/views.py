@@ -195,15 +195,17 @@ def claim_actuals(state: FleetState, on: date, claim_ids: list[str] | None = Non
         if lot.delivered_on is not None:
             for key in ((lot.owner, lot.model), (lot.owner, None)):
                 delivered.setdefault(key, []).append((lot.delivered_on, lot.gpus * lot.unit_price_usd))
-    sums = {k: (sorted(v), list(accumulate(x for _d, x in sorted(v)))) for k, v in delivered.items()}
+    sums = {}
+    for key, rows in delivered.items():
+        rows.sort()
+        sums[key] = ([d for d, _x in rows], list(accumulate(x for _d, x in rows)))
     out = {}
     for claim_id in claim_ids if claim_ids is not None else list(state.claims):
         c = state.claims[claim_id]
         if c.metric == ClaimMetric.ACTIVE_GPUS:
             out[claim_id] = float(active[(c.claimant, c.model)])
             continue
-        rows, cum = sums.get((c.claimant, c.model), ([], []))
-        days = [d for d, _x in rows]
+        days, cum = sums.get((c.claimant, c.model), ([], []))
         hi = bisect_right(days, min(on, c.deadline))
         lo = bisect_left(days, c.period_start or date.min)
         out[claim_id] = float((cum[hi - 1] if hi else 0.0) - (cum[lo - 1] if lo else 0.0)) if hi > lo else 0.0
