@@ -234,3 +234,11 @@ def test_a_parallel_verify_finds_what_a_single_walk_finds(engine, monkeypatch, t
     single = read(engine, lambda led: led.verify())
     parallel = read(engine, lambda led: led.verify(workers=2))
     assert (parallel.ok, parallel.first_bad_seq) == (single.ok, single.first_bad_seq) == (tamper is None, first_bad)
+
+
+def test_a_snapshot_of_another_format_is_ignored_not_misread(engine):
+    append(engine, story().drafts(), snapshot_every=1)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE snapshots SET state = '{\"format\": 1, \"state\": {}}'"))
+    assert read(engine, lambda led: led.state()).to_dict() == \
+        read(engine, lambda led: led.state(use_snapshots=False)).to_dict()

@@ -160,7 +160,7 @@ def unit_price(state: FleetState, owner: str, model: str) -> float:
     return unit_prices(state).get((owner, model), 0.0)
 
 
-def transfers(state: FleetState, on: date) -> list[Transfer]:
+def transfers(state: FleetState, on: date, loans: list[LoanRow] | None = None) -> list[Transfer]:
     prices = unit_prices(state)
     rows = []
     for swap_id, s in sorted(state.swaps.items()):
@@ -168,7 +168,7 @@ def transfers(state: FleetState, on: date) -> list[Transfer]:
             "slot_swap", swap_id, s.on.isoformat(), s.party_a, s.party_b, s.model, s.gpus, s.value_a_usd,
             f"lots {', '.join(s.lots_b)} ({s.gpus} GPUs, USD {s.value_b_usd:,.0f}) due later",
         ))
-    for loan in loan_rows(state, on):
+    for loan in loan_rows(state, on) if loans is None else loans:
         rows.append(Transfer(
             "loan", loan.loan, loan.start, loan.lender, loan.borrower, loan.model, loan.gpus_opened,
             loan.gpus_opened * prices.get((loan.lender, loan.model), 0.0),
@@ -228,11 +228,12 @@ def claim_checks(state: FleetState, on: date) -> list[ClaimCheck]:
 def status_report(state: FleetState, as_of: date, entity: str | None = None) -> dict:
     """The documented ``gpufleet status --format json`` body, less the query header."""
     keep = (lambda *names: entity is None or entity in names)
+    loans = loan_rows(state, as_of)
     return {
         "holdings": [_row(h) for h in holdings(state, as_of, entity)],
         "sites": [_row(s) for s in site_usage(state, as_of) if keep(s.owner)],
-        "loans": [_row(x) for x in loan_rows(state, as_of) if keep(x.lender, x.borrower)],
-        "transfers": [_row(t) for t in transfers(state, as_of) if keep(t.from_entity, t.to_entity)],
+        "loans": [_row(x) for x in loans if keep(x.lender, x.borrower)],
+        "transfers": [_row(t) for t in transfers(state, as_of, loans) if keep(t.from_entity, t.to_entity)],
         "claims": [_row(c) for c in claim_checks(state, as_of) if keep(c.claimant)],
         "proposals": [{"id": key} | {f: _iso(v) for f, v in asdict(p).items()}
                       for key, p in sorted(state.proposals.items()) if keep(p.owner, p.user)],

@@ -34,6 +34,7 @@ from gpufleet.errors import ConflictError, GpufleetError, InputError, InvariantV
 from gpufleet.ledger.schema import events, ledger_head, snapshots
 
 SNAPSHOT_EVERY = 5_000  # events between snapshots; a query folds at most about this many
+SNAPSHOT_FORMAT = 3  # bump whenever FleetState.to_dict changes: older snapshots are then ignored
 # The head state each database had after this process's last append, keyed by URL and checked
 # against the head's (seq, hash) before use, so a rollback or another writer simply misses it.
 _HEAD_STATES: dict[str, tuple[int, str, FleetState]] = {}
@@ -156,7 +157,10 @@ class Ledger:
             if self.conn.execute(later).first() is not None:
                 continue
             text = self.conn.execute(select(snapshots.c.state).where(snapshots.c.seq == seq)).scalar_one()
-            return FleetState.from_dict(json.loads(text)), date.fromisoformat(eff)
+            image = json.loads(text)
+            if image.get("format") != SNAPSHOT_FORMAT:
+                continue  # written by another version of the state: a cache, so fold past it
+            return FleetState.from_dict(image["state"]), date.fromisoformat(eff)
         return None
 
     # -- appending ----------------------------------------------------------------------
@@ -426,7 +430,8 @@ class _Writer:
 
     def _snapshot(self, state: FleetState, seq: int, on: date) -> None:
         self._flush()
-        text = json.dumps(state.to_dict(), separators=(",", ":"), check_circular=False)
+        text = json.dumps({"format": SNAPSHOT_FORMAT, "state": state.to_dict()}, separators=(",", ":"),
+                          check_circular=False)
         self.conn.execute(insert(snapshots).values(seq=seq, effective_date=on.isoformat(), state=text))
         self.last_snapshot = seq
 
