@@ -4,7 +4,7 @@ Run from the repository root, in the project's virtual environment::
 
     python bench/planner.py                                 # small, medium, large; PuLP+CBC on medium
     python bench/planner.py --sizes small,medium --skip-pulp
-    python bench/planner.py --method simplex                # HiGHS dual simplex instead of IPM
+    python bench/planner.py --method ipm                    # interior point instead of HiGHS's choice
     python bench/planner.py --sweep                         # also: HiGHS options on the medium size
 
 Every measurement runs in a fresh subprocess, so "peak RSS" is that process's own maximum
