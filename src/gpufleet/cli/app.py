@@ -220,7 +220,8 @@ def plan_cmd(
     lead_weeks: Annotated[int, typer.Option(help="install lead time (burn-in), weeks")] = 2,
     move_cost: Annotated[float, typer.Option(help="USD per GPU moved between sites")] = 2000.0,
     reclaim_cost: Annotated[float, typer.Option(help="USD per lent GPU taken back (work lost)")] = 500.0,
-    fee: Annotated[float, typer.Option(help="loan fee, USD per GPU-hour")] = 2.0,
+    fee: Annotated[float | None, typer.Option(help="loan fee, USD per GPU-hour (default: the market "
+                                                     "reference of the approval policy on the start date)")] = None,
     failure_rate: Annotated[float, typer.Option(help="expected failures per GPU-week")] = 0.0,
     method: Annotated[str, typer.Option(help="HiGHS method: choose, simplex, ipm or pdlp")] = "choose",
     time_limit: Annotated[float, typer.Option(help="seconds")] = 600.0,
@@ -235,11 +236,15 @@ def plan_cmd(
     from gpufleet.services import planning
 
     start = parse_date(as_of, "as_of")
+    solver = SolveOptions(method=method, time_limit_s=time_limit)
+    state = planning.scenario_state(scenario, start) if scenario else _fleet().state(start)
+    if fee is None:  # an arm's-length fee, so that the proposals pass the price check
+        from gpufleet.domain.governance import GovernancePolicy
+
+        fee = GovernancePolicy().market_price(start or state.as_of or datetime.now(UTC).date()).usd_per_gpu_hour
     options = PlanOptions(horizon_weeks=horizon, install_lead_weeks=lead_weeks, move_cost_usd=move_cost,
                           reclaim_cost_usd=reclaim_cost, loan_fee_usd_per_gpu_hour=fee,
                           failure_rate_per_gpu_week=failure_rate, integral=integral)
-    solver = SolveOptions(method=method, time_limit_s=time_limit)
-    state = planning.scenario_state(scenario, start) if scenario else _fleet().state(start)
     plans = planning.compare(state, start, options, solver) if compare else \
         [planning.plan(state, start, options, policy, solver)]
     body = plans if compare else plans[0]
