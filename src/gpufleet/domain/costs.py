@@ -41,7 +41,7 @@ Money (USD):
 
 Capex of opening balances: the state does not keep ``OpeningBalance.unit_price_usd``
 (the handler drops it), nor the opening date. Opening-balance GPUs are therefore
-priced at the owner's average lot price for the model (:func:`views.unit_price`; 0
+priced at the owner's average lot price for the model (:func:`views.unit_prices`; 0
 when the owner has no lots) and, their age being unknown, depreciate at the full rate
 throughout (as if bought on the opening date).
 """
@@ -56,7 +56,7 @@ from datetime import date, timedelta
 from gpufleet.domain import events as ev
 from gpufleet.domain.state import FleetState
 from gpufleet.domain.types import LotStatus
-from gpufleet.domain.views import unit_price
+from gpufleet.domain.views import unit_prices
 from gpufleet.errors import InputError
 
 HOURS_PER_DAY = 24
@@ -184,13 +184,14 @@ def _cohorts(state: FleetState) -> dict[str, list[Cohort]]:
     for lot_id, lot in state.lots.items():
         lots_of[(lot.owner, lot.model)].append((lot_id, lot))
     out: dict[str, list[Cohort]] = defaultdict(list)
+    prices = unit_prices(state)
     for key in sorted(k for k, v in state.acquired.items() if v):
-        owner, model = key
+        owner = key[0]
         lots = lots_of.get(key, [])
         opening = state.acquired[key] - sum(lot.gpus for _, lot in lots)
         delivered = sorted((lot.delivered_on, lot_id, lot) for lot_id, lot in lots
                            if lot.status is LotStatus.DELIVERED)
-        cohorts = [Cohort(None, opening, unit_price(state, owner, model))] if opening > 0 else []
+        cohorts = [Cohort(None, opening, prices.get(key, 0.0))] if opening > 0 else []
         cohorts += [Cohort(on, lot.gpus, lot.unit_price_usd) for on, _, lot in delivered]
         out[owner] += _retire_oldest(cohorts, state.retired[key])
     return out

@@ -155,10 +155,6 @@ def unit_prices(state: FleetState) -> dict[tuple[str, str], float]:
     return {k: usd[k] / n for k, n in gpus.items() if n}
 
 
-def unit_price(state: FleetState, owner: str, model: str) -> float:
-    """The owner's average purchase price for ``model`` over its lots (0 if none)."""
-    return unit_prices(state).get((owner, model), 0.0)
-
 
 def transfers(state: FleetState, on: date, loans: list[LoanRow] | None = None) -> list[Transfer]:
     prices = unit_prices(state)

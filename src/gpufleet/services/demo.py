@@ -101,7 +101,7 @@ def policy_comparison(service: FleetService) -> dict:
     ``what happened`` has the swap as recorded and no loans; ``owner-first`` has no swap and
     lends only Tesla's true surplus, with reclaims.
     """
-    from gpufleet.domain.views import unit_price
+    from gpufleet.domain.views import holdings, unit_prices
     from gpufleet.domain.whatif import replanned
     from gpufleet.planner.plan import make_plan
     from gpufleet.planner.problem import PlanOptions, problem_from_state
@@ -114,12 +114,13 @@ def policy_comparison(service: FleetService) -> dict:
                              weekly=True)
              for name, (undo, policy) in runs.items()}
     hours = 24.0 * options.week_days
+    prices = unit_prices(now)
     baseline = sum(plans["hold"]["served_gpus_by_week"]["tesla"])
     rows = []
     for name, plan in plans.items():
         tesla = plan["served_gpus_by_week"]["tesla"]
         swapped = _swap_value(now) if name == "what happened" else 0.0
-        lent = sum(loan["gpus"] * unit_price(now, loan["lender"], loan["model"]) for loan in plan["loans"])
+        lent = sum(loan["gpus"] * prices.get((loan["lender"], loan["model"]), 0.0) for loan in plan["loans"])
         rows.append({
             "policy": name,
             "idle_gpu_weeks": plan["kpis"]["idle_gpu_weeks"]["total"],
@@ -132,8 +133,7 @@ def policy_comparison(service: FleetService) -> dict:
             "loans": plan["loans"],
             "reclaims": plan["reclaims"],
         })
-    recorded = service.state(WHATIF_END)
-    active = sum(n for (_s, _o, model, user), n in recorded.installed.items() if user == "tesla")
+    active = sum(h.active for h in holdings(service.state(WHATIF_END), WHATIF_END, "tesla"))
     return {"start": WHATIF_START.isoformat(), "end": WHATIF_END.isoformat(), "options": WHATIF_OPTIONS,
             "claim_gpus": 85_000, "tesla_active_2024_12_31_recorded": active, "policies": rows}
 
