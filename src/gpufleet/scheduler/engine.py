@@ -1,0 +1,243 @@
+"""The scheduler engine: applies a policy's decisions to the cluster state, driven by a kernel.
+
+One code path serves a simulation (a :class:`~gpufleet.scheduler.kernel.SimClock`, arrivals
+fed from a trace) and a live scheduler (a :class:`~gpufleet.scheduler.kernel.WallClock`, jobs
+submitted as they come). Whenever something changes at an instant (a job arrives, finishes
+or gives back its GPUs, a quota changes), the policy decides once, after everything else at
+that instant, on a snapshot; the engine then applies the decision: preemptions first, then starts.
+
+Preemption: a preempted job keeps its GPUs for ``reclaim_grace_s`` (Kubernetes' termination
+grace period, 30 s by default) and then requeues with its original arrival time. It keeps the
+work saved at its last checkpoint; the rest of the run, the grace period and any restart
+overhead are lost work. Its quota is released at once, its capacity after the grace period.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Callable, Iterable, Iterator
+
+from gpufleet.errors import InputError
+from gpufleet.scheduler.kernel import ARRIVAL, DECIDE, QUOTA, RELEASE, Kernel
+from gpufleet.scheduler.model import MILLI, Cluster, Job, QuotaChange, Tenant
+from gpufleet.scheduler.policies import Policy
+from gpufleet.scheduler.state import Admission, ClusterState, Run
+
+LogLine = tuple[float, str, str, str]  # (time_s, what, job or tenant, detail)
+
+
+@dataclass
+class JobRecords:
+    """Per-job outcomes, index = the order jobs were submitted. Times in s, work in milli-GPU-s."""
+
+    first_start_s: list[float] = field(default_factory=list)
+    finish_s: list[float] = field(default_factory=list)
+    busy_milli_s: list[float] = field(default_factory=list)      # capacity held, all runs
+    lost_milli_s: list[float] = field(default_factory=list)      # held without lasting progress
+    preempted_milli_s: list[float] = field(default_factory=list)  # held by runs that were preempted
+
+    def add(self) -> None:
+        for column in (self.first_start_s, self.finish_s):
+            column.append(math.nan)
+        for column in (self.busy_milli_s, self.lost_milli_s, self.preempted_milli_s):
+            column.append(0.0)
+
+
+class Scheduler:
+    def __init__(self, cluster: Cluster, tenants: list[Tenant], policy: Policy, kernel: Kernel | None = None,
+                 *, reclaim_grace_s: float = 30.0, log: list[LogLine] | None = None):
+        if reclaim_grace_s < 0:
+            raise InputError(f"must be >= 0, got {reclaim_grace_s}", field="reclaim_grace_s")
+        self.state = ClusterState(cluster, tenants)
+        self.policy, self.kernel, self.grace_s = policy, kernel or Kernel(), reclaim_grace_s
+        self.records = JobRecords()
+        self.log = log
+        self.decisions = 0
+        self.busy_integral_milli_s = 0.0  # integral of GPUs held over time, measured independently of jobs
+        self.violation_s = [0.0] * len(tenants)
+        self.violation_max_s = [0.0] * len(tenants)
+        self.applied_quota_changes: list[QuotaChange] = []
+        self._held_milli, self._last_s = 0, 0.0
+        self._violated_since: list[float | None] = [None] * len(tenants)
+        self._deciding = False
+        self._tokens = count()
+        self._feed: Iterator[Job] | None = None
+
+    # -- inputs ----------------------------------------------------------------------------
+    def submit(self, job: Job) -> int:
+        """Queue ``job`` at its arrival time (or now, if that has passed); returns its index."""
+        j = self.state.add_job(job)
+        self.records.add()
+        self.kernel.schedule(max(job.arrival_s, self.kernel.now), ARRIVAL, self._arrive, j)
+        return j
+
+    def feed(self, jobs: Iterable[Job]) -> None:
+        """Submit jobs sorted by arrival one at a time, so the event heap stays small."""
+        self._feed = iter(jobs)
+        self._submit_next()
+
+    def change_quota(self, change: QuotaChange) -> None:
+        self.kernel.schedule(change.at_s, QUOTA, self._set_quota, change)
+
+    # -- event handlers --------------------------------------------------------------------
+    def _submit_next(self) -> None:
+        job = next(self._feed, None) if self._feed else None
+        if job is not None:
+            self.submit(job)
+
+    def _arrive(self, j: int) -> None:
+        self.state.enqueue(j)
+        self._emit("arrive", j, f"{self.state.jobs[j].gpus:g} GPUs")
+        self._wake()
+        if self._feed:
+            self._submit_next()
+
+    def _set_quota(self, change: QuotaChange) -> None:
+        state = self.state
+        t, m = state.tenant_index[change.tenant], state.model_index[change.model]
+        state.nominal[t][m] = int(round(change.nominal_gpus * MILLI))
+        self.applied_quota_changes.append(change)
+        self._log(change.tenant, "quota", f"{change.model} nominal {change.nominal_gpus:g}")
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self._deciding:
+            self._deciding = True
+            self.kernel.schedule(self.kernel.now, DECIDE, self._decide)
+
+    def _decide(self) -> None:
+        self._deciding = False
+        self.decisions += 1
+        decision = self.policy.decide(self.state.snapshot(self.kernel.now))
+        for j in decision.preempt:
+            self._preempt(j)
+        for admission in decision.admit:
+            self._start(admission)
+        self.state.nominated.update(decision.nominate)
+        self._track_guarantees()
+
+    def _start(self, a: Admission) -> None:
+        state, now, j = self.state, self.kernel.now, a.job
+        job, t = state.jobs[j], state.job_tenant[j]
+        state.queues[t].remove((-job.priority, job.arrival_s, j))
+        state.nominated.discard(j)
+        self._hold(a.placement, +1)
+        state.usage[t][a.model] += job.milli_gpus
+        overhead_s = job.restart_s if state.preemptions[j] else 0.0
+        run = Run(j, t, a.model, a.placement, now, overhead_s, now + overhead_s + state.remaining_s[j],
+                  next(self._tokens))
+        state.running[j] = state.running_of[t][j] = run
+        if math.isnan(self.records.first_start_s[j]):
+            self.records.first_start_s[j] = now
+        self.kernel.schedule(run.end_s, RELEASE, self._finish, j, run.token)
+        self._emit("start", j, f"{state.models[a.model]} nodes {','.join(str(n) for n, _ in a.placement)}")
+
+    def _finish(self, j: int, token: int) -> None:
+        state, now = self.state, self.kernel.now
+        run = state.running.get(j)
+        if run is None or run.token != token:
+            return  # this run was preempted; its finish is void
+        self._stop(run)
+        self._hold(run.placement, -1)
+        milli = state.jobs[j].milli_gpus
+        self.records.busy_milli_s[j] += (now - run.start_s) * milli
+        self.records.lost_milli_s[j] += run.overhead_s * milli
+        state.remaining_s[j] = 0.0
+        self.records.finish_s[j] = now
+        self._emit("finish", j, "")
+        self._wake()
+
+    def _preempt(self, j: int) -> None:
+        state, now = self.state, self.kernel.now
+        run, job = state.running[j], state.jobs[j]
+        self._stop(run)
+        for node, milli in run.placement:
+            state.releasing[node] += milli
+        useful_s = max(0.0, now - run.start_s - run.overhead_s)
+        saved_s = min(state.remaining_s[j], math.floor(useful_s / job.checkpoint_s) * job.checkpoint_s
+                      if job.checkpoint_s else 0.0)
+        state.remaining_s[j] -= saved_s
+        state.preemptions[j] += 1
+        held_milli_s = (now + self.grace_s - run.start_s) * job.milli_gpus
+        self.records.busy_milli_s[j] += held_milli_s
+        self.records.preempted_milli_s[j] += held_milli_s
+        self.records.lost_milli_s[j] += held_milli_s - saved_s * job.milli_gpus
+        state.terminating[j] = run
+        self.kernel.schedule(now + self.grace_s, RELEASE, self._release, j)
+        self._emit("preempt", j, f"kept {saved_s:g}s of work")
+
+    def _release(self, j: int) -> None:
+        state = self.state
+        run = state.terminating.pop(j)
+        for node, milli in run.placement:
+            state.releasing[node] -= milli
+        self._hold(run.placement, -1)
+        state.enqueue(j)
+        self._emit("requeue", j, "")
+        self._wake()
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _stop(self, run: Run) -> None:
+        state = self.state
+        del state.running[run.job], state.running_of[run.tenant][run.job]
+        state.usage[run.tenant][run.model] -= state.jobs[run.job].milli_gpus
+
+    def _hold(self, placement, sign: int) -> None:
+        """Take (+1) or give back (-1) capacity on nodes, integrating GPUs held over time."""
+        now = self.kernel.now
+        self.busy_integral_milli_s += self._held_milli * (now - self._last_s)
+        self._last_s = now
+        for node, milli in placement:
+            self.state.free[node] -= sign * milli
+            self._held_milli += sign * milli
+
+    def _track_guarantees(self) -> None:
+        """Integrate, per tenant, the time it waits while its head job would fit in its nominal quota."""
+        state, now = self.state, self.kernel.now
+        for t, queue in enumerate(state.queues):
+            violated = False
+            if queue:
+                j = queue[0][2]
+                milli = state.jobs[j].milli_gpus
+                violated = any(state.usage[t][m] + milli <= state.nominal[t][m] for m in state.models_for(j))
+            since = self._violated_since[t]
+            if violated and since is None:
+                self._violated_since[t] = now
+            elif not violated and since is not None:
+                self._close_violation(t, now)
+
+    def _close_violation(self, t: int, now: float) -> None:
+        length = now - self._violated_since[t]
+        self.violation_s[t] += length
+        self.violation_max_s[t] = max(self.violation_max_s[t], length)
+        self._violated_since[t] = None
+
+    def close(self) -> None:
+        """End of the run: close open violation intervals and the busy integral at the current time."""
+        now = self.kernel.now
+        for t, since in enumerate(self._violated_since):
+            if since is not None:
+                self._close_violation(t, now)
+        self._hold([], 0)
+
+    # -- event log -------------------------------------------------------------------------
+    def _emit(self, what: str, j: int, detail: str) -> None:
+        if self.log is not None:
+            job = self.state.jobs[j]
+            self.log.append((self.kernel.now, what, job.id, f"{job.tenant} {detail}".rstrip()))
+
+    def _log(self, who: str, what: str, detail: str) -> None:
+        if self.log is not None:
+            self.log.append((self.kernel.now, what, who, detail))
+
+
+def run_to_end(scheduler: Scheduler, progress: Callable[[int], None] | None = None, every: int = 20_000) -> None:
+    """Step the kernel until no event is left, calling ``progress(steps)`` every ``every`` steps."""
+    kernel = scheduler.kernel
+    while kernel.pending:
+        kernel.run(max_steps=every)
+        if progress:
+            progress(kernel.steps)
+    scheduler.close()

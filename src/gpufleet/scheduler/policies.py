@@ -1,0 +1,258 @@
+"""Scheduling policies: one interface (``decide(snapshot) -> Decision``) and a registry.
+
+Every policy runs the same cycle on a snapshot: take the heads of the tenants' queues in the
+policy's order; start a head if its quota and a placement allow; otherwise try to make room
+by preemption (the policy's rule), optionally backfill behind it, and move on to the next
+tenant. A tenant's queue is strict FIFO: nothing passes a blocked head except a backfill.
+
+- ``static``: a tenant never uses more than its nominal quota; no preemption.
+- ``borrow``: Kueue's cohort borrowing (borrowing and lending limits). A tenant below its
+  nominal quota reclaims by preempting borrowed work of its cohort, lowest priority and
+  newest first (Kueue's ``reclaimWithinCohort: Any``), and the set of victims is minimal.
+- ``fair``: ``borrow`` plus weighted dominant-resource fair sharing: heads are taken in order
+  of the tenant's share after admission, and a borrowing tenant may preempt the work of a
+  tenant whose share stays above its own (Kueue's fair sharing, ``LessThanOrEqualToFinalShare``
+  made strict so two tenants cannot preempt each other back and forth).
+"""
+
+from __future__ import annotations
+
+import heapq
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from itertools import islice
+from typing import ClassVar
+
+from gpufleet.errors import InputError
+from gpufleet.scheduler import quota
+from gpufleet.scheduler.state import Admission, Decision, Run, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyOptions:
+    """``backfill``: start later jobs of a blocked queue that finish before its head could start
+    (EASY backfill at the quota level, with the trace's run times as estimates), looking at most
+    ``backfill_depth`` jobs deep. ``max_preemptions``: a job preempted this often is never preempted again."""
+
+    backfill: bool = False
+    backfill_depth: int = 64
+    max_preemptions: int | None = None
+
+
+class Policy(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, options: PolicyOptions = PolicyOptions()):
+        self.options = options
+
+    def decide(self, snap: Snapshot) -> Decision:
+        decision, heads, queues = Decision(), [], {}
+        for t in range(len(snap.state.tenants)):
+            if snap.has_pending(t):
+                queues[t] = snap.pending(t)
+                self._push(heads, snap, t, next(queues[t]))
+        while heads:
+            *_, t, j = heapq.heappop(heads)
+            admission = self.admit(snap, t, j)
+            if admission:
+                decision.admit.append(admission)
+                if (k := next(queues[t], None)) is not None:
+                    self._push(heads, snap, t, k)
+                continue
+            victims = self.make_room(snap, t, j)
+            decision.preempt += victims
+            if victims:
+                decision.nominate.append(j)
+            if not victims and self.options.backfill:
+                decision.admit += self.backfill(snap, t, j, queues[t])
+        return decision
+
+    def _push(self, heads: list, snap: Snapshot, t: int, j: int) -> None:
+        job = snap.state.jobs[j]
+        first = j not in snap.state.nominated
+        heapq.heappush(heads, (first, *self.rank(snap, t, j), -job.priority, job.arrival_s, j, t, j))
+
+    def rank(self, snap: Snapshot, t: int, j: int) -> tuple:
+        """What orders the heads of different tenants before priority and arrival."""
+        return ()
+
+    def ceiling(self, state, peak: list[list[int]], t: int, m: int) -> int:
+        """The most milli-GPUs tenant ``t`` could ever hold on model ``m`` (``peak``: highest nominal quotas)."""
+        return min(peak[t][m], state.capacity[m])
+
+    @abstractmethod
+    def quota_allows(self, snap: Snapshot, t: int, m: int, milli: int) -> bool: ...
+
+    def admit(self, snap: Snapshot, t: int, j: int) -> Admission | None:
+        milli = snap.milli(j)
+        for m in snap.state.models_for(j):
+            if self.quota_allows(snap, t, m, milli) and (where := snap.placement(m, milli)):
+                return snap.take(t, j, m, where)
+        return None
+
+    def make_room(self, snap: Snapshot, t: int, j: int) -> list[int]:
+        """Jobs to preempt so that ``j`` can start once they are gone (none: it waits)."""
+        return []
+
+    def backfill(self, snap: Snapshot, t: int, j: int, queue) -> list[Admission]:
+        shadow_s = self._shadow_s(snap, t, j)
+        started = []
+        for k in islice(queue, self.options.backfill_depth):
+            state = snap.state
+            run_s = state.remaining_s[k] + (state.jobs[k].restart_s if state.preemptions[k] else 0.0)
+            if snap.now_s + run_s <= shadow_s and (admission := self.admit(snap, t, k)):
+                started.append(admission)
+        return started
+
+    def _shadow_s(self, snap: Snapshot, t: int, j: int) -> float:
+        """When the blocked head ``j`` could start at the earliest: once enough of its tenant's own
+        work ends to bring it under its nominal quota, or else when anything on its model ends."""
+        state, milli = snap.state, snap.milli(j)
+        m = next(iter(state.models_for(j)))
+        need = snap.usage[t][m] + milli - state.nominal[t][m]
+        runs = sorted((r.end_s, snap.milli(r.job)) for r in
+                      (state.running_of[t].values() if need > 0 else state.running.values()) if r.model == m)
+        freed = 0
+        for end_s, run_milli in runs:
+            freed += run_milli
+            if freed >= need:
+                return end_s
+        return runs[-1][0] if runs else snap.now_s
+
+    def _evict_until(self, snap: Snapshot, candidates: list[Run], fits, may_take) -> list[int]:
+        """Evict candidates in order (where ``may_take`` allows) until ``fits()``; then put back
+        every victim that is not needed (newest choice first). Nothing is evicted if it never fits."""
+        victims = []
+        for run in candidates:
+            if not may_take(run):
+                continue
+            snap.evict(run)
+            victims.append(run)
+            if fits():
+                for back in reversed(victims[:-1]):
+                    snap.unevict(back)
+                    if fits():
+                        victims.remove(back)
+                    else:
+                        snap.evict(back)
+                return [r.job for r in victims]
+        for run in victims:
+            snap.unevict(run)
+        return []
+
+    @staticmethod
+    def _fits_when_released(snap: Snapshot, t: int, m: int, milli: int):
+        return lambda: (snap.quota_fits(t, m, milli)
+                        and snap.placement(m, milli, snap.free + snap.coming) is not None)
+
+
+POLICIES: dict[str, type[Policy]] = {}
+
+
+def register(cls: type[Policy]) -> type[Policy]:
+    POLICIES[cls.name] = cls
+    return cls
+
+
+def make_policy(name: str, options: PolicyOptions = PolicyOptions()) -> Policy:
+    try:
+        return POLICIES[name](options)
+    except KeyError:
+        raise InputError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}", field="policy") from None
+
+
+@register
+class Static(Policy):
+    name = "static"
+
+    def quota_allows(self, snap, t, m, milli):
+        return snap.within_nominal(t, m, milli)
+
+
+@register
+class Borrow(Policy):
+    name = "borrow"
+
+    def rank(self, snap, t, j):
+        m = next(iter(snap.state.models_for(j)))
+        return (not snap.within_nominal(t, m, snap.milli(j)),)  # Kueue: heads that need no borrowing first
+
+    def quota_allows(self, snap, t, m, milli):
+        return snap.quota_fits(t, m, milli)
+
+    def ceiling(self, state, peak, t, m):
+        members = state.members[state.cohort_of[t]]
+        pool = sum(quota.lendable(peak[k][m], state.lending_limit[k][m]) for k in members)
+        most = min(state.capacity[m], quota.guaranteed(peak[t][m], state.lending_limit[t][m]) + pool)
+        limit = state.borrowing_limit[t][m]
+        return most if limit is None else min(most, peak[t][m] + limit)
+
+    def make_room(self, snap, t, j):
+        return self.reclaim(snap, t, j)
+
+    def reclaim(self, snap: Snapshot, t: int, j: int) -> list[int]:
+        """A tenant within its nominal quota takes back what its cohort borrowed from it."""
+        state, milli = snap.state, snap.milli(j)
+        others = [k for k in state.members[state.cohort_of[t]] if k != t]
+        for m in state.models_for(j):
+            if not snap.within_nominal(t, m, milli):
+                continue
+            fits = self._fits_when_released(snap, t, m, milli)
+            if fits():
+                snap.hold(m, milli)
+                return []  # what it needs is already on its way back
+            victims = self._evict_until(snap, snap.victims_of(others, m, self.options.max_preemptions), fits,
+                                        lambda run: snap.borrowing(run.tenant, run.model))
+            if victims:
+                snap.hold(m, milli)
+                return victims
+        return []
+
+
+@register
+class Fair(Borrow):
+    name = "fair"
+
+    def rank(self, snap, t, j):
+        m = next(iter(snap.state.models_for(j)))
+        return (self._share_with(snap, t, m, snap.milli(j)),)
+
+    @staticmethod
+    def _share_with(snap: Snapshot, t: int, m: int, milli: int) -> float:
+        snap.usage[t][m] += milli
+        share = snap.share(t)
+        snap.usage[t][m] -= milli
+        return share
+
+    def make_room(self, snap, t, j):
+        victims = self.reclaim(snap, t, j)
+        if victims:
+            return victims
+        state, milli = snap.state, snap.milli(j)
+        others = [k for k in state.members[state.cohort_of[t]] if k != t]
+        for m in state.models_for(j):
+            if not self._within_borrowing_limit(snap, t, m, milli):
+                continue
+            mine = self._share_with(snap, t, m, milli)
+            candidates = snap.victims_of(others, m, self.options.max_preemptions)
+            candidates.sort(key=lambda r: -snap.share(r.tenant))  # stable: keeps lowest priority, newest first
+
+            def above_me(run: Run) -> bool:
+                snap.evict(run)
+                higher = snap.share(run.tenant) > mine + 1e-12
+                snap.unevict(run)
+                return higher
+
+            victims = self._evict_until(snap, candidates, self._fits_when_released(snap, t, m, milli), above_me)
+            if victims:
+                snap.hold(m, milli)
+                return victims
+        return []
+
+    @staticmethod
+    def _within_borrowing_limit(snap: Snapshot, t: int, m: int, milli: int) -> bool:
+        s = snap.state
+        limit = s.borrowing_limit[t][m]
+        return limit is None or snap.usage[t][m] + milli <= s.nominal[t][m] + limit
+
+

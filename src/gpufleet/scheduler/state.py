@@ -1,0 +1,228 @@
+"""The scheduler's bookkeeping (free capacity, quotas, usage, queues, running jobs) and its snapshot.
+
+:class:`ClusterState` is written only by the engine, when it applies a :class:`Decision`.
+Policies read a :class:`Snapshot`: a copy of the mutable counters on which they may try
+what-if admissions and removals without touching the state (as Kueue's scheduling cycle does).
+All amounts are milli-GPUs, all times seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from sortedcontainers import SortedList
+
+from gpufleet.errors import InputError
+from gpufleet.scheduler import quota
+from gpufleet.scheduler.model import MILLI, Cluster, Job, Tenant
+from gpufleet.scheduler.placement import Placement, place
+
+
+@dataclass(slots=True)
+class Run:
+    """A job holding capacity: from ``start_s``; progress starts after ``overhead_s`` (a restart)."""
+
+    job: int
+    tenant: int
+    model: int
+    placement: Placement
+    start_s: float
+    overhead_s: float
+    end_s: float  # when it will finish if nothing preempts it
+    token: int
+
+
+@dataclass(slots=True)
+class Admission:
+    job: int
+    model: int
+    placement: Placement
+
+
+@dataclass(slots=True)
+class Decision:
+    """What a policy wants done now: preempt these running jobs, then start these pending ones.
+
+    A job that others are preempted for is nominated: it is considered before every other pending
+    job until it starts, so the capacity coming back goes to it and not to whoever asks first."""
+
+    admit: list[Admission] = field(default_factory=list)
+    preempt: list[int] = field(default_factory=list)
+    nominate: list[int] = field(default_factory=list)  # jobs the preemptions make room for
+
+    def __bool__(self) -> bool:
+        return bool(self.admit or self.preempt)
+
+
+def _milli(gpus: float | None) -> int | None:
+    return None if gpus is None else int(round(gpus * MILLI))
+
+
+class ClusterState:
+    """Capacity, quotas and work of one cluster (tenants and models are indexed in the given order)."""
+
+    def __init__(self, cluster: Cluster, tenants: list[Tenant]):
+        self.cluster, self.tenants = cluster, tenants
+        self.models = cluster.models
+        self.model_index = {m: i for i, m in enumerate(self.models)}
+        self.tenant_index = {t.name: i for i, t in enumerate(tenants)}
+        if len(self.tenant_index) != len(tenants):
+            raise InputError("tenant names must be unique", field="tenants")
+        self._init_nodes(cluster)
+        self._init_quotas(tenants)
+        self.usage = [[0] * len(self.models) for _ in tenants]
+        self.queues = [SortedList() for _ in tenants]  # keys (-priority, arrival_s, job)
+        self.running: dict[int, Run] = {}
+        self.running_of: list[dict[int, Run]] = [{} for _ in tenants]  # admission order
+        self.terminating: dict[int, Run] = {}
+        self.nominated: set[int] = set()  # pending jobs that preempted others: they go first until they start
+        self.releasing = np.zeros_like(self.free)
+        self.jobs: list[Job] = []
+        self.job_tenant: list[int] = []
+        self.remaining_s: list[float] = []
+        self.preemptions: list[int] = []
+
+    def _init_nodes(self, cluster: Cluster) -> None:
+        sizes = [p.gpus_per_node * MILLI for p in cluster.pools for _ in range(p.nodes)]
+        self.free = np.array(sizes, dtype=np.int64)
+        bounds = np.cumsum([0] + [p.nodes for p in cluster.pools])
+        self.pool_lo, self.pool_hi = bounds[:-1].tolist(), bounds[1:].tolist()
+        self.node_milli = [p.gpus_per_node * MILLI for p in cluster.pools]
+        self.capacity = [p.gpus * MILLI for p in cluster.pools]
+
+    def _init_quotas(self, tenants: list[Tenant]) -> None:
+        cohorts = sorted({t.cohort for t in tenants})
+        self.cohort_of = [cohorts.index(t.cohort) for t in tenants]
+        self.members = [[i for i, c in enumerate(self.cohort_of) if c == k] for k in range(len(cohorts))]
+        self.weight = [t.weight for t in tenants]
+        shape = [[None] * len(self.models) for _ in tenants]
+        self.nominal = [[0] * len(self.models) for _ in tenants]
+        self.borrowing_limit, self.lending_limit = [r[:] for r in shape], [r[:] for r in shape]
+        for i, t in enumerate(tenants):
+            for model, q in t.quotas.items():
+                if model not in self.model_index:
+                    raise InputError(f"tenant {t.name} has a quota on {model!r}, which the cluster "
+                                     f"does not have (models: {', '.join(self.models)})", field="quotas")
+                m = self.model_index[model]
+                self.nominal[i][m] = _milli(q.nominal_gpus)
+                self.borrowing_limit[i][m] = _milli(q.borrowing_limit_gpus)
+                self.lending_limit[i][m] = _milli(q.lending_limit_gpus)
+
+    # -- jobs ------------------------------------------------------------------------------
+    def add_job(self, job: Job) -> int:
+        self.check_job(job)
+        self.jobs.append(job)
+        self.job_tenant.append(self.tenant_index[job.tenant])
+        self.remaining_s.append(job.service_s)
+        self.preemptions.append(0)
+        return len(self.jobs) - 1
+
+    def check_job(self, job: Job) -> None:
+        """Refuse a job of an unknown tenant or GPU model."""
+        if job.tenant not in self.tenant_index:
+            raise InputError(f"job {job.id} (line {job.line}) belongs to tenant {job.tenant!r}, "
+                             "which has no quota", field="tenant")
+        if job.model is not None and job.model not in self.model_index:
+            raise InputError(f"job {job.id} (line {job.line}) asks for GPU model {job.model!r}, "
+                             "which the cluster does not have", field="model")
+
+    def models_for(self, j: int) -> range | tuple[int]:
+        """The models job ``j`` may run on, in preference order."""
+        model = self.jobs[j].model
+        return range(len(self.models)) if model is None else (self.model_index[model],)
+
+    def enqueue(self, j: int) -> None:
+        job = self.jobs[j]
+        self.queues[self.job_tenant[j]].add((-job.priority, job.arrival_s, j))
+
+    def snapshot(self, now_s: float) -> Snapshot:
+        return Snapshot(self, now_s)
+
+
+class Snapshot:
+    """A policy's view of the state at ``now_s``: usage and free capacity may be changed what-if."""
+
+    def __init__(self, state: ClusterState, now_s: float):
+        self.state, self.now_s = state, now_s
+        self.free = state.free.copy()
+        self.usage = [row[:] for row in state.usage]
+        self.evicting: set[int] = set()
+        self.coming = state.releasing.copy()  # capacity that preempted jobs are giving back
+
+    # -- reading -----------------------------------------------------------------------------
+    def pending(self, t: int):
+        """Tenant ``t``'s pending jobs in queue order (priority, then arrival, then trace order)."""
+        return (key[2] for key in self.state.queues[t])
+
+    def has_pending(self, t: int) -> bool:
+        return bool(self.state.queues[t])
+
+    def milli(self, j: int) -> int:
+        return self.state.jobs[j].milli_gpus
+
+    def borrowing(self, t: int, m: int) -> bool:
+        return self.usage[t][m] > self.state.nominal[t][m]
+
+    def within_nominal(self, t: int, m: int, extra: int) -> bool:
+        return self.usage[t][m] + extra <= self.state.nominal[t][m]
+
+    def quota_fits(self, t: int, m: int, extra: int) -> bool:
+        """Whether ``t`` may use ``extra`` more on model ``m`` under its borrowing limit and its cohort's pool."""
+        s = self.state
+        if not quota.within_borrowing_limit(self.usage[t][m] + extra, s.nominal[t][m], s.borrowing_limit[t][m]):
+            return False
+        members = s.members[s.cohort_of[t]]
+        usages = [self.usage[k][m] + (extra if k == t else 0) for k in members]
+        return quota.cohort_fits(usages, [s.nominal[k][m] for k in members],
+                                 [s.lending_limit[k][m] for k in members])
+
+    def placement(self, m: int, milli: int, free: np.ndarray | None = None) -> Placement | None:
+        s = self.state
+        return place(self.free if free is None else free, s.pool_lo[m], s.pool_hi[m], s.node_milli[m], milli)
+
+    def share(self, t: int) -> float:
+        """Weighted dominant share: max over models of borrowed / the cohort's lendable pool, / weight."""
+        s = self.state
+        members = s.members[s.cohort_of[t]]
+        worst = 0.0
+        for m in range(len(s.models)):
+            pool = sum(quota.lendable(s.nominal[k][m], s.lending_limit[k][m]) for k in members)
+            worst = max(worst, quota.borrowed(self.usage[t][m], s.nominal[t][m]) / max(pool, 1))
+        return worst / s.weight[t]
+
+    def victims_of(self, tenants: list[int], m: int, max_preemptions: int | None) -> list[Run]:
+        """Running jobs of ``tenants`` on model ``m`` that may be preempted: lowest priority, newest first."""
+        s = self.state
+        runs = [r for t in tenants for r in s.running_of[t].values()
+                if r.model == m and r.job not in self.evicting
+                and (max_preemptions is None or s.preemptions[r.job] < max_preemptions)]
+        runs.sort(key=lambda r: (s.jobs[r.job].priority, -r.start_s, -r.job))
+        return runs
+
+    # -- what-if -----------------------------------------------------------------------------
+    def take(self, t: int, j: int, m: int, where: Placement) -> Admission:
+        for node, milli in where:
+            self.free[node] -= milli
+        self.usage[t][m] += self.milli(j)
+        return Admission(j, m, where)
+
+    def evict(self, run: Run) -> None:
+        """Count ``run`` as gone for quotas; its capacity comes back only when the engine releases it."""
+        self.evicting.add(run.job)
+        self.usage[run.tenant][run.model] -= self.milli(run.job)
+        for node, milli in run.placement:
+            self.coming[node] += milli
+
+    def hold(self, m: int, milli: int) -> None:
+        """Keep the free part of a placement that counts on capacity coming back away from
+        later jobs of this cycle, so a job waiting for preempted capacity is not overtaken."""
+        where = self.placement(m, milli, self.free + self.coming)
+        for node, amount in where or ():
+            self.free[node] -= min(int(self.free[node]), amount)
+
+    def unevict(self, run: Run) -> None:
+        self.evicting.discard(run.job)
+        self.usage[run.tenant][run.model] += self.milli(run.job)
+        for node, milli in run.placement:
+            self.coming[node] -= milli
