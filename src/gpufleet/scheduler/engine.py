@@ -97,7 +97,7 @@ class Scheduler:
     def _set_quota(self, change: QuotaChange) -> None:
         state = self.state
         t, m = state.tenant_index[change.tenant], state.model_index[change.model]
-        state.nominal[t][m] = int(round(change.nominal_gpus * MILLI))
+        state.set_nominal(t, m, int(round(change.nominal_gpus * MILLI)))
         self.applied_quota_changes.append(change)
         self._log(change.tenant, "quota", f"{change.model} nominal {change.nominal_gpus:g}")
         self._wake()
@@ -122,6 +122,7 @@ class Scheduler:
         state, now, j = self.state, self.kernel.now, a.job
         job, t = state.jobs[j], state.job_tenant[j]
         state.queues[t].remove((-job.priority, job.arrival_s, j))
+        state.version += 1
         state.nominated.discard(j)
         self._hold(a.placement, +1)
         state.usage[t][a.model] += job.milli_gpus
@@ -171,6 +172,7 @@ class Scheduler:
     def _release(self, j: int) -> None:
         state = self.state
         run = state.terminating.pop(j)
+        state.version += 1
         for node, milli in run.placement:
             state.releasing[node] -= milli
         self._hold(run.placement, -1)
@@ -181,6 +183,7 @@ class Scheduler:
     # -- bookkeeping -----------------------------------------------------------------------
     def _stop(self, run: Run) -> None:
         state = self.state
+        state.version += 1
         del state.running[run.job], state.running_of[run.tenant][run.job]
         state.usage[run.tenant][run.model] -= state.jobs[run.job].milli_gpus
 

@@ -28,6 +28,9 @@ from gpufleet.scheduler import quota
 from gpufleet.scheduler.state import Admission, Decision, Run, Snapshot
 
 
+EPSILON = 1e-12  # shares closer than this are equal
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyOptions:
     """``backfill``: start later jobs of a blocked queue that finish before its head could start
@@ -44,6 +47,7 @@ class Policy(ABC):
 
     def __init__(self, options: PolicyOptions = PolicyOptions()):
         self.options = options
+        self._no_room: dict[int, int] = {}  # job -> state version at which no preemption could help it
 
     def decide(self, snap: Snapshot) -> Decision:
         decision, heads, queues = Decision(), [], {}
@@ -59,13 +63,24 @@ class Policy(ABC):
                 if (k := next(queues[t], None)) is not None:
                     self._push(heads, snap, t, k)
                 continue
-            victims = self.make_room(snap, t, j)
+            victims = self._make_room_once(snap, t, j)
             decision.preempt += victims
             if victims:
                 decision.nominate.append(j)
             if not victims and self.options.backfill:
                 decision.admit += self.backfill(snap, t, j, queues[t])
         return decision
+
+    def _make_room_once(self, snap: Snapshot, t: int, j: int) -> list[int]:
+        """``make_room``, skipped where it failed before on the very same state (a cycle that has
+        changed nothing yet, with the same running work and quotas, would fail the same way)."""
+        version = snap.state.version
+        if snap.edits == 0 and self._no_room.get(j) == version:
+            return []
+        victims = self.make_room(snap, t, j)
+        if not victims and snap.edits == 0:
+            self._no_room[j] = version
+        return victims
 
     def _push(self, heads: list, snap: Snapshot, t: int, j: int) -> None:
         job = snap.state.jobs[j]
@@ -201,7 +216,11 @@ class Borrow(Policy):
             if fits():
                 snap.hold(m, milli)
                 return []  # what it needs is already on its way back
-            victims = self._evict_until(snap, snap.victims_of(others, m, self.options.max_preemptions), fits,
+            borrowers = [k for k in others if snap.borrowing(k, m)]
+            if not borrowers:
+                continue
+            victims = self._evict_until(snap, snap.victims_of(borrowers, m, self.options.max_preemptions, milli),
+                                        fits,
                                         lambda run: snap.borrowing(run.tenant, run.model))
             if victims:
                 snap.hold(m, milli)
@@ -215,14 +234,7 @@ class Fair(Borrow):
 
     def rank(self, snap, t, j):
         m = next(iter(snap.state.models_for(j)))
-        return (self._share_with(snap, t, m, snap.milli(j)),)
-
-    @staticmethod
-    def _share_with(snap: Snapshot, t: int, m: int, milli: int) -> float:
-        snap.usage[t][m] += milli
-        share = snap.share(t)
-        snap.usage[t][m] -= milli
-        return share
+        return (snap.share(t, m, snap.milli(j)),)
 
     def make_room(self, snap, t, j):
         victims = self.reclaim(snap, t, j)
@@ -233,21 +245,41 @@ class Fair(Borrow):
         for m in state.models_for(j):
             if not self._within_borrowing_limit(snap, t, m, milli):
                 continue
-            mine = self._share_with(snap, t, m, milli)
-            candidates = snap.victims_of(others, m, self.options.max_preemptions)
-            candidates.sort(key=lambda r: -snap.share(r.tenant))  # stable: keeps lowest priority, newest first
+            mine = snap.share(t, m, milli)
+            shares = {k: snap.share(k) for k in others}
+            richer = [k for k in others if shares[k] > mine + EPSILON]
+            if self._most_they_can_give(snap, richer, m, mine) < self._shortfall(snap, t, m, milli):
+                continue  # even taking back all they may give would not make room
+            candidates = snap.victims_of(richer, m, self.options.max_preemptions, milli)
+            candidates.sort(key=lambda r: -shares[r.tenant])  # stable: keeps lowest priority, newest first
 
-            def above_me(run: Run) -> bool:
-                snap.evict(run)
-                higher = snap.share(run.tenant) > mine + 1e-12
-                snap.unevict(run)
-                return higher
+            def above_me(run: Run) -> bool:  # the victim's tenant stays richer than t will be
+                return snap.share(run.tenant, run.model, -snap.milli(run.job)) > mine + EPSILON
 
             victims = self._evict_until(snap, candidates, self._fits_when_released(snap, t, m, milli), above_me)
             if victims:
                 snap.hold(m, milli)
                 return victims
         return []
+
+    @staticmethod
+    def _most_they_can_give(snap: Snapshot, tenants: list[int], m: int, mine: float) -> int:
+        """An upper bound on what ``tenants`` can give back on ``m`` while their shares stay above ``mine``."""
+        state, total = snap.state, 0
+        for k in tenants:
+            borrowed = quota.borrowed(snap.usage[k][m], state.nominal[k][m])
+            keep = mine * max(state.pool[state.cohort_of[k]][m], 1) * state.weight[k]
+            total += borrowed if snap.share(k, m, -borrowed) > mine + EPSILON else max(0, borrowed - int(keep))
+        return total
+
+    @staticmethod
+    def _shortfall(snap: Snapshot, t: int, m: int, milli: int) -> int:
+        """How much more than is free (or coming back) ``t`` needs, for placement or for the cohort's pool."""
+        state, used = snap.state, snap.usage[t][m]
+        keep, c = state.guaranteed[t][m], state.cohort_of[t]
+        pool_short = snap.drawn[c][m] - max(0, used - keep) + max(0, used + milli - keep) - state.pool[c][m]
+        coming = int(snap.coming[state.pool_lo[m]:state.pool_hi[m]].sum())
+        return max(pool_short, milli - snap.free_total[m] - coming)
 
     @staticmethod
     def _within_borrowing_limit(snap: Snapshot, t: int, m: int, milli: int) -> bool:

@@ -76,6 +76,7 @@ class ClusterState:
         self.running: dict[int, Run] = {}
         self.running_of: list[dict[int, Run]] = [{} for _ in tenants]  # admission order
         self.terminating: dict[int, Run] = {}
+        self.version = 0  # bumped whenever running work or quotas change
         self.nominated: set[int] = set()  # pending jobs that preempted others: they go first until they start
         self.releasing = np.zeros_like(self.free)
         self.jobs: list[Job] = []
@@ -108,6 +109,20 @@ class ClusterState:
                 self.nominal[i][m] = _milli(q.nominal_gpus)
                 self.borrowing_limit[i][m] = _milli(q.borrowing_limit_gpus)
                 self.lending_limit[i][m] = _milli(q.lending_limit_gpus)
+        self.refresh_pools()
+
+    def set_nominal(self, t: int, m: int, milli: int) -> None:
+        self.nominal[t][m] = milli
+        self.version += 1
+        self.refresh_pools()
+
+    def refresh_pools(self) -> None:
+        """Recompute each tenant's guaranteed part and each cohort's lendable pool (after a quota change)."""
+        models = range(len(self.models))
+        self.guaranteed = [[quota.guaranteed(n[m], lim[m]) for m in models]
+                           for n, lim in zip(self.nominal, self.lending_limit)]
+        self.pool = [[sum(self.nominal[t][m] - self.guaranteed[t][m] for t in members) for m in models]
+                     for members in self.members]
 
     # -- jobs ------------------------------------------------------------------------------
     def add_job(self, job: Job) -> int:
@@ -146,8 +161,15 @@ class Snapshot:
     def __init__(self, state: ClusterState, now_s: float):
         self.state, self.now_s = state, now_s
         self.free = state.free.copy()
+        self.free_total = [int(state.free[lo:hi].sum()) for lo, hi in zip(state.pool_lo, state.pool_hi)]
         self.usage = [row[:] for row in state.usage]
+        self.drawn = [[0] * len(state.models) for _ in state.members]  # cohort usage above guarantees
+        for t, row in enumerate(self.usage):
+            for m, used in enumerate(row):
+                self.drawn[state.cohort_of[t]][m] += max(0, used - state.guaranteed[t][m])
         self.evicting: set[int] = set()
+        self._shares: dict[int, float] = {}  # tenant -> share at the current what-if usage
+        self.edits = 0  # what-if changes made so far; 0: the snapshot still equals the state
         self.coming = state.releasing.copy()  # capacity that preempted jobs are giving back
 
     # -- reading -----------------------------------------------------------------------------
@@ -169,60 +191,94 @@ class Snapshot:
 
     def quota_fits(self, t: int, m: int, extra: int) -> bool:
         """Whether ``t`` may use ``extra`` more on model ``m`` under its borrowing limit and its cohort's pool."""
-        s = self.state
-        if not quota.within_borrowing_limit(self.usage[t][m] + extra, s.nominal[t][m], s.borrowing_limit[t][m]):
+        s, used = self.state, self.usage[t][m]
+        if not quota.within_borrowing_limit(used + extra, s.nominal[t][m], s.borrowing_limit[t][m]):
             return False
-        members = s.members[s.cohort_of[t]]
-        usages = [self.usage[k][m] + (extra if k == t else 0) for k in members]
-        return quota.cohort_fits(usages, [s.nominal[k][m] for k in members],
-                                 [s.lending_limit[k][m] for k in members])
+        keep, c = s.guaranteed[t][m], s.cohort_of[t]
+        return self.drawn[c][m] - max(0, used - keep) + max(0, used + extra - keep) <= s.pool[c][m]
 
     def placement(self, m: int, milli: int, free: np.ndarray | None = None) -> Placement | None:
         s = self.state
+        if free is None and milli > self.free_total[m]:
+            return None
         return place(self.free if free is None else free, s.pool_lo[m], s.pool_hi[m], s.node_milli[m], milli)
 
-    def share(self, t: int) -> float:
-        """Weighted dominant share: max over models of borrowed / the cohort's lendable pool, / weight."""
+    def share(self, t: int, m_extra: int = 0, extra: int = 0) -> float:
+        """Weighted dominant share: max over models of borrowed / the cohort's lendable pool, / weight
+        (with ``extra`` milli-GPUs more on model ``m_extra``)."""
+        if not extra and t in self._shares:
+            return self._shares[t]
         s = self.state
-        members = s.members[s.cohort_of[t]]
-        worst = 0.0
-        for m in range(len(s.models)):
-            pool = sum(quota.lendable(s.nominal[k][m], s.lending_limit[k][m]) for k in members)
-            worst = max(worst, quota.borrowed(self.usage[t][m], s.nominal[t][m]) / max(pool, 1))
+        pools, nominal, worst = s.pool[s.cohort_of[t]], s.nominal[t], 0.0
+        for m, used in enumerate(self.usage[t]):
+            if m == m_extra:
+                used += extra
+            if used > nominal[m]:
+                worst = max(worst, (used - nominal[m]) / max(pools[m], 1))
+        if not extra:
+            self._shares[t] = worst / s.weight[t]
         return worst / s.weight[t]
 
-    def victims_of(self, tenants: list[int], m: int, max_preemptions: int | None) -> list[Run]:
-        """Running jobs of ``tenants`` on model ``m`` that may be preempted: lowest priority, newest first."""
+    def victims_of(self, tenants: list[int], m: int, max_preemptions: int | None, milli: int) -> list[Run]:
+        """Running jobs of ``tenants`` on model ``m`` that may be preempted to place ``milli`` milli-GPUs.
+
+        Kueue's order is lowest priority, then newest first. Placement adds one rule in front:
+        victims on nodes that can give back enough for the job come first and, for a job of a
+        whole node or more, grouped by node, the nodes with the most to give first."""
         s = self.state
         runs = [r for t in tenants for r in s.running_of[t].values()
                 if r.model == m and r.job not in self.evicting
                 and (max_preemptions is None or s.preemptions[r.job] < max_preemptions)]
-        runs.sort(key=lambda r: (s.jobs[r.job].priority, -r.start_s, -r.job))
+        potential = self.free + self.coming
+        for r in runs:
+            for node, amount in r.placement:
+                potential[node] += amount
+        need, whole = min(milli, s.node_milli[m]), milli >= s.node_milli[m]
+
+        def order(r: Run) -> tuple:
+            node = r.placement[0][0]
+            gives = int(potential[node])
+            head = (gives < need, -gives, node) if whole else (gives < need,)
+            return (*head, s.jobs[r.job].priority, -r.start_s, -r.job)
+
+        runs.sort(key=order)
         return runs
 
     # -- what-if -----------------------------------------------------------------------------
+    def _use(self, t: int, m: int, delta: int) -> None:
+        used, keep = self.usage[t][m], self.state.guaranteed[t][m]
+        self.drawn[self.state.cohort_of[t]][m] += max(0, used + delta - keep) - max(0, used - keep)
+        self.usage[t][m] = used + delta
+        self._shares.pop(t, None)
+
     def take(self, t: int, j: int, m: int, where: Placement) -> Admission:
+        self.edits += 1
         for node, milli in where:
             self.free[node] -= milli
-        self.usage[t][m] += self.milli(j)
+        self.free_total[m] -= self.milli(j)
+        self._use(t, m, self.milli(j))
         return Admission(j, m, where)
 
     def evict(self, run: Run) -> None:
         """Count ``run`` as gone for quotas; its capacity comes back only when the engine releases it."""
+        self.edits += 1
         self.evicting.add(run.job)
-        self.usage[run.tenant][run.model] -= self.milli(run.job)
+        self._use(run.tenant, run.model, -self.milli(run.job))
         for node, milli in run.placement:
             self.coming[node] += milli
 
     def hold(self, m: int, milli: int) -> None:
         """Keep the free part of a placement that counts on capacity coming back away from
         later jobs of this cycle, so a job waiting for preempted capacity is not overtaken."""
+        self.edits += 1
         where = self.placement(m, milli, self.free + self.coming)
         for node, amount in where or ():
-            self.free[node] -= min(int(self.free[node]), amount)
+            taken = min(int(self.free[node]), amount)
+            self.free[node] -= taken
+            self.free_total[m] -= taken
 
     def unevict(self, run: Run) -> None:
         self.evicting.discard(run.job)
-        self.usage[run.tenant][run.model] += self.milli(run.job)
+        self._use(run.tenant, run.model, self.milli(run.job))
         for node, milli in run.placement:
             self.coming[node] -= milli
