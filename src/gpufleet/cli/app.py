@@ -608,3 +608,4 @@ def void(
 ) -> None:
     """Correct the ledger: treat event SEQ as never having happened (the event itself stays)."""
     _record("event_voided", {"seq": seq, "reason": reason}, None, actor, idempotency_key)
+from gpufleet.cli import scheduling as _scheduling  # noqa: E402,F401  (registers simulate and export)

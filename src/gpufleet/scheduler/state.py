@@ -151,6 +151,33 @@ class ClusterState:
         job = self.jobs[j]
         self.queues[self.job_tenant[j]].add((-job.priority, job.arrival_s, j))
 
+    def invariant_errors(self, *, confined_to_nominal: bool = False) -> list[str]:
+        """What is wrong with the bookkeeping, if anything (empty: all invariants hold):
+        no node over- or under-committed; capacity held = usage + capacity being given back;
+        every tenant within its borrowing limit (``confined_to_nominal``: within its nominal
+        quota) and every cohort within its guarantees plus its lendable pool."""
+        errors = []
+        caps = np.array([self.node_milli[m] for m in range(len(self.models))
+                         for _ in range(self.pool_hi[m] - self.pool_lo[m])], dtype=np.int64)
+        if (self.free < 0).any() or (self.free > caps).any():
+            errors.append(f"node free capacity out of range: {self.free.tolist()}")
+        held = int((caps - self.free).sum())
+        accounted = sum(map(sum, self.usage)) + sum(self.jobs[j].milli_gpus for j in self.terminating)
+        if held != accounted:
+            errors.append(f"{held} milli-GPUs held on nodes, but usage and releases account for {accounted}")
+        for t, name in enumerate(t.name for t in self.tenants):
+            for m, used in enumerate(self.usage[t]):
+                limit = 0 if confined_to_nominal else self.borrowing_limit[t][m]
+                if limit is not None and used > self.nominal[t][m] + limit:
+                    errors.append(f"tenant {name} uses {used} milli-GPUs of {self.models[m]}, over its "
+                                  f"nominal {self.nominal[t][m]} + allowed borrowing {limit}")
+        for c, members in enumerate(self.members):
+            for m in range(len(self.models)):
+                drawn = sum(max(0, self.usage[t][m] - self.guaranteed[t][m]) for t in members)
+                if drawn > self.pool[c][m]:
+                    errors.append(f"cohort {c} draws {drawn} milli-GPUs of {self.models[m]} from a pool of {self.pool[c][m]}")
+        return errors
+
     def snapshot(self, now_s: float) -> Snapshot:
         return Snapshot(self, now_s)
 
