@@ -47,7 +47,7 @@ class Policy(ABC):
 
     def __init__(self, options: PolicyOptions = PolicyOptions()):
         self.options = options
-        self._no_room: dict[int, int] = {}  # job -> state version at which no preemption could help it
+        self._no_room: dict[int, int] = {}  # job -> fingerprint of the snapshot on which no preemption helped it
 
     def decide(self, snap: Snapshot) -> Decision:
         decision, heads, queues = Decision(), [], {}
@@ -72,14 +72,16 @@ class Policy(ABC):
         return decision
 
     def _make_room_once(self, snap: Snapshot, t: int, j: int) -> list[int]:
-        """``make_room``, skipped where it failed before on the very same state (a cycle that has
-        changed nothing yet, with the same running work and quotas, would fail the same way)."""
-        version = snap.state.version
-        if snap.edits == 0 and self._no_room.get(j) == version:
+        """``make_room``, skipped where it already failed on the very same state and snapshot
+        (it is a function of them alone, so it would fail the same way again)."""
+        key = snap.fingerprint()
+        if self._no_room.get(j) == key:
             return []
         victims = self.make_room(snap, t, j)
-        if not victims and snap.edits == 0:
-            self._no_room[j] = version
+        if victims:
+            self._no_room.pop(j, None)
+        else:
+            self._no_room[j] = key
         return victims
 
     def _push(self, heads: list, snap: Snapshot, t: int, j: int) -> None:

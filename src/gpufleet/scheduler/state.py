@@ -196,7 +196,6 @@ class Snapshot:
                 self.drawn[state.cohort_of[t]][m] += max(0, used - state.guaranteed[t][m])
         self.evicting: set[int] = set()
         self._shares: dict[int, float] = {}  # tenant -> share at the current what-if usage
-        self.edits = 0  # what-if changes made so far; 0: the snapshot still equals the state
         self.coming = state.releasing.copy()  # capacity that preempted jobs are giving back
 
     # -- reading -----------------------------------------------------------------------------
@@ -271,6 +270,10 @@ class Snapshot:
         runs.sort(key=order)
         return runs
 
+    def fingerprint(self) -> int:
+        """A hash of everything a decision depends on: the state's version and the what-if counters."""
+        return hash((self.state.version, self.free.tobytes(), self.coming.tobytes(), tuple(map(tuple, self.usage))))
+
     # -- what-if -----------------------------------------------------------------------------
     def _use(self, t: int, m: int, delta: int) -> None:
         used, keep = self.usage[t][m], self.state.guaranteed[t][m]
@@ -279,7 +282,6 @@ class Snapshot:
         self._shares.pop(t, None)
 
     def take(self, t: int, j: int, m: int, where: Placement) -> Admission:
-        self.edits += 1
         for node, milli in where:
             self.free[node] -= milli
         self.free_total[m] -= self.milli(j)
@@ -288,7 +290,6 @@ class Snapshot:
 
     def evict(self, run: Run) -> None:
         """Count ``run`` as gone for quotas; its capacity comes back only when the engine releases it."""
-        self.edits += 1
         self.evicting.add(run.job)
         self._use(run.tenant, run.model, -self.milli(run.job))
         for node, milli in run.placement:
@@ -297,7 +298,6 @@ class Snapshot:
     def hold(self, m: int, milli: int) -> None:
         """Keep the free part of a placement that counts on capacity coming back away from
         later jobs of this cycle, so a job waiting for preempted capacity is not overtaken."""
-        self.edits += 1
         where = self.placement(m, milli, self.free + self.coming)
         for node, amount in where or ():
             taken = min(int(self.free[node]), amount)
