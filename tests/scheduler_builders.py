@@ -46,7 +46,7 @@ def tenant(name: str, nominal: float | dict[str, float] = 4, borrowing_limit: fl
 
 
 def quota_change(at: float, tenant_name: str, nominal: float, model: str = DEFAULT_MODEL) -> QuotaChange:
-    return QuotaChange(at, tenant_name, model, nominal)
+    return QuotaChange(float(at), tenant_name, model, nominal)
 
 
 # -- jobs ----------------------------------------------------------------------------------------

@@ -11,13 +11,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gpufleet.cli import render
 from gpufleet.cli.app import _fleet, app
-from gpufleet.cli.render import Format, console
-from gpufleet.errors import InputError
+from gpufleet.cli.render import console
 from gpufleet.scheduler import POLICIES, PolicyOptions, SimulationResult
 from gpufleet.services import scheduling
 
 TraceFormat = StrEnum("TraceFormat", {name: name for name in scheduling.READERS})
 PolicyName = StrEnum("PolicyName", {name: name for name in POLICIES})
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
 
 
 class Engine(StrEnum):
@@ -31,7 +35,7 @@ ClusterOpt = Annotated[str | None, typer.Option(
     "--cluster", help="nodes as NODESxGPUS[:MODEL],... (e.g. 69x8:V100) or an Alibaba node-list CSV; "
                       "default: sized from the trace (docs/scheduling.md)")]
 QuotasOpt = Annotated[Path | None, typer.Option(
-    "--quotas", help="tenants' quotas: YAML, or a Helios per-day CSV; default: shares of the offered load")]
+    "--quotas", help="tenants' quotas: YAML, or a Helios per-day CSV; default: docs/scheduling.md")]
 LoansOpt = Annotated[bool, typer.Option(
     "--loans/--no-loans", help="apply the ledger's dated loans (--db) as quota transfers between tenants")]
 SkipOpt = Annotated[bool, typer.Option("--skip-bad-rows", help="skip malformed trace rows and count them")]
@@ -62,7 +66,7 @@ def simulate(
         scheduling.DEFAULT_RESTART_S,
     loans: LoansOpt = False,
     skip_bad_rows: SkipOpt = False,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json")] = Format.table,
+    fmt: Annotated[Output, typer.Option("--format", "-f", help="table or json")] = Output.table,
 ) -> None:
     """Replay a GPU cluster trace under a multi-tenant scheduling policy and report what it does to each tenant."""
     setup = _setup(trace, trace_format, cluster, quotas, loans, skip_bad_rows, checkpoint_s, restart_s)
@@ -71,12 +75,10 @@ def simulate(
     with _progress(len(setup.workload.jobs)) as progress:
         results = scheduling.run(setup, names, options=options, reclaim_grace_s=reclaim_grace_s,
                                  progress=progress)
-    if fmt is Format.json:
+    if fmt is Output.json:
         render.print_json(_json(setup, results))
-    elif fmt is Format.table:
-        _print(setup, results)
     else:
-        raise InputError("simulate prints table or json", field="format")
+        _print(setup, results)
 
 
 def _progress(jobs: int):

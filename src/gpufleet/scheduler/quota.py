@@ -2,7 +2,8 @@
 
 All amounts are milli-GPUs. For a tenant ``t``:
 
-- ``lendable[t] = lending_limit[t]`` if set, else ``nominal[t]``: what ``t`` puts in the cohort's pool;
+- ``lendable[t] = min(lending_limit[t], nominal[t])`` if a limit is set, else ``nominal[t]``: what ``t``
+  puts in the cohort's pool (the minimum matters when a quota change lowers the nominal quota);
 - ``guaranteed[t] = nominal[t] - lendable[t]``: what no other tenant can ever use;
 - usage above ``guaranteed[t]`` is drawn from the cohort pool, so the cohort condition is
   ``sum_k max(0, usage[k] - guaranteed[k]) <= sum_k lendable[k]``;

@@ -66,7 +66,8 @@ def prepare(workload: Workload, *, cluster_spec: str | None = None, quotas: Path
         cluster = traces.read_cluster(cluster_spec)
         tenants, changes = (traces.read_quotas(quotas, cluster, epoch=workload.epoch) if quotas
                             else _even_shares(workload, cluster))
-        sizing = "given" if quotas else "given cluster; quotas sized in proportion to each tenant's offered load"
+        sizing = "given" if quotas else ("given cluster; each pool shared in proportion to the quotas the "
+                                         "default rule would size (offered load / 0.8, at least the largest job)")
     if loans is not None:
         if workload.epoch is None:
             raise InputError("this trace has relative times only; ledger loans need dated traces", field="loans")
@@ -75,8 +76,9 @@ def prepare(workload: Workload, *, cluster_spec: str | None = None, quotas: Path
 
 
 def _even_shares(workload: Workload, cluster: Cluster) -> tuple[list[Tenant], list[QuotaChange]]:
-    """Each pool's GPUs shared among the tenants in proportion to their offered load (largest
-    remainder, whole GPUs), so every model's quotas add up to its pool."""
+    """Each pool's GPUs shared among the tenants in proportion to the quotas the default sizing rule
+    gives them (offered load / 0.8, at least the largest job; largest remainder, whole GPUs), so every
+    model's quotas add up to its pool."""
     _, sized = size_from_workload(workload.jobs, gpus_per_node=1)
     weights = [next(iter(t.quotas.values())).nominal_gpus for t in sized]
     quotas: list[dict[str, TenantQuota]] = [{} for _ in sized]
