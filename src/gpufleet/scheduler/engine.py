@@ -122,7 +122,6 @@ class Scheduler:
         state, now, j = self.state, self.kernel.now, a.job
         job, t = state.jobs[j], state.job_tenant[j]
         state.queues[t].remove((-job.priority, job.arrival_s, j))
-        state.version += 1
         state.nominated.discard(j)
         self._hold(a.placement, +1)
         state.usage[t][a.model] += job.milli_gpus

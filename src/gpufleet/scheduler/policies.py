@@ -47,7 +47,7 @@ class Policy(ABC):
 
     def __init__(self, options: PolicyOptions = PolicyOptions()):
         self.options = options
-        self._no_room: dict[int, int] = {}  # job -> fingerprint of the snapshot on which no preemption helped it
+        self._inadmissible: dict[int, int] = {}  # blocked head -> retry_key when it could do nothing
 
     def decide(self, snap: Snapshot) -> Decision:
         decision, heads, queues = Decision(), [], {}
@@ -57,32 +57,39 @@ class Policy(ABC):
                 self._push(heads, snap, t, next(queues[t]))
         while heads:
             *_, t, j = heapq.heappop(heads)
-            admission = self.admit(snap, t, j)
+            admission, victims = self._try(snap, t, j)
             if admission:
                 decision.admit.append(admission)
                 if (k := next(queues[t], None)) is not None:
                     self._push(heads, snap, t, k)
                 continue
-            victims = self._make_room_once(snap, t, j)
             decision.preempt += victims
             if victims:
                 decision.nominate.append(j)
-            if not victims and self.options.backfill:
+            elif self.options.backfill:
                 decision.admit += self.backfill(snap, t, j, queues[t])
         return decision
 
-    def _make_room_once(self, snap: Snapshot, t: int, j: int) -> list[int]:
-        """``make_room``, skipped where it already failed on the very same state and snapshot
-        (it is a function of them alone, so it would fail the same way again)."""
-        key = snap.fingerprint()
-        if self._no_room.get(j) == key:
-            return []
-        victims = self.make_room(snap, t, j)
-        if victims:
-            self._no_room.pop(j, None)
+    def _try(self, snap: Snapshot, t: int, j: int) -> tuple[Admission | None, list[int]]:
+        """Start head ``j``, or make room for it. A head that could do neither waits, untried, until
+        something it depends on changes (``retry_key``): as Kueue keeps inadmissible workloads aside."""
+        key = self.retry_key(snap)
+        if self._inadmissible.get(j) == key:
+            return None, []
+        holds = snap.holds
+        admission = self.admit(snap, t, j)
+        victims = [] if admission else self.make_room(snap, t, j)
+        if admission or victims or snap.holds != holds:
+            self._inadmissible.pop(j, None)  # not a dead end: a capacity hold has to be renewed next cycle
         else:
-            self._no_room[j] = key
-        return victims
+            self._inadmissible[j] = key
+        return admission, victims
+
+    def retry_key(self, snap: Snapshot) -> int:
+        """What a blocked head's chances depend on. By default only giving back quota or capacity
+        (a finish, an eviction, a release) or a quota change can help it; arrivals and other
+        admissions cannot (Kueue requeues inadmissible workloads on the same events)."""
+        return snap.state.version
 
     def _push(self, heads: list, snap: Snapshot, t: int, j: int) -> None:
         job = snap.state.jobs[j]
@@ -237,6 +244,9 @@ class Fair(Borrow):
     def rank(self, snap, t, j):
         m = next(iter(snap.state.models_for(j)))
         return (snap.share(t, m, snap.milli(j)),)
+
+    def retry_key(self, snap):
+        return snap.fingerprint()  # another tenant's admission raises its share and can make it a victim
 
     def make_room(self, snap, t, j):
         victims = self.reclaim(snap, t, j)

@@ -76,7 +76,7 @@ class ClusterState:
         self.running: dict[int, Run] = {}
         self.running_of: list[dict[int, Run]] = [{} for _ in tenants]  # admission order
         self.terminating: dict[int, Run] = {}
-        self.version = 0  # bumped whenever running work or quotas change
+        self.version = 0  # bumped whenever quota or capacity is given back, or a quota changes
         self.nominated: set[int] = set()  # pending jobs that preempted others: they go first until they start
         self.releasing = np.zeros_like(self.free)
         self.jobs: list[Job] = []
@@ -195,6 +195,7 @@ class Snapshot:
             for m, used in enumerate(row):
                 self.drawn[state.cohort_of[t]][m] += max(0, used - state.guaranteed[t][m])
         self.evicting: set[int] = set()
+        self.holds = 0  # capacity holds made in this cycle
         self._shares: dict[int, float] = {}  # tenant -> share at the current what-if usage
         self.coming = state.releasing.copy()  # capacity that preempted jobs are giving back
 
@@ -298,6 +299,7 @@ class Snapshot:
     def hold(self, m: int, milli: int) -> None:
         """Keep the free part of a placement that counts on capacity coming back away from
         later jobs of this cycle, so a job waiting for preempted capacity is not overtaken."""
+        self.holds += 1
         where = self.placement(m, milli, self.free + self.coming)
         for node, amount in where or ():
             taken = min(int(self.free[node]), amount)
