@@ -188,23 +188,25 @@ class Scheduler:
 
     def _hold(self, placement, sign: int) -> None:
         """Take (+1) or give back (-1) capacity on nodes, integrating GPUs held over time."""
-        now = self.kernel.now
+        now, state = self.kernel.now, self.state
         self.busy_integral_milli_s += self._held_milli * (now - self._last_s)
         self._last_s = now
         for node, milli in placement:
-            self.state.free[node] -= sign * milli
+            state.free[node] -= sign * milli
+            state.free_total[state.node_model[node]] -= sign * milli
             self._held_milli += sign * milli
 
     def _track_guarantees(self) -> None:
         """Integrate, per tenant, the time it waits while its head job would fit in its nominal quota."""
         state, now = self.state, self.kernel.now
         for t, queue in enumerate(state.queues):
-            violated = False
+            since = self._violated_since[t]
             if queue:
                 j = queue[0][2]
-                milli = state.jobs[j].milli_gpus
-                violated = any(state.usage[t][m] + milli <= state.nominal[t][m] for m in state.models_for(j))
-            since = self._violated_since[t]
+                milli, usage, nominal = state.jobs[j].milli_gpus, state.usage[t], state.nominal[t]
+                violated = any(usage[m] + milli <= nominal[m] for m in state.models_for(j))
+            else:
+                violated = False
             if violated and since is None:
                 self._violated_since[t] = now
             elif not violated and since is not None:

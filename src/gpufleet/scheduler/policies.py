@@ -44,6 +44,7 @@ class PolicyOptions:
 
 class Policy(ABC):
     name: ClassVar[str]
+    retry_on_admissions: ClassVar[bool] = False  # whether one tenant's admission can unblock another's head
 
     def __init__(self, options: PolicyOptions = PolicyOptions()):
         self.options = options
@@ -51,8 +52,10 @@ class Policy(ABC):
 
     def decide(self, snap: Snapshot) -> Decision:
         decision, heads, queues = Decision(), [], {}
-        for t in range(len(snap.state.tenants)):
-            if snap.has_pending(t):
+        # Heads known to be stuck are left out up front, unless others' admissions can change that.
+        stuck = None if self.retry_on_admissions or self.options.backfill else self.retry_key(snap)
+        for t, queue in enumerate(snap.state.queues):
+            if queue and (stuck is None or self._inadmissible.get(queue[0][2]) != stuck):
                 queues[t] = snap.pending(t)
                 self._push(heads, snap, t, next(queues[t]))
         while heads:
@@ -76,12 +79,12 @@ class Policy(ABC):
         key = self.retry_key(snap)
         if self._inadmissible.get(j) == key:
             return None, []
-        holds = snap.holds
+        holds, untouched = snap.holds, snap.edits == 0
         admission = self.admit(snap, t, j)
         victims = [] if admission else self.make_room(snap, t, j)
         if admission or victims or snap.holds != holds:
             self._inadmissible.pop(j, None)  # not a dead end: a capacity hold has to be renewed next cycle
-        else:
+        elif untouched:  # a failure on the state itself, not on this cycle's what-if changes
             self._inadmissible[j] = key
         return admission, victims
 
@@ -223,7 +226,7 @@ class Borrow(Policy):
                 continue
             fits = self._fits_when_released(snap, t, m, milli)
             if fits():
-                snap.hold(m, milli)
+                snap.hold(t, m, milli)
                 return []  # what it needs is already on its way back
             borrowers = [k for k in others if snap.borrowing(k, m)]
             if not borrowers:
@@ -232,7 +235,7 @@ class Borrow(Policy):
                                         fits,
                                         lambda run: snap.borrowing(run.tenant, run.model))
             if victims:
-                snap.hold(m, milli)
+                snap.hold(t, m, milli)
                 return victims
         return []
 
@@ -245,8 +248,10 @@ class Fair(Borrow):
         m = next(iter(snap.state.models_for(j)))
         return (snap.share(t, m, snap.milli(j)),)
 
+    retry_on_admissions = True  # another tenant's admission raises its share and can make it a victim
+
     def retry_key(self, snap):
-        return snap.fingerprint()  # another tenant's admission raises its share and can make it a victim
+        return snap.fingerprint()
 
     def make_room(self, snap, t, j):
         victims = self.reclaim(snap, t, j)
@@ -259,18 +264,19 @@ class Fair(Borrow):
                 continue
             mine = snap.share(t, m, milli)
             shares = {k: snap.share(k) for k in others}
-            richer = [k for k in others if shares[k] > mine + EPSILON]
+            richer = [k for k in others if shares[k] > mine + EPSILON and snap.borrowing(k, m)]
             if self._most_they_can_give(snap, richer, m, mine) < self._shortfall(snap, t, m, milli):
                 continue  # even taking back all they may give would not make room
             candidates = snap.victims_of(richer, m, self.options.max_preemptions, milli)
             candidates.sort(key=lambda r: -shares[r.tenant])  # stable: keeps lowest priority, newest first
 
-            def above_me(run: Run) -> bool:  # the victim's tenant stays richer than t will be
-                return snap.share(run.tenant, run.model, -snap.milli(run.job)) > mine + EPSILON
+            def above_me(run: Run) -> bool:  # the victim's tenant borrows on m and stays richer than t will be
+                return (snap.borrowing(run.tenant, m)
+                        and snap.share(run.tenant, run.model, -snap.milli(run.job)) > mine + EPSILON)
 
             victims = self._evict_until(snap, candidates, self._fits_when_released(snap, t, m, milli), above_me)
             if victims:
-                snap.hold(m, milli)
+                snap.hold(t, m, milli)
                 return victims
         return []
 

@@ -91,6 +91,8 @@ class ClusterState:
         self.pool_lo, self.pool_hi = bounds[:-1].tolist(), bounds[1:].tolist()
         self.node_milli = [p.gpus_per_node * MILLI for p in cluster.pools]
         self.capacity = [p.gpus * MILLI for p in cluster.pools]
+        self.free_total = self.capacity[:]  # per model, kept by the engine as capacity is taken and given back
+        self.node_model = [m for m, p in enumerate(cluster.pools) for _ in range(p.nodes)]
 
     def _init_quotas(self, tenants: list[Tenant]) -> None:
         cohorts = sorted({t.cohort for t in tenants})
@@ -187,17 +189,41 @@ class Snapshot:
 
     def __init__(self, state: ClusterState, now_s: float):
         self.state, self.now_s = state, now_s
-        self.free = state.free.copy()
-        self.free_total = [int(state.free[lo:hi].sum()) for lo, hi in zip(state.pool_lo, state.pool_hi)]
+        self.free_total = state.free_total[:]
         self.usage = [row[:] for row in state.usage]
-        self.drawn = [[0] * len(state.models) for _ in state.members]  # cohort usage above guarantees
-        for t, row in enumerate(self.usage):
-            for m, used in enumerate(row):
-                self.drawn[state.cohort_of[t]][m] += max(0, used - state.guaranteed[t][m])
         self.evicting: set[int] = set()
         self.holds = 0  # capacity holds made in this cycle
+        self.edits = 0  # what-if changes made in this cycle (0: the snapshot still equals the state)
         self._shares: dict[int, float] = {}  # tenant -> share at the current what-if usage
-        self.coming = state.releasing.copy()  # capacity that preempted jobs are giving back
+        self._free = self._coming = self._drawn = None  # copied or computed on first use
+
+    @property
+    def free(self) -> np.ndarray:
+        """Free milli-GPUs per node (the state's array until the first what-if change copies it)."""
+        return self.state.free if self._free is None else self._free
+
+    def _writable_free(self) -> np.ndarray:
+        if self._free is None:
+            self._free = self.state.free.copy()
+        return self._free
+
+    @property
+    def coming(self) -> np.ndarray:
+        """Capacity that preempted jobs are giving back, per node."""
+        if self._coming is None:
+            self._coming = self.state.releasing.copy()
+        return self._coming
+
+    @property
+    def drawn(self) -> list[list[int]]:
+        """Per cohort and model: its members' usage above their guarantees."""
+        if self._drawn is None:
+            s = self.state
+            self._drawn = [[0] * len(s.models) for _ in s.members]
+            for t, row in enumerate(self.usage):
+                for m, used in enumerate(row):
+                    self._drawn[s.cohort_of[t]][m] += max(0, used - s.guaranteed[t][m])
+        return self._drawn
 
     # -- reading -----------------------------------------------------------------------------
     def pending(self, t: int):
@@ -278,32 +304,40 @@ class Snapshot:
     # -- what-if -----------------------------------------------------------------------------
     def _use(self, t: int, m: int, delta: int) -> None:
         used, keep = self.usage[t][m], self.state.guaranteed[t][m]
-        self.drawn[self.state.cohort_of[t]][m] += max(0, used + delta - keep) - max(0, used - keep)
+        if self._drawn is not None:
+            self._drawn[self.state.cohort_of[t]][m] += max(0, used + delta - keep) - max(0, used - keep)
         self.usage[t][m] = used + delta
         self._shares.pop(t, None)
 
     def take(self, t: int, j: int, m: int, where: Placement) -> Admission:
+        self.edits += 1
+        free = self._writable_free()
         for node, milli in where:
-            self.free[node] -= milli
+            free[node] -= milli
         self.free_total[m] -= self.milli(j)
         self._use(t, m, self.milli(j))
         return Admission(j, m, where)
 
     def evict(self, run: Run) -> None:
         """Count ``run`` as gone for quotas; its capacity comes back only when the engine releases it."""
+        self.edits += 1
         self.evicting.add(run.job)
         self._use(run.tenant, run.model, -self.milli(run.job))
         for node, milli in run.placement:
             self.coming[node] += milli
 
-    def hold(self, m: int, milli: int) -> None:
-        """Keep the free part of a placement that counts on capacity coming back away from
-        later jobs of this cycle, so a job waiting for preempted capacity is not overtaken."""
+    def hold(self, t: int, m: int, milli: int) -> None:
+        """Reserve, for the rest of this cycle, the quota and the free part of a placement that a job
+        of tenant ``t`` waits for (its capacity is coming back from preempted jobs), so that later
+        heads of the cycle cannot take what was reclaimed for it. The nominated job goes first next cycle."""
         self.holds += 1
+        self.edits += 1
+        self._use(t, m, milli)
         where = self.placement(m, milli, self.free + self.coming)
+        free = self._writable_free()
         for node, amount in where or ():
-            taken = min(int(self.free[node]), amount)
-            self.free[node] -= taken
+            taken = min(int(free[node]), amount)
+            free[node] -= taken
             self.free_total[m] -= taken
 
     def unevict(self, run: Run) -> None:
