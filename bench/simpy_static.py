@@ -40,6 +40,7 @@ def simulate_static(jobs: Sequence[Job], nominal_milli: Mapping[str, int], *,
     env = simpy.Environment()
     quota = {t: simpy.Container(env, capacity=q, init=q) for t, q in nominal_milli.items()}
     finish = [math.nan] * len(jobs)
+    left = [len(jobs)]  # jobs not finished yet
 
     def run(i: int, job: Job):
         yield env.timeout(job.arrival_s)
@@ -49,6 +50,7 @@ def simulate_static(jobs: Sequence[Job], nominal_milli: Mapping[str, int], *,
         yield gpus.get(job.milli_gpus)  # the whole gang at once, in FIFO order
         yield env.timeout(job.service_s)
         finish[i] = env.now
+        left[0] -= 1
         yield gpus.put(job.milli_gpus)
 
     for i, job in enumerate(jobs):
@@ -56,8 +58,8 @@ def simulate_static(jobs: Sequence[Job], nominal_milli: Mapping[str, int], *,
     if progress is None:
         env.run()
     else:
-        until = step_s
-        while env.peek() != math.inf:
+        until = step_s  # not "while env.peek() < inf": SimPy 4.1 leaves each run's `until` event queued
+        while left[0]:
             env.run(until=until)
             progress(env.now)
             until += step_s

@@ -146,10 +146,12 @@ def goals(results: dict[str, SimulationResult], cmp: dict | None, grace_s: float
         out.append((f"{name}: < 30 s on one core{scope}", f"{r.wall_s:.1f} s", r.wall_s < 30))
     if cmp:
         out.append((f"static: >= 5x faster than SimPy (pooled capacity){scope}",
-                    f"{cmp['ratio']:.2f}x (SimPy {cmp['simpy_s']:.1f} s / gpufleet {cmp['gpufleet_s']:.1f} s)",
+                    f"{cmp['ratio']:.2f}x (SimPy {cmp['simpy_s']:.1f} s / gpufleet {cmp['gpufleet_s']:.1f} s)"
+                    + (f": gpufleet {1 / cmp['ratio']:.1f}x slower" if cmp["ratio"] < 1 else ""),
                     cmp["ratio"] >= 5))
         out.append((f"static: same finish times as SimPy (max |diff| <= {AGREE_S:g} s)",
-                    f"max |diff| {cmp['max_abs_diff_s']:g} s, {cmp['differing_jobs']:,} jobs differ", cmp["agree"]))
+                    f"max |diff| {cmp['max_abs_diff_s']:g} s, {cmp['differing_jobs']:,} of {cmp['jobs']:,} jobs differ"
+                    + (" (bit-identical)" if cmp["identical"] else ""), cmp["agree"]))
     if "borrow" in results and "static" in results:
         b, s = results["borrow"].overall, results["static"].overall
         out.append(("borrow beats static in utilization", f"{b.utilization:.3f} vs {s.utilization:.3f}",

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from gpufleet.scheduler import (Cluster, Job, Kernel, NodePool, PolicyOptions, QuotaChange, Scheduler, Tenant,
                                 TenantQuota, Workload, make_policy, simulate)
-from gpufleet.scheduler.engine import run_to_end
 from gpufleet.scheduler.model import MILLI, gpus_to_milli
 
 DEFAULT_MODEL = "gpu"
+MAX_STEPS = 5_000  # ~50x the events any scenario here needs: a livelock fails instead of hanging
 
 
 # -- the cluster ---------------------------------------------------------------------------------
@@ -86,10 +86,13 @@ class Scenario:
         sched.feed(self.jobs)
         return sched
 
-    def run(self, policy: str, **options) -> Scheduler:
-        """A scheduler run to the end (with its log kept)."""
+    def run(self, policy: str, *, max_steps: int = MAX_STEPS, **options) -> Scheduler:
+        """A scheduler run to the end (with its log kept); a run that does not end within
+        ``max_steps`` events fails instead of hanging."""
         sched = self.scheduler(policy, log=[], **options)
-        run_to_end(sched)
+        sched.kernel.run(max_steps=max_steps)
+        assert not sched.kernel.pending, f"no end after {max_steps} events (at {sched.kernel.now} s)"
+        sched.close()
         return sched
 
     def log(self, policy: str, **options) -> list[tuple[float, str, str, str]]:
@@ -143,7 +146,7 @@ def random_scenario(draw, policy: str = "static", roomy: bool = False) -> Scenar
     n_tenants = draw(st.integers(1, 4))
     names = [f"t{i}" for i in range(n_tenants)]
     n_jobs = draw(st.integers(1, 25))
-    if roomy:  # every job's GPUs fit in every pool's single node, every tenant's nominal holds all jobs
+    if roomy:  # a free 8-GPU node for every job in every pool, and a nominal quota that holds all jobs
         pools = [NodePool(p.model, n_jobs * n_tenants, 8) for p in pools]
     the_cluster = Cluster(tuple(pools))
 

@@ -67,6 +67,16 @@ def test_static_finish_times_equal_simpy(seed):
     assert ours == theirs, max(abs(a - b) for a, b in zip(ours, theirs))
 
 
+def test_simpy_progress_slices_change_nothing():
+    """Running SimPy in slices of ``env.run(until=...)`` (for a progress bar) gives the same times, and ends."""
+    jobs, nominal = random_trace(2)
+    milli = {t: g * 1000 for t, g in nominal.items()}
+    ticks = []
+    sliced = simpy_static.simulate_static(jobs, milli, progress=ticks.append, step_s=50.0)
+    assert sliced == simpy_static.simulate_static(jobs, milli)
+    assert ticks and ticks[-1] >= max(sliced) and len(ticks) <= max(sliced) / 50.0 + 1
+
+
 def test_simpy_container_gets_are_strict_fifo():
     """The baseline relies on it: a large get that does not fit blocks later small ones."""
     env = simpy.Environment()

@@ -201,8 +201,8 @@ class Borrow(Policy):
     name = "borrow"
 
     def rank(self, snap, t, j):
-        m = next(iter(snap.state.models_for(j)))
-        return (not snap.within_nominal(t, m, snap.milli(j)),)  # Kueue: heads that need no borrowing first
+        milli = snap.milli(j)  # Kueue: heads that need no borrowing (on some model they may use) first
+        return (not any(snap.within_nominal(t, m, milli) for m in snap.state.models_for(j)),)
 
     def quota_allows(self, snap, t, m, milli):
         return snap.quota_fits(t, m, milli)
@@ -245,8 +245,8 @@ class Fair(Borrow):
     name = "fair"
 
     def rank(self, snap, t, j):
-        m = next(iter(snap.state.models_for(j)))
-        return (snap.share(t, m, snap.milli(j)),)
+        milli = snap.milli(j)
+        return (min(snap.share(t, m, milli) for m in snap.state.models_for(j)),)
 
     retry_on_admissions = True  # another tenant's admission raises its share and can make it a victim
 
