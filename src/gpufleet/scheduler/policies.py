@@ -260,7 +260,8 @@ class Fair(Borrow):
         state, milli = snap.state, snap.milli(j)
         others = [k for k in state.members[state.cohort_of[t]] if k != t]
         for m in state.models_for(j):
-            if not self._within_borrowing_limit(snap, t, m, milli):
+            if not quota.within_borrowing_limit(snap.usage[t][m] + milli, state.nominal[t][m],
+                                                state.borrowing_limit[t][m]):
                 continue
             mine = snap.share(t, m, milli)
             shares = {k: snap.share(k) for k in others}
@@ -298,11 +299,3 @@ class Fair(Borrow):
         pool_short = snap.drawn[c][m] - max(0, used - keep) + max(0, used + milli - keep) - state.pool[c][m]
         coming = int(snap.coming[state.pool_lo[m]:state.pool_hi[m]].sum())
         return max(pool_short, milli - snap.free_total[m] - coming)
-
-    @staticmethod
-    def _within_borrowing_limit(snap: Snapshot, t: int, m: int, milli: int) -> bool:
-        s = snap.state
-        limit = s.borrowing_limit[t][m]
-        return limit is None or snap.usage[t][m] + milli <= s.nominal[t][m] + limit
-
-

@@ -13,9 +13,6 @@ All amounts are milli-GPUs. For a tenant ``t``:
 
 from __future__ import annotations
 
-NO_LIMIT = None
-
-
 def lendable(nominal: int, lending_limit: int | None) -> int:
     return nominal if lending_limit is None else min(lending_limit, nominal)
 

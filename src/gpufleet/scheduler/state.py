@@ -174,10 +174,10 @@ class ClusterState:
                     errors.append(f"tenant {name} uses {used} milli-GPUs of {self.models[m]}, over its "
                                   f"nominal {self.nominal[t][m]} + allowed borrowing {limit}")
         for c, members in enumerate(self.members):
-            for m in range(len(self.models)):
-                drawn = sum(max(0, self.usage[t][m] - self.guaranteed[t][m]) for t in members)
-                if drawn > self.pool[c][m]:
-                    errors.append(f"cohort {c} draws {drawn} milli-GPUs of {self.models[m]} from a pool of {self.pool[c][m]}")
+            for m, model in enumerate(self.models):
+                if not quota.cohort_fits([self.usage[t][m] for t in members], [self.nominal[t][m] for t in members],
+                                         [self.lending_limit[t][m] for t in members]):
+                    errors.append(f"cohort {c} uses more of {model} than its guarantees and lendable pool")
         return errors
 
     def snapshot(self, now_s: float) -> Snapshot:
