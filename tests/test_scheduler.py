@@ -423,8 +423,6 @@ def test_a_head_of_any_model_within_its_nominal_quota_goes_first(policy):
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="open: a job started in a cycle cannot be preempted in it, and no new "
-                                       "decision is made until an unrelated event (a1's end at 1000)")
 def test_fair_head_within_nominal_reclaims_from_a_job_started_in_the_same_cycle():
     """m0 and m1: one 4-GPU node each. a owns 2 of m0, b 2 of m0, o all of m1 (idle). a1 borrows all
     of m1 (a's share 1). At 10, a2 (2 of m0, within a's nominal) and b1 (4 of m0, b borrows 2: share

@@ -116,6 +116,8 @@ class Scheduler:
         for admission in decision.admit:
             self._start(admission)
         self.state.nominated.update(decision.nominate)
+        if decision.recheck:
+            self._wake()
         self._track_guarantees()
 
     def _start(self, a: Admission) -> None:

@@ -44,6 +44,9 @@ class PolicyOptions:
 
 class Policy(ABC):
     name: ClassVar[str]
+    # Whether a head blocked after jobs started in a cycle needs another cycle at the same instant:
+    # jobs started in a cycle cannot be preempted in it, but the head may be entitled to their GPUs.
+    recheck_after_admissions: ClassVar[bool] = False
     retry_on_admissions: ClassVar[bool] = False  # whether one tenant's admission can unblock another's head
 
     def __init__(self, options: PolicyOptions = PolicyOptions()):
@@ -69,7 +72,10 @@ class Policy(ABC):
             decision.preempt += victims
             if victims:
                 decision.nominate.append(j)
-            elif self.options.backfill:
+            elif decision.admit and self.recheck_after_admissions and any(
+                    snap.within_nominal(t, m, snap.milli(j)) for m in snap.state.models_for(j)):
+                decision.recheck = True  # within its quota, passed over for jobs started in this cycle
+            if not victims and self.options.backfill:
                 decision.admit += self.backfill(snap, t, j, queues[t])
         return decision
 
@@ -249,20 +255,26 @@ class Fair(Borrow):
         return (min(snap.share(t, m, milli) for m in snap.state.models_for(j)),)
 
     retry_on_admissions = True  # another tenant's admission raises its share and can make it a victim
+    recheck_after_admissions = True
 
     def retry_key(self, snap):
         return snap.fingerprint()
 
     def make_room(self, snap, t, j):
+        holds = snap.holds
         victims = self.reclaim(snap, t, j)
-        if victims:
-            return victims
+        if victims or snap.holds != holds:
+            return victims  # reclaimed, or what it needs is already coming back
         state, milli = snap.state, snap.milli(j)
         others = [k for k in state.members[state.cohort_of[t]] if k != t]
         for m in state.models_for(j):
             if not quota.within_borrowing_limit(snap.usage[t][m] + milli, state.nominal[t][m],
                                                 state.borrowing_limit[t][m]):
                 continue
+            fits = self._fits_when_released(snap, t, m, milli)
+            if fits():
+                snap.hold(t, m, milli)
+                return []  # what it needs is already on its way back
             mine = snap.share(t, m, milli)
             shares = {k: snap.share(k) for k in others}
             richer = [k for k in others if shares[k] > mine + EPSILON and snap.borrowing(k, m)]
@@ -275,7 +287,7 @@ class Fair(Borrow):
                 return (snap.borrowing(run.tenant, m)
                         and snap.share(run.tenant, run.model, -snap.milli(run.job)) > mine + EPSILON)
 
-            victims = self._evict_until(snap, candidates, self._fits_when_released(snap, t, m, milli), above_me)
+            victims = self._evict_until(snap, candidates, fits, above_me)
             if victims:
                 snap.hold(t, m, milli)
                 return victims

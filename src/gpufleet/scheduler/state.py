@@ -50,6 +50,7 @@ class Decision:
     admit: list[Admission] = field(default_factory=list)
     preempt: list[int] = field(default_factory=list)
     nominate: list[int] = field(default_factory=list)  # jobs the preemptions make room for
+    recheck: bool = False  # decide again at this instant (see Policy.recheck_after_admissions)
 
     def __bool__(self) -> bool:
         return bool(self.admit or self.preempt)
