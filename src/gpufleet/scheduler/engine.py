@@ -88,9 +88,12 @@ class Scheduler:
             self.submit(job)
 
     def _arrive(self, j: int) -> None:
+        queue = self.state.queues[self.state.job_tenant[j]]
+        head = queue[0] if queue else None
         self.state.enqueue(j)
         self._emit("arrive", j, f"{self.state.jobs[j].gpus:g} GPUs")
-        self._wake()
+        if head is None or queue[0] != head or self.policy.decides_on_every_arrival:
+            self._wake()
         if self._feed:
             self._submit_next()
 

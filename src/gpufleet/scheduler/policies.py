@@ -48,6 +48,10 @@ class Policy(ABC):
     # jobs started in a cycle cannot be preempted in it, but the head may be entitled to their GPUs.
     recheck_after_admissions: ClassVar[bool] = False
     retry_on_admissions: ClassVar[bool] = False  # whether one tenant's admission can unblock another's head
+    # Whether a job that arrives behind a waiting head needs a decision. Under static without backfill it
+    # cannot change one (only heads are read, and nothing else changed); reclaiming policies also use
+    # every cycle to renew holds and nominations, and taking those cycles away changes their runs.
+    decides_on_every_arrival: ClassVar[bool] = True
 
     def __init__(self, options: PolicyOptions = PolicyOptions()):
         self.options = options
@@ -197,6 +201,10 @@ def make_policy(name: str, options: PolicyOptions = PolicyOptions()) -> Policy:
 @register
 class Static(Policy):
     name = "static"
+
+    @property
+    def decides_on_every_arrival(self) -> bool:
+        return self.options.backfill
 
     def quota_allows(self, snap, t, m, milli):
         return snap.within_nominal(t, m, milli)
