@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 from builders import Story
 from gpufleet.errors import InputError
 from gpufleet.scheduler.model import Cluster, NodePool, QuotaChange, Tenant, TenantQuota
+from gpufleet.services import scheduling
 from gpufleet.services.export import kueue_manifests, kueue_yaml, quotas_at, slurm_commands
 from gpufleet.services.loan_quotas import (
     QuotaDelta,
@@ -394,3 +395,13 @@ def test_a_bad_epoch_is_an_input_error():
 def test_loan_start_dates_are_midnight_utc():
     deltas = loan_quota_deltas(_fleet().state(), LOAN_TENANTS, epoch="2024-02-29T12:00:00+00:00")
     assert [d.at_s for d in deltas] == [12 * 3600.0] * 2 + [(61 * DAY + 12 * 3600.0)] * 2
+
+
+def test_the_example_quotas_export_validates_at_every_change(crds):
+    """examples/quotas.yaml (the README's export command) gives valid Kueue objects before and after its changes."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "quotas.yaml"
+    setup = scheduling.prepare_quotas("16x8:A100,2x8:H100", example)
+    for at_s in (0.0, 86_400.0):
+        for manifest in yaml.safe_load_all(scheduling.export_quotas(setup, "kueue", at_s=at_s)):
+            if manifest:
+                assert validation_errors(manifest, crds) == [], manifest["metadata"]["name"]
