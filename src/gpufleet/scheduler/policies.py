@@ -44,10 +44,10 @@ class PolicyOptions:
 
 class Policy(ABC):
     name: ClassVar[str]
-    # Whether a head blocked after jobs started in a cycle needs another cycle at the same instant:
-    # jobs started in a cycle cannot be preempted in it, but the head may be entitled to their GPUs.
-    recheck_after_admissions: ClassVar[bool] = False
-    retry_on_admissions: ClassVar[bool] = False  # whether one tenant's admission can unblock another's head
+    # Whether one tenant's admission can unblock another's head. If so, stuck heads are not left out
+    # up front, and a head within its quota that jobs started in a cycle passed by gets another cycle
+    # at the same instant (jobs started in a cycle cannot be preempted in it).
+    admissions_unblock_others: ClassVar[bool] = False
     # Whether a job that arrives behind a waiting head needs a decision. Under static without backfill it
     # cannot change one (only heads are read, and nothing else changed); reclaiming policies also use
     # every cycle to renew holds and nominations, and taking those cycles away changes their runs.
@@ -60,7 +60,7 @@ class Policy(ABC):
     def decide(self, snap: Snapshot) -> Decision:
         decision, heads, queues = Decision(), [], {}
         # Heads known to be stuck are left out up front, unless others' admissions can change that.
-        stuck = None if self.retry_on_admissions or self.options.backfill else self.retry_key(snap)
+        stuck = None if self.admissions_unblock_others or self.options.backfill else self.retry_key(snap)
         for t, queue in enumerate(snap.state.queues):
             if queue and (stuck is None or self._inadmissible.get(queue[0][2]) != stuck):
                 queues[t] = snap.pending(t)
@@ -76,7 +76,7 @@ class Policy(ABC):
             decision.preempt += victims
             if victims:
                 decision.nominate.append(j)
-            elif decision.admit and self.recheck_after_admissions and any(
+            elif decision.admit and self.admissions_unblock_others and any(
                     snap.within_nominal(t, m, snap.milli(j)) for m in snap.state.models_for(j)):
                 decision.recheck = True  # within its quota, passed over for jobs started in this cycle
             if not victims and self.options.backfill:
@@ -262,8 +262,7 @@ class Fair(Borrow):
         milli = snap.milli(j)
         return (min(snap.share(t, m, milli) for m in snap.state.models_for(j)),)
 
-    retry_on_admissions = True  # another tenant's admission raises its share and can make it a victim
-    recheck_after_admissions = True
+    admissions_unblock_others = True  # another tenant's admission raises its share and can make it a victim
 
     def retry_key(self, snap):
         return snap.fingerprint()

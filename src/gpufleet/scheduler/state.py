@@ -50,10 +50,8 @@ class Decision:
     admit: list[Admission] = field(default_factory=list)
     preempt: list[int] = field(default_factory=list)
     nominate: list[int] = field(default_factory=list)  # jobs the preemptions make room for
-    recheck: bool = False  # decide again at this instant (see Policy.recheck_after_admissions)
+    recheck: bool = False  # decide again at this instant (see Policy.admissions_unblock_others)
 
-    def __bool__(self) -> bool:
-        return bool(self.admit or self.preempt)
 
 
 def _milli(gpus: float | None) -> int | None:
@@ -230,9 +228,6 @@ class Snapshot:
     def pending(self, t: int):
         """Tenant ``t``'s pending jobs in queue order (priority, then arrival, then trace order)."""
         return (key[2] for key in self.state.queues[t])
-
-    def has_pending(self, t: int) -> bool:
-        return bool(self.state.queues[t])
 
     def milli(self, j: int) -> int:
         return self.state.jobs[j].milli_gpus

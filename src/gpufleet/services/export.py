@@ -67,6 +67,17 @@ def _check_models(cluster: Cluster, tenants: Sequence[Tenant]) -> None:
 # -- Kueue -----------------------------------------------------------------------------------
 
 
+def _names(cluster: Cluster, tenants: Sequence[Tenant]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """DNS-safe names of the GPU models, cohorts and tenants (InputError on a clash or an unknown model)."""
+    _check_models(cluster, tenants)
+    models = _unique_names(cluster.models, "GPU model")
+    cohorts = _unique_names([t.cohort for t in tenants], "cohort")
+    tenant_names = _unique_names([t.name for t in tenants], "tenant")
+    if len(tenant_names) != len(tenants):
+        raise InputError("tenant names must be listed once each", field="tenants")
+    return models, cohorts, tenant_names
+
+
 def kueue_manifests(cluster: Cluster, tenants: list[Tenant], *, namespace: str = "default") -> list[dict]:
     """Kueue ``v1beta2`` objects that set up ``tenants`` on ``cluster``, in apply order.
 
@@ -92,12 +103,7 @@ def kueue_manifests(cluster: Cluster, tenants: list[Tenant], *, namespace: str =
     """
     if not _DNS_LABEL.match(namespace):
         raise InputError(f"'{namespace}' is not a valid namespace name", field="namespace")
-    _check_models(cluster, tenants)
-    flavors = _unique_names(cluster.models, "GPU model")
-    cohorts = _unique_names([t.cohort for t in tenants], "cohort")
-    queues = _unique_names([t.name for t in tenants], "tenant")
-    if len(queues) != len(tenants):
-        raise InputError("tenant names must be listed once each", field="tenants")
+    flavors, cohorts, queues = _names(cluster, tenants)
     out = [_object("ResourceFlavor", flavors[m], m, {"nodeLabels": {MODEL_LABEL: flavors[m]}})
            for m in cluster.models]
     out += [_object("Cohort", name, cohort, {}) for cohort, name in cohorts.items()]
@@ -164,12 +170,7 @@ def slurm_commands(cluster: Cluster, tenants: list[Tenant], *, cluster_name: str
     every rounding. Typed GRES limits need ``AccountingStorageTRES=gres/gpu:<model>`` in slurm.conf.
     InputError on a name clash between accounts (cohort or tenant).
     """
-    _check_models(cluster, tenants)
-    models = _unique_names(cluster.models, "GPU model")
-    cohorts = _unique_names([t.cohort for t in tenants], "cohort")
-    accounts = _unique_names([t.name for t in tenants], "tenant")
-    if len(accounts) != len(tenants):
-        raise InputError("tenant names must be listed once each", field="tenants")
+    models, cohorts, accounts = _names(cluster, tenants)
     clash = set(cohorts.values()) & set(accounts.values())
     if clash:
         raise InputError(f"Slurm accounts share one namespace: {sorted(clash)} would name both a cohort "

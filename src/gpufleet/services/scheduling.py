@@ -69,9 +69,8 @@ def prepare(workload: Workload, *, cluster_spec: str | None = None, quotas: Path
         sizing = "given" if quotas else ("given cluster; each pool shared in proportion to the quotas the "
                                          "default rule would size (offered load / 0.8, at least the largest job)")
     if loans is not None:
-        if workload.epoch is None:
-            raise InputError("this trace has relative times only; ledger loans need dated traces", field="loans")
-        changes = loan_quota_changes(loans, tenants, epoch=workload.epoch, model_map=loan_models, base_changes=changes)
+        changes = _with_loans(loans, tenants, changes, workload.epoch, loan_models,
+                              "this trace has relative times only; ledger loans need dated traces", "loans")
     return Setup(workload, cluster, tenants, changes, sizing)
 
 
@@ -96,15 +95,22 @@ def _largest_remainder(weights: list[float], total: int) -> list[int]:
     return shares
 
 
+def _with_loans(loans: FleetState, tenants: list[Tenant], changes: list[QuotaChange], epoch: str | None,
+                model_map: dict[str, str | None] | None, no_epoch: str, field: str) -> list[QuotaChange]:
+    """``changes`` with the ledger's loans on top, as quota transfers from ``epoch`` (InputError without one)."""
+    if epoch is None:
+        raise InputError(no_epoch, field=field)
+    return loan_quota_changes(loans, tenants, epoch=epoch, model_map=model_map, base_changes=changes)
+
+
 def prepare_quotas(cluster_spec: str, quotas: Path, *, epoch: str | None = None,
                    loans: FleetState | None = None) -> Setup:
     """Cluster and quotas (and the ledger's loans from ``epoch``) without a trace, for an export."""
     cluster = traces.read_cluster(cluster_spec)
     tenants, changes = traces.read_quotas(quotas, cluster, epoch=epoch)
     if loans is not None:
-        if epoch is None:
-            raise InputError("ledger loans need --epoch, the time of second 0", field="epoch")
-        changes = loan_quota_changes(loans, tenants, epoch=epoch, base_changes=changes)
+        changes = _with_loans(loans, tenants, changes, epoch, None, "ledger loans need --epoch, the time of second 0",
+                              "epoch")
     return Setup(Workload(jobs=(), epoch=epoch), cluster, tenants, changes, "given")
 
 
