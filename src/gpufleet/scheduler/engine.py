@@ -118,7 +118,10 @@ class Scheduler:
             self._preempt(j)
         for admission in decision.admit:
             self._start(admission)
-        self.state.nominated.update(decision.nominate)
+        for j in decision.nominate:
+            self.state.nominated[j] = 0
+        for j in decision.move:
+            self.state.nominated.setdefault(j, 1)
         if decision.recheck:
             self._wake()
         self._track_guarantees()
@@ -127,7 +130,7 @@ class Scheduler:
         state, now, j = self.state, self.kernel.now, a.job
         job, t = state.jobs[j], state.job_tenant[j]
         state.queues[t].remove((-job.priority, job.arrival_s, j))
-        state.nominated.discard(j)
+        state.nominated.pop(j, None)
         self._hold(a.placement, +1)
         state.usage[t][a.model] += job.milli_gpus
         overhead_s = job.restart_s if state.preemptions[j] else 0.0

@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import ClassVar
 
+import numpy as np
+
 from gpufleet.errors import InputError
 from gpufleet.scheduler import quota
+from gpufleet.scheduler.placement import place
 from gpufleet.scheduler.state import Admission, Decision, Run, Snapshot
 
 
@@ -81,6 +84,7 @@ class Policy(ABC):
                 decision.recheck = True  # within its quota, passed over for jobs started in this cycle
             if not victims and self.options.backfill:
                 decision.admit += self.backfill(snap, t, j, queues[t])
+        decision.move = snap.moved
         return decision
 
     def _try(self, snap: Snapshot, t: int, j: int) -> tuple[Admission | None, list[int]]:
@@ -106,8 +110,8 @@ class Policy(ABC):
 
     def _push(self, heads: list, snap: Snapshot, t: int, j: int) -> None:
         job = snap.state.jobs[j]
-        first = j not in snap.state.nominated
-        heapq.heappush(heads, (first, *self.rank(snap, t, j), -job.priority, job.arrival_s, j, t, j))
+        tier = snap.state.nominated.get(j, 2)  # nominated for a reclaim, moved, neither
+        heapq.heappush(heads, (tier, *self.rank(snap, t, j), -job.priority, job.arrival_s, j, t, j))
 
     def rank(self, snap: Snapshot, t: int, j: int) -> tuple:
         """What orders the heads of different tenants before priority and arrival."""
@@ -251,7 +255,113 @@ class Borrow(Policy):
             if victims:
                 snap.hold(t, m, milli)
                 return victims
+            if victims := self.consolidate(snap, t, j, m, borrowers):
+                return victims
         return []
+
+    def consolidate(self, snap: Snapshot, t: int, j: int, m: int, borrowers: list[int]) -> list[int]:
+        """Make room for head ``j``, within its tenant's nominal quota, where no set of borrowed jobs
+        can: the nodes that borrowed work would free also hold guaranteed work. Clear target nodes
+        (evict their borrowed jobs, then move single-node jobs off them) and give each moved job
+        room on another node (free, returning, or reclaimed from borrowed work there). A moved job
+        is preempted like any other (it keeps its last checkpoint) and restarts first, right after
+        ``j``. Returns the victims, moved jobs included (none: nothing changed)."""
+        state, milli = snap.state, snap.milli(j)
+        lo, hi, size = state.pool_lo[m], state.pool_hi[m], state.node_milli[m]
+        limit = self.options.max_preemptions
+        before = set(snap.evicting)
+        claimed = np.zeros_like(snap.free)  # capacity promised to the head and to moved jobs
+
+        def potential() -> np.ndarray:
+            return snap.free + snap.coming - claimed
+
+        def undo() -> list[int]:
+            for job in snap.evicting - before:
+                snap.unevict(state.running[job])
+            return []
+
+        def may_take(run: Run) -> bool:
+            return run.tenant in borrowing_set and snap.borrowing(run.tenant, run.model)
+
+        borrowing_set = set(borrowers)
+        runs_on: dict[int, list[Run]] = {}
+        for runs in state.running_of:
+            for r in runs.values():
+                if r.model == m and r.job not in snap.evicting and (limit is None or state.preemptions[r.job] < limit):
+                    for node, _ in r.placement:
+                        runs_on.setdefault(node, []).append(r)
+        moved: list[Run] = []
+        while (where := place(potential(), lo, hi, size, milli)) is None:
+            need = self._next_need(potential()[lo:hi], size, milli)
+            node = self._target(snap, potential(), runs_on, lo, hi, need, may_take)
+            if node is None:
+                return undo()
+            here = [r for r in runs_on.pop(node) if r.job not in snap.evicting]
+            here.sort(key=lambda r: (state.jobs[r.job].priority, -r.start_s, -r.job))
+            for r in here:  # borrowed work first: lowest priority, newest first
+                if potential()[node] < need and may_take(r):
+                    snap.evict(r)
+            movers = []
+            for r in sorted((r for r in here if r.job not in snap.evicting and len(r.placement) == 1),
+                            key=lambda r: -snap.milli(r.job)):  # then the fewest moves
+                if potential()[node] < need:
+                    snap.evict(r)
+                    movers.append(r)
+            for r in reversed(movers[:-1]):  # keep in place what turned out not to be needed
+                snap.unevict(r)
+                if potential()[node] < need:
+                    snap.evict(r)
+                else:
+                    movers.remove(r)
+            moved += movers
+        for node, amount in where:
+            claimed[node] += amount
+        spots = []
+        for r in moved:
+            r_milli = snap.milli(r.job)
+
+            def fits() -> bool:
+                return place(potential(), lo, hi, size, r_milli) is not None
+
+            if not fits() and not self._evict_until(snap, snap.victims_of(borrowers, m, limit, r_milli), fits, may_take):
+                return undo()
+            spot = place(potential(), lo, hi, size, r_milli)
+            for node, amount in spot:
+                claimed[node] += amount
+            spots.append((r, spot))
+        if not snap.quota_fits(t, m, milli):
+            return undo()
+        snap.hold(t, m, milli, where)
+        for r, spot in spots:
+            snap.hold(r.tenant, m, snap.milli(r.job), spot)
+        snap.moved += [r.job for r in moved]
+        return sorted(snap.evicting - before)
+
+    @staticmethod
+    def _next_need(pool: np.ndarray, size: int, milli: int) -> int:
+        """How much free capacity the next target node must have for a placement of ``milli``."""
+        if milli <= size:
+            return milli
+        whole, rest = divmod(milli, size)
+        return size if int((pool == size).sum()) < whole else rest
+
+    @staticmethod
+    def _target(snap: Snapshot, potential: np.ndarray, runs_on: dict[int, list[Run]], lo: int, hi: int,
+                need: int, may_take) -> int | None:
+        """The node that needs the fewest milli-GPUs moved off it to reach ``need``, or None."""
+        best = None
+        for node in range(lo, hi):
+            if node not in runs_on or potential[node] >= need:
+                continue
+            runs = [r for r in runs_on[node] if r.job not in snap.evicting]
+            borrowed = sum(a for r in runs if may_take(r) for n, a in r.placement if n == node)
+            movable = sum(snap.milli(r.job) for r in runs if not may_take(r) and len(r.placement) == 1)
+            to_move = need - int(potential[node]) - borrowed
+            if to_move > movable:
+                continue
+            key = (max(0, to_move), -int(potential[node]), node)
+            best = min(best or key, key)
+        return None if best is None else best[2]
 
 
 @register

@@ -45,11 +45,14 @@ class Decision:
     """What a policy wants done now: preempt these running jobs, then start these pending ones.
 
     A job that others are preempted for is nominated: it is considered before every other pending
-    job until it starts, so the capacity coming back goes to it and not to whoever asks first."""
+    job until it starts, so the capacity coming back goes to it and not to whoever asks first.
+    A job preempted only to move it to other nodes (see ``Borrow.consolidate``) is nominated
+    too, after the jobs it made room for."""
 
     admit: list[Admission] = field(default_factory=list)
     preempt: list[int] = field(default_factory=list)
     nominate: list[int] = field(default_factory=list)  # jobs the preemptions make room for
+    move: list[int] = field(default_factory=list)  # preempted jobs (also in ``preempt``) to restart elsewhere
     recheck: bool = False  # decide again at this instant (see Policy.admissions_unblock_others)
 
 
@@ -76,7 +79,8 @@ class ClusterState:
         self.running_of: list[dict[int, Run]] = [{} for _ in tenants]  # admission order
         self.terminating: dict[int, Run] = {}
         self.version = 0  # bumped whenever quota or capacity is given back, or a quota changes
-        self.nominated: set[int] = set()  # pending jobs that preempted others: they go first until they start
+        # Pending jobs that go first until they start: 0 = others were preempted for it, 1 = it was moved.
+        self.nominated: dict[int, int] = {}
         self.releasing = np.zeros_like(self.free)
         self.jobs: list[Job] = []
         self.job_tenant: list[int] = []
@@ -192,6 +196,7 @@ class Snapshot:
         self.usage = [row[:] for row in state.usage]
         self.evicting: set[int] = set()
         self.holds = 0  # capacity holds made in this cycle
+        self.moved: list[int] = []  # running jobs evicted in this cycle only to restart them on other nodes
         self.edits = 0  # what-if changes made in this cycle (0: the snapshot still equals the state)
         self._shares: dict[int, float] = {}  # tenant -> share at the current what-if usage
         self._free = self._coming = self._drawn = None  # copied or computed on first use
@@ -322,19 +327,23 @@ class Snapshot:
         for node, milli in run.placement:
             self.coming[node] += milli
 
-    def hold(self, t: int, m: int, milli: int) -> None:
-        """Reserve, for the rest of this cycle, the quota and the free part of a placement that a job
-        of tenant ``t`` waits for (its capacity is coming back from preempted jobs), so that later
-        heads of the cycle cannot take what was reclaimed for it. The nominated job goes first next cycle."""
+    def hold(self, t: int, m: int, milli: int, where: Placement | None = None) -> None:
+        """Reserve, for the rest of this cycle, the quota and the free part of a placement (``where``,
+        by default one found on free and returning capacity) that a job of tenant ``t`` waits for
+        (its capacity is coming back from preempted jobs), so that later heads of the cycle cannot
+        take what was reclaimed for it, nor count on it coming back. The nominated job goes first next cycle."""
         self.holds += 1
         self.edits += 1
         self._use(t, m, milli)
-        where = self.placement(m, milli, self.free + self.coming)
+        if where is None:
+            where = self.placement(m, milli, self.free + self.coming)
         free = self._writable_free()
+        coming = self.coming
         for node, amount in where or ():
             taken = min(int(free[node]), amount)
             free[node] -= taken
             self.free_total[m] -= taken
+            coming[node] -= amount - taken  # the rest comes back to it: no later head may count on it
 
     def unevict(self, run: Run) -> None:
         self.evicting.discard(run.job)
