@@ -30,8 +30,9 @@ time ratio SimPy / gpufleet is printed.
 
 Goals printed at the end: < 30 s per policy on one core (the simulator is single-threaded;
 numpy's thread pools are limited to one thread); >= 5x faster than SimPy; ``borrow`` beats
-``static`` in utilization and mean JCT; ``borrow``'s longest guarantee violation within the
-reclaim grace period.
+``static`` in utilization and mean JCT; under ``borrow`` no job within its owner's quota waits
+longer than the reclaim grace period (``guarantee_wait_max_s``), and, stricter, no owner stays
+below its quota with work waiting for longer than that at a stretch (``guarantee_violation_max_s``).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def compare_with_simpy(workload: Workload, tenants, total_gpus: int, grace_s: fl
 def metrics_table(results: list[SimulationResult], title: str) -> Table:
     table = Table(title=title)
     cols = ["policy", "wall s", "events", "events/s", "util", "JCT mean h", "JCT p50 h", "JCT p99 h",
-            "queue mean h", "makespan d", "preempt", "lost GPU-h", "viol total s", "viol max s", "Jain"]
+            "queue mean h", "makespan d", "preempt", "lost GPU-h", "viol total s", "viol max s", "wait max s", "Jain"]
     for c in cols:
         table.add_column(c, justify="left" if c == "policy" else "right")
     for r in results:
@@ -135,7 +136,7 @@ def metrics_table(results: list[SimulationResult], title: str) -> Table:
                       f"{o.utilization:.3f}", f"{o.jct_mean_s / HOUR:,.1f}", f"{o.jct_p50_s / HOUR:,.1f}",
                       f"{o.jct_p99_s / HOUR:,.1f}", f"{o.queue_mean_s / HOUR:,.1f}", f"{o.makespan_s / DAY:,.1f}",
                       f"{o.preemptions:,}", f"{o.lost_gpu_hours:,.0f}", f"{o.guarantee_violation_s:,.0f}",
-                      f"{o.guarantee_violation_max_s:,.0f}", f"{r.jain_fairness:.3f}")
+                      f"{o.guarantee_violation_max_s:,.0f}", f"{o.guarantee_wait_max_s:,.0f}", f"{r.jain_fairness:.3f}")
     return table
 
 
@@ -159,9 +160,11 @@ def goals(results: dict[str, SimulationResult], cmp: dict | None, grace_s: float
         out.append(("borrow beats static in mean JCT", f"{b.jct_mean_s / HOUR:,.1f} h vs {s.jct_mean_s / HOUR:,.1f} h",
                     b.jct_mean_s < s.jct_mean_s))
     if "borrow" in results:
-        worst = results["borrow"].overall.guarantee_violation_max_s
-        out.append((f"borrow: longest guarantee violation <= reclaim grace ({grace_s:g} s)", f"{worst:,.0f} s",
-                    worst <= grace_s))
+        o = results["borrow"].overall
+        out.append((f"borrow: no job within its owner's quota waits longer than the reclaim grace ({grace_s:g} s)",
+                    f"{o.guarantee_wait_max_s:,.0f} s", o.guarantee_wait_max_s <= grace_s))
+        out.append((f"borrow: no owner is below its quota with work waiting for longer than {grace_s:g} s at a stretch",
+                    f"{o.guarantee_violation_max_s:,.0f} s", o.guarantee_violation_max_s <= grace_s))
     return out
 
 

@@ -37,11 +37,12 @@ class JobRecords:
     busy_milli_s: list[float] = field(default_factory=list)      # capacity held, all runs
     lost_milli_s: list[float] = field(default_factory=list)      # held without lasting progress
     preempted_milli_s: list[float] = field(default_factory=list)  # held by runs that were preempted
+    guarantee_wait_s: list[float] = field(default_factory=list)  # longest wait while within its quota
 
     def add(self) -> None:
         for column in (self.first_start_s, self.finish_s):
             column.append(math.nan)
-        for column in (self.busy_milli_s, self.lost_milli_s, self.preempted_milli_s):
+        for column in (self.busy_milli_s, self.lost_milli_s, self.preempted_milli_s, self.guarantee_wait_s):
             column.append(0.0)
 
 
@@ -61,6 +62,8 @@ class Scheduler:
         self.applied_quota_changes: list[QuotaChange] = []
         self._held_milli, self._last_s = 0, 0.0
         self._violated_since: list[float | None] = [None] * len(tenants)
+        self._entitled_since: list[float] = []  # per job: since when it waits within its quota (NaN: not)
+        self._entitled: list[list[int]] = [[] for _ in tenants]  # the jobs of each tenant marked so
         self._deciding = False
         self._tokens = count()
         self._feed: Iterator[Job] | None = None
@@ -70,6 +73,7 @@ class Scheduler:
         """Queue ``job`` at its arrival time (or now, if that has passed); returns its index."""
         j = self.state.add_job(job)
         self.records.add()
+        self._entitled_since.append(math.nan)
         self.kernel.schedule(max(job.arrival_s, self.kernel.now), ARRIVAL, self._arrive, j)
         return j
 
@@ -139,6 +143,9 @@ class Scheduler:
         state.running[j] = state.running_of[t][j] = run
         if math.isnan(self.records.first_start_s[j]):
             self.records.first_start_s[j] = now
+        if not math.isnan(since := self._entitled_since[j]):
+            self.records.guarantee_wait_s[j] = max(self.records.guarantee_wait_s[j], now - since)
+            self._entitled_since[j] = math.nan
         self.kernel.schedule(run.end_s, RELEASE, self._finish, j, run.token)
         self._emit("start", j, f"{state.models[a.model]} nodes {','.join(str(n) for n, _ in a.placement)}")
 
@@ -205,19 +212,29 @@ class Scheduler:
             self._held_milli += sign * milli
 
     def _track_guarantees(self) -> None:
-        """Integrate, per tenant, the time it waits while its head job would fit in its nominal quota."""
-        state, now = self.state, self.kernel.now
+        """After each decision: integrate, per tenant, the time it waits while its head job would fit
+        in its nominal quota; and mark since when each queued job has been within its tenant's quota
+        (its usage plus the jobs queued ahead of it and the job itself fit the nominal quota)."""
+        state, now, since = self.state, self.kernel.now, self._entitled_since
         for t, queue in enumerate(state.queues):
-            since = self._violated_since[t]
-            if queue:
-                j = queue[0][2]
-                milli, usage, nominal = state.jobs[j].milli_gpus, state.usage[t], state.nominal[t]
-                violated = any(usage[m] + milli <= nominal[m] for m in state.models_for(j))
-            else:
-                violated = False
-            if violated and since is None:
+            usage, nominal, marked, ahead = state.usage[t], state.nominal[t], [], 0
+            for key in queue:  # strict FIFO: a prefix of the queue
+                j = key[2]
+                milli = state.jobs[j].milli_gpus
+                if not any(usage[m] + ahead + milli <= nominal[m] for m in state.models_for(j)):
+                    break
+                ahead += milli
+                marked.append(j)
+                if math.isnan(since[j]):
+                    since[j] = now
+            if self._entitled[t]:
+                for j in set(self._entitled[t]).difference(marked):
+                    since[j] = math.nan  # out of its quota again (a quota cut, a job of higher priority ahead)
+            self._entitled[t] = marked
+            violated, started = bool(marked), self._violated_since[t]
+            if violated and started is None:
                 self._violated_since[t] = now
-            elif not violated and since is not None:
+            elif not violated and started is not None:
                 self._close_violation(t, now)
 
     def _close_violation(self, t: int, now: float) -> None:

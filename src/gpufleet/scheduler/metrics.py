@@ -12,6 +12,10 @@ Definitions (times in seconds, work in GPU-hours):
   part of them not saved by a checkpoint, plus the grace periods and restart overheads.
 - ``guarantee_violation_s``: time a tenant waited while its first queued job would have fit in
   its nominal quota (summed over tenants overall); ``guarantee_violation_max_s`` is the longest one.
+- ``guarantee_wait_max_s``: the longest time one job waited while it was within its tenant's nominal
+  quota (the tenant's usage, the jobs queued ahead of it and the job itself fit the quota). A tenant
+  that keeps submitting during a reclaim stays in violation throughout, though each job waits only
+  for its own reclaim: this figure tells the two apart.
 - ``jain_fairness``: Jain's index (sum x)^2 / (n sum x^2) of the tenants' normalized shares
   x = utilization as defined above (GPU-hours held / nominal GPU-hours), over tenants with work and quota.
 """
@@ -43,13 +47,15 @@ class Figures:
     busy_gpu_hours: float
     guarantee_violation_s: float
     guarantee_violation_max_s: float
+    guarantee_wait_max_s: float
 
     def to_dict(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
 def figures(arrival_s, finish_s, milli, busy_milli_s, lost_milli_s, preempted_milli_s, preemptions,
-            available_gpu_s: float, violation_s: float, violation_max_s: float, span_s: float) -> Figures:
+            available_gpu_s: float, violation_s: float, violation_max_s: float, span_s: float,
+            guarantee_wait_s) -> Figures:
     """Figures of one set of jobs; array arguments are per job, ``finish_s`` NaN where unfinished."""
     done = ~np.isnan(finish_s)
     jct = (finish_s - arrival_s)[done]
@@ -67,7 +73,8 @@ def figures(arrival_s, finish_s, milli, busy_milli_s, lost_milli_s, preempted_mi
         makespan_s=span_s, preemptions=int(preemptions.sum()),
         preempted_gpu_hours=float(preempted_milli_s.sum()) / MILLI / HOUR_S,
         lost_gpu_hours=float(lost_milli_s.sum()) / MILLI / HOUR_S, busy_gpu_hours=busy_gpu_s / HOUR_S,
-        guarantee_violation_s=violation_s, guarantee_violation_max_s=violation_max_s)
+        guarantee_violation_s=violation_s, guarantee_violation_max_s=violation_max_s,
+        guarantee_wait_max_s=stat(guarantee_wait_s, np.max))
 
 
 def jain(shares: np.ndarray) -> float:

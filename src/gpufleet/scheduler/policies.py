@@ -68,21 +68,31 @@ class Policy(ABC):
             if queue and (stuck is None or self._inadmissible.get(queue[0][2]) != stuck):
                 queues[t] = snap.pending(t)
                 self._push(heads, snap, t, next(queues[t]))
+        waiting = set()  # tenants whose head waits for room made in this cycle
         while heads:
             *_, t, j = heapq.heappop(heads)
-            admission, victims = self._try(snap, t, j)
-            if admission:
-                decision.admit.append(admission)
-                if (k := next(queues[t], None)) is not None:
-                    self._push(heads, snap, t, k)
-                continue
+            holds = snap.holds
+            if t in waiting:  # strict FIFO: a job behind a waiting head may not start, only make room
+                victims = self.make_room_behind(snap, t, j)
+                admission = None
+            else:
+                admission, victims = self._try(snap, t, j)
             decision.preempt += victims
             if victims:
                 decision.nominate.append(j)
+            if admission or victims or snap.holds != holds:
+                if admission:
+                    decision.admit.append(admission)
+                else:
+                    waiting.add(t)
+                if (k := next(queues[t], None)) is not None:
+                    self._push(heads, snap, t, k)
+            elif t in waiting:
+                continue
             elif decision.admit and self.admissions_unblock_others and any(
                     snap.within_nominal(t, m, snap.milli(j)) for m in snap.state.models_for(j)):
                 decision.recheck = True  # within its quota, passed over for jobs started in this cycle
-            if not victims and self.options.backfill:
+            elif self.options.backfill:  # the head can do nothing: later jobs that end before it could start
                 decision.admit += self.backfill(snap, t, j, queues[t])
         decision.move = snap.moved
         return decision
@@ -133,6 +143,12 @@ class Policy(ABC):
 
     def make_room(self, snap: Snapshot, t: int, j: int) -> list[int]:
         """Jobs to preempt so that ``j`` can start once they are gone (none: it waits)."""
+        return []
+
+    def make_room_behind(self, snap: Snapshot, t: int, j: int) -> list[int]:
+        """Like ``make_room``, for a job queued behind a head that waits for room made in this cycle,
+        so that a burst of jobs within its tenant's quota is reclaimed for at once, not one grace
+        period after another. None by default."""
         return []
 
     def backfill(self, snap: Snapshot, t: int, j: int, queue) -> list[Admission]:
@@ -233,6 +249,9 @@ class Borrow(Policy):
         return most if limit is None else min(most, peak[t][m] + limit)
 
     def make_room(self, snap, t, j):
+        return self.reclaim(snap, t, j)
+
+    def make_room_behind(self, snap, t, j):
         return self.reclaim(snap, t, j)
 
     def reclaim(self, snap: Snapshot, t: int, j: int) -> list[int]:

@@ -86,6 +86,7 @@ def _figures(scheduler: Scheduler) -> tuple[Figures, dict[str, Figures], np.ndar
     tenant = np.array(state.job_tenant)
     cols = [np.array(c) for c in (rec.finish_s, rec.busy_milli_s, rec.lost_milli_s, rec.preempted_milli_s)]
     preemptions = np.array(state.preemptions)
+    wait = np.array(rec.guarantee_wait_s)
     start_s = float(arrival.min()) if len(arrival) else 0.0
     end_s = float(np.nanmax(cols[0])) if len(arrival) and not np.all(np.isnan(cols[0])) else start_s
     span_s = end_s - start_s
@@ -97,11 +98,11 @@ def _figures(scheduler: Scheduler) -> tuple[Figures, dict[str, Figures], np.ndar
                           for m in state.models)
         per_tenant[spec.name] = figures(arrival[mask], cols[0][mask], milli[mask], *(c[mask] for c in cols[1:]),
                                         preemptions[mask], quota_gpu_s, scheduler.violation_s[t],
-                                        scheduler.violation_max_s[t], span_s)
+                                        scheduler.violation_max_s[t], span_s, wait[mask])
         if mask.any() and quota_gpu_s > 0:
             shares.append(per_tenant[spec.name].utilization)
     overall = figures(arrival, cols[0], milli, *cols[1:], preemptions, state.cluster.gpus * span_s,
-                      sum(scheduler.violation_s), max(scheduler.violation_max_s, default=0.0), span_s)
+                      sum(scheduler.violation_s), max(scheduler.violation_max_s, default=0.0), span_s, wait)
     return overall, per_tenant, np.array(shares)
 
 
