@@ -66,6 +66,7 @@ class Scheduler:
         self._entitled: list[list[int]] = [[] for _ in tenants]  # the jobs of each tenant marked so
         self._deciding = False
         self._tokens = count()
+        self._nominations = count()
         self._feed: Iterator[Job] | None = None
 
     # -- inputs ----------------------------------------------------------------------------
@@ -122,10 +123,13 @@ class Scheduler:
             self._preempt(j)
         for admission in decision.admit:
             self._start(admission)
-        for j in decision.nominate:
-            self.state.nominated[j] = 0
-        for j in decision.move:
-            self.state.nominated.setdefault(j, 1)
+        for j in decision.nominate:  # first come, first served
+            self.state.nominated.setdefault(j, next(self._nominations))
+        for j, where in decision.reserve.items():
+            self._reserve(j, where)
+        for j in decision.denominate:
+            self.state.nominated.pop(j, None)
+            self._reserve(j, None)
         if decision.recheck:
             self._wake()
         self._track_guarantees()
@@ -135,6 +139,7 @@ class Scheduler:
         job, t = state.jobs[j], state.job_tenant[j]
         state.queues[t].remove((-job.priority, job.arrival_s, j))
         state.nominated.pop(j, None)
+        self._reserve(j, None)
         self._hold(a.placement, +1)
         state.usage[t][a.model] += job.milli_gpus
         overhead_s = job.restart_s if state.preemptions[j] else 0.0
@@ -200,6 +205,15 @@ class Scheduler:
         state.version += 1
         del state.running[run.job], state.running_of[run.tenant][run.job]
         state.usage[run.tenant][run.model] -= state.jobs[run.job].milli_gpus
+
+    def _reserve(self, j: int, where: tuple | None) -> None:
+        """Set capacity aside for nominated job ``j`` (None: no longer). Capacity no longer set aside
+        can unblock others: a change of state for the heads that wait (``state.version``)."""
+        old = self.state.reserved.pop(j, None)
+        if where is not None:
+            self.state.reserved[j] = where
+        if old is not None and old != where:
+            self.state.version += 1
 
     def _hold(self, placement, sign: int) -> None:
         """Take (+1) or give back (-1) capacity on nodes, integrating GPUs held over time."""

@@ -71,19 +71,19 @@ class Policy(ABC):
         waiting = set()  # tenants whose head waits for room made in this cycle
         while heads:
             *_, t, j = heapq.heappop(heads)
-            holds = snap.holds
+            holds, moved = snap.holds, len(snap.moved)
+            snap.release_set_aside(j)
             if t in waiting:  # strict FIFO: a job behind a waiting head may not start, only make room
                 victims = self.make_room_behind(snap, t, j)
                 admission = None
             else:
                 admission, victims = self._try(snap, t, j)
             decision.preempt += victims
-            if victims:
-                decision.nominate.append(j)
             if admission or victims or snap.holds != holds:
                 if admission:
                     decision.admit.append(admission)
-                else:
+                else:  # it waits for capacity reclaimed or coming back: it goes first until it starts
+                    decision.nominate += [j, *snap.moved[moved:]]  # then the jobs moved to make room for it
                     waiting.add(t)
                 if (k := next(queues[t], None)) is not None:
                     self._push(heads, snap, t, k)
@@ -94,7 +94,10 @@ class Policy(ABC):
                 decision.recheck = True  # within its quota, passed over for jobs started in this cycle
             elif self.options.backfill:  # the head can do nothing: later jobs that end before it could start
                 decision.admit += self.backfill(snap, t, j, queues[t])
-        decision.move = snap.moved
+        decision.reserve = snap.held
+        # A nomination lasts while its job waits for room: not once it can do nothing (or is not even
+        # tried, behind a head that waits), so that it cannot keep capacity from others.
+        decision.denominate = [j for j in snap.state.nominated if j not in snap.held]
         return decision
 
     def _try(self, snap: Snapshot, t: int, j: int) -> tuple[Admission | None, list[int]]:
@@ -120,8 +123,9 @@ class Policy(ABC):
 
     def _push(self, heads: list, snap: Snapshot, t: int, j: int) -> None:
         job = snap.state.jobs[j]
-        tier = snap.state.nominated.get(j, 2)  # nominated for a reclaim, moved, neither
-        heapq.heappush(heads, (tier, *self.rank(snap, t, j), -job.priority, job.arrival_s, j, t, j))
+        nominated = snap.state.nominated.get(j)
+        first = (0, nominated) if nominated is not None else (1, 0)
+        heapq.heappush(heads, (first, *self.rank(snap, t, j), -job.priority, job.arrival_s, j, t, j))
 
     def rank(self, snap: Snapshot, t: int, j: int) -> tuple:
         """What orders the heads of different tenants before priority and arrival."""
@@ -137,7 +141,7 @@ class Policy(ABC):
     def admit(self, snap: Snapshot, t: int, j: int) -> Admission | None:
         milli = snap.milli(j)
         for m in snap.state.models_for(j):
-            if self.quota_allows(snap, t, m, milli) and (where := snap.placement(m, milli)):
+            if self.quota_allows(snap, t, m, milli) and (where := snap.placement_for(j, m)):
                 return snap.take(t, j, m, where)
         return None
 
@@ -263,7 +267,7 @@ class Borrow(Policy):
                 continue
             fits = self._fits_when_released(snap, t, m, milli)
             if fits():
-                snap.hold(t, m, milli)
+                snap.hold(j, m)
                 return []  # what it needs is already on its way back
             borrowers = [k for k in others if snap.borrowing(k, m)]
             if not borrowers:
@@ -272,7 +276,7 @@ class Borrow(Policy):
                                         fits,
                                         lambda run: snap.borrowing(run.tenant, run.model))
             if victims:
-                snap.hold(t, m, milli)
+                snap.hold(j, m)
                 return victims
             if victims := self.consolidate(snap, t, j, m, borrowers):
                 return victims
@@ -350,9 +354,9 @@ class Borrow(Policy):
             spots.append((r, spot))
         if not snap.quota_fits(t, m, milli):
             return undo()
-        snap.hold(t, m, milli, where)
+        snap.hold(j, m, where)
         for r, spot in spots:
-            snap.hold(r.tenant, m, snap.milli(r.job), spot)
+            snap.hold(r.job, m, spot)
         snap.moved += [r.job for r in moved]
         return sorted(snap.evicting - before)
 
@@ -409,7 +413,7 @@ class Fair(Borrow):
                 continue
             fits = self._fits_when_released(snap, t, m, milli)
             if fits():
-                snap.hold(t, m, milli)
+                snap.hold(j, m)
                 return []  # what it needs is already on its way back
             mine = snap.share(t, m, milli)
             shares = {k: snap.share(k) for k in others}
@@ -425,7 +429,7 @@ class Fair(Borrow):
 
             victims = self._evict_until(snap, candidates, fits, above_me)
             if victims:
-                snap.hold(t, m, milli)
+                snap.hold(j, m)
                 return victims
         return []
 

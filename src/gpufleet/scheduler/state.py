@@ -44,15 +44,17 @@ class Admission:
 class Decision:
     """What a policy wants done now: preempt these running jobs, then start these pending ones.
 
-    A job that others are preempted for is nominated: it is considered before every other pending
-    job until it starts, so the capacity coming back goes to it and not to whoever asks first.
-    A job preempted only to move it to other nodes (see ``Borrow.consolidate``) is nominated
-    too, after the jobs it made room for."""
+    A job that waits for capacity reclaimed or coming back is nominated: until it starts it is
+    considered before every pending job that is not, and after the jobs nominated before it,
+    so the capacity coming back goes to it and not to whoever asks first. A job preempted only
+    to move it to other nodes (see ``Borrow.consolidate``) is nominated too, right after the job
+    it made room for."""
 
     admit: list[Admission] = field(default_factory=list)
     preempt: list[int] = field(default_factory=list)
-    nominate: list[int] = field(default_factory=list)  # jobs the preemptions make room for
-    move: list[int] = field(default_factory=list)  # preempted jobs (also in ``preempt``) to restart elsewhere
+    nominate: list[int] = field(default_factory=list)  # jobs waiting for capacity reclaimed or coming back
+    reserve: dict[int, tuple[int, Placement]] = field(default_factory=dict)  # their model and nodes
+    denominate: list[int] = field(default_factory=list)  # nominated jobs that no longer wait for room
     recheck: bool = False  # decide again at this instant (see Policy.admissions_unblock_others)
 
 
@@ -79,8 +81,9 @@ class ClusterState:
         self.running_of: list[dict[int, Run]] = [{} for _ in tenants]  # admission order
         self.terminating: dict[int, Run] = {}
         self.version = 0  # bumped whenever quota or capacity is given back, or a quota changes
-        # Pending jobs that go first until they start: 0 = others were preempted for it, 1 = it was moved.
+        # Pending jobs that go first until they start, in the order they were nominated (job -> rank)
         self.nominated: dict[int, int] = {}
+        self.reserved: dict[int, tuple[int, Placement]] = {}  # nominated job -> the model and nodes it waits for
         self.releasing = np.zeros_like(self.free)
         self.jobs: list[Job] = []
         self.job_tenant: list[int] = []
@@ -197,9 +200,13 @@ class Snapshot:
         self.evicting: set[int] = set()
         self.holds = 0  # capacity holds made in this cycle
         self.moved: list[int] = []  # running jobs evicted in this cycle only to restart them on other nodes
+        self.held: dict[int, tuple[int, Placement]] = {}  # job -> the model and nodes held for it in this cycle
         self.edits = 0  # what-if changes made in this cycle (0: the snapshot still equals the state)
         self._shares: dict[int, float] = {}  # tenant -> share at the current what-if usage
         self._free = self._coming = self._drawn = None  # copied or computed on first use
+        # Capacity set aside for nominated jobs (job -> (node, from free, from coming) per node): only
+        # the job itself may use it (kube-scheduler's nominated node). Not a what-if change: it is the state's.
+        self._set_aside = {j: self._take_capacity(m, where) for j, (m, where) in state.reserved.items()}
 
     @property
     def free(self) -> np.ndarray:
@@ -250,6 +257,16 @@ class Snapshot:
             return False
         keep, c = s.guaranteed[t][m], s.cohort_of[t]
         return self.drawn[c][m] - max(0, used - keep) + max(0, used + extra - keep) <= s.pool[c][m]
+
+    def placement_for(self, j: int, m: int) -> Placement | None:
+        """Where job ``j`` can start on model ``m`` now: on the nodes held for it, if they are free."""
+        return self._reserved_placement(j, m, self.free) or self.placement(m, self.milli(j))
+
+    def _reserved_placement(self, j: int, m: int, free: np.ndarray) -> Placement | None:
+        reserved = self.state.reserved.get(j)
+        if reserved and reserved[0] == m and all(free[node] >= amount for node, amount in reserved[1]):
+            return reserved[1]
+        return None
 
     def placement(self, m: int, milli: int, free: np.ndarray | None = None) -> Placement | None:
         s = self.state
@@ -327,23 +344,40 @@ class Snapshot:
         for node, milli in run.placement:
             self.coming[node] += milli
 
-    def hold(self, t: int, m: int, milli: int, where: Placement | None = None) -> None:
-        """Reserve, for the rest of this cycle, the quota and the free part of a placement (``where``,
-        by default one found on free and returning capacity) that a job of tenant ``t`` waits for
-        (its capacity is coming back from preempted jobs), so that later heads of the cycle cannot
-        take what was reclaimed for it, nor count on it coming back. The nominated job goes first next cycle."""
+    def hold(self, j: int, m: int, where: Placement | None = None) -> None:
+        """Reserve for pending job ``j`` the quota and a placement on model ``m`` (``where``, by default
+        one found on free and returning capacity) while its capacity comes back from preempted jobs.
+        For the rest of this cycle later heads can neither take the free part nor count on the part
+        coming back; in later cycles ``j`` goes first (it is nominated) and starts on these nodes."""
         self.holds += 1
         self.edits += 1
-        self._use(t, m, milli)
+        milli = self.milli(j)
+        self._use(self.state.job_tenant[j], m, milli)
         if where is None:
-            where = self.placement(m, milli, self.free + self.coming)
-        free = self._writable_free()
-        coming = self.coming
-        for node, amount in where or ():
-            taken = min(int(free[node]), amount)
-            free[node] -= taken
-            self.free_total[m] -= taken
-            coming[node] -= amount - taken  # the rest comes back to it: no later head may count on it
+            where = self._reserved_placement(j, m, self.free + self.coming) or self.placement(
+                m, milli, self.free + self.coming)
+        if where:
+            self.held[j] = (m, where)
+        self._take_capacity(m, where or ())
+
+    def _take_capacity(self, m: int, where: Placement) -> list[tuple[int, int, int]]:
+        """Take ``where`` out of free capacity and, where not free, out of capacity coming back."""
+        free, coming, taken = self._writable_free(), self.coming, []
+        for node, amount in where:
+            from_free = min(int(free[node]), amount)
+            from_coming = min(int(coming[node]), amount - from_free)
+            free[node] -= from_free
+            coming[node] -= from_coming
+            self.free_total[m] -= from_free
+            taken.append((node, from_free, from_coming))
+        return taken
+
+    def release_set_aside(self, j: int) -> None:
+        """Give job ``j`` back the capacity set aside for it, before it is tried."""
+        for node, from_free, from_coming in self._set_aside.pop(j, ()):
+            self._free[node] += from_free
+            self._coming[node] += from_coming
+            self.free_total[self.state.node_model[node]] += from_free
 
     def unevict(self, run: Run) -> None:
         self.evicting.discard(run.job)
