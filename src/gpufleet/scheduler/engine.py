@@ -228,10 +228,14 @@ class Scheduler:
     def _track_guarantees(self) -> None:
         """After each decision: integrate, per tenant, the time it waits while its head job would fit
         in its nominal quota; and mark since when each queued job has been within its tenant's quota
-        (its usage plus the jobs queued ahead of it and the job itself fit the nominal quota)."""
+        (its usage, its preempted jobs that will requeue, the jobs queued ahead and the job itself fit
+        the nominal quota)."""
         state, now, since = self.state, self.kernel.now, self._entitled_since
+        returning = [0] * len(state.tenants)  # preempted jobs: they requeue, ahead of any later job
+        for run in state.terminating.values():
+            returning[run.tenant] += state.jobs[run.job].milli_gpus
         for t, queue in enumerate(state.queues):
-            usage, nominal, marked, ahead = state.usage[t], state.nominal[t], [], 0
+            usage, nominal, marked, ahead = state.usage[t], state.nominal[t], [], returning[t]
             for key in queue:  # strict FIFO: a prefix of the queue
                 j = key[2]
                 milli = state.jobs[j].milli_gpus

@@ -72,7 +72,7 @@ class Policy(ABC):
         while heads:
             *_, t, j = heapq.heappop(heads)
             holds, moved = snap.holds, len(snap.moved)
-            snap.release_set_aside(j)
+            snap.release_set_aside(t)
             if t in waiting:  # strict FIFO: a job behind a waiting head may not start, only make room
                 victims = self.make_room_behind(snap, t, j)
                 admission = None
@@ -95,9 +95,10 @@ class Policy(ABC):
             elif self.options.backfill:  # the head can do nothing: later jobs that end before it could start
                 decision.admit += self.backfill(snap, t, j, queues[t])
         decision.reserve = snap.held
-        # A nomination lasts while its job waits for room: not once it can do nothing (or is not even
-        # tried, behind a head that waits), so that it cannot keep capacity from others.
-        decision.denominate = [j for j in snap.state.nominated if j not in snap.held]
+        # A nomination lasts while its job waits for room (or, moved, for its own capacity to come
+        # back): not once it can do nothing, or is not even tried, so that it keeps nothing from others.
+        decision.denominate = [j for j in snap.state.nominated
+                               if j not in snap.held and j not in snap.state.terminating]
         return decision
 
     def _try(self, snap: Snapshot, t: int, j: int) -> tuple[Admission | None, list[int]]:
@@ -270,17 +271,16 @@ class Borrow(Policy):
                 snap.hold(j, m)
                 return []  # what it needs is already on its way back
             borrowers = [k for k in others if snap.borrowing(k, m)]
-            if not borrowers:
-                continue
-            victims = self._evict_until(snap, snap.victims_of(borrowers, m, self.options.max_preemptions, milli),
-                                        fits,
-                                        lambda run: snap.borrowing(run.tenant, run.model))
-            if victims:
+            if borrowers and (victims := self._evict_until(
+                    snap, snap.victims_of(borrowers, m, self.options.max_preemptions, milli), fits,
+                    lambda run: snap.borrowing(run.tenant, run.model))):
                 snap.hold(j, m)
                 return victims
             if victims := self.consolidate(snap, t, j, m, borrowers):
-                return victims
+                return victims  # the room is there, but only with jobs moved to other nodes
         return []
+
+    consolidate_tries = 8  # target nodes tried first, cheapest first, before a head gives up for the cycle
 
     def consolidate(self, snap: Snapshot, t: int, j: int, m: int, borrowers: list[int]) -> list[int]:
         """Make room for head ``j``, within its tenant's nominal quota, where no set of borrowed jobs
@@ -289,9 +289,21 @@ class Borrow(Policy):
         room on another node (free, returning, or reclaimed from borrowed work there). A moved job
         is preempted like any other (it keeps its last checkpoint) and restarts first, right after
         ``j``. Returns the victims, moved jobs included (none: nothing changed)."""
+        state = snap.state
+        potential = snap.free + snap.coming
+        need = self._next_need(potential[state.pool_lo[m]:state.pool_hi[m]], state.node_milli[m], snap.milli(j))
+        runs_on = self._runs_on(snap, m)
+        for first in self._targets(snap, potential, runs_on, m, need, set(borrowers))[
+                :self.consolidate_tries]:
+            if victims := self._consolidate_from(snap, t, j, m, borrowers, first):
+                return victims
+        return []
+
+    def _consolidate_from(self, snap: Snapshot, t: int, j: int, m: int, borrowers: list[int],
+                          first: int) -> list[int]:
         state, milli = snap.state, snap.milli(j)
         lo, hi, size = state.pool_lo[m], state.pool_hi[m], state.node_milli[m]
-        limit = self.options.max_preemptions
+        limit, borrowing = self.options.max_preemptions, set(borrowers)
         before = set(snap.evicting)
         claimed = np.zeros_like(snap.free)  # capacity promised to the head and to moved jobs
 
@@ -304,21 +316,15 @@ class Borrow(Policy):
             return []
 
         def may_take(run: Run) -> bool:
-            return run.tenant in borrowing_set and snap.borrowing(run.tenant, run.model)
+            return run.tenant in borrowing and snap.borrowing(run.tenant, run.model)
 
-        borrowing_set = set(borrowers)
-        runs_on: dict[int, list[Run]] = {}
-        for runs in state.running_of:
-            for r in runs.values():
-                if r.model == m and r.job not in snap.evicting and (limit is None or state.preemptions[r.job] < limit):
-                    for node, _ in r.placement:
-                        runs_on.setdefault(node, []).append(r)
-        moved: list[Run] = []
+        runs_on, moved, node = self._runs_on(snap, m), [], first
         while (where := place(potential(), lo, hi, size, milli)) is None:
             need = self._next_need(potential()[lo:hi], size, milli)
-            node = self._target(snap, potential(), runs_on, lo, hi, need, may_take)
             if node is None:
-                return undo()
+                node = next(iter(self._targets(snap, potential(), runs_on, m, need, borrowing)), None)
+                if node is None:
+                    return undo()
             here = [r for r in runs_on.pop(node) if r.job not in snap.evicting]
             here.sort(key=lambda r: (state.jobs[r.job].priority, -r.start_s, -r.job))
             for r in here:  # borrowed work first: lowest priority, newest first
@@ -337,10 +343,11 @@ class Borrow(Policy):
                 else:
                     movers.remove(r)
             moved += movers
+            node = None
         for node, amount in where:
             claimed[node] += amount
         spots = []
-        for r in moved:
+        for r in sorted(moved, key=lambda r: -snap.milli(r.job)):  # the largest first: the hardest to place
             r_milli = snap.milli(r.job)
 
             def fits() -> bool:
@@ -360,6 +367,16 @@ class Borrow(Policy):
         snap.moved += [r.job for r in moved]
         return sorted(snap.evicting - before)
 
+    def _runs_on(self, snap: Snapshot, m: int) -> dict[int, list[Run]]:
+        """Node -> the running jobs on model ``m`` that are not being preempted and may be."""
+        state, limit, out = snap.state, self.options.max_preemptions, {}
+        for runs in state.running_of:
+            for r in runs.values():
+                if r.model == m and r.job not in snap.evicting and (limit is None or state.preemptions[r.job] < limit):
+                    for node, _ in r.placement:
+                        out.setdefault(node, []).append(r)
+        return out
+
     @staticmethod
     def _next_need(pool: np.ndarray, size: int, milli: int) -> int:
         """How much free capacity the next target node must have for a placement of ``milli``."""
@@ -369,22 +386,22 @@ class Borrow(Policy):
         return size if int((pool == size).sum()) < whole else rest
 
     @staticmethod
-    def _target(snap: Snapshot, potential: np.ndarray, runs_on: dict[int, list[Run]], lo: int, hi: int,
-                need: int, may_take) -> int | None:
-        """The node that needs the fewest milli-GPUs moved off it to reach ``need``, or None."""
-        best = None
-        for node in range(lo, hi):
+    def _targets(snap: Snapshot, potential: np.ndarray, runs_on: dict[int, list[Run]], m: int, need: int,
+                 borrowing: set[int]) -> list[int]:
+        """Nodes that can be brought to ``need`` by evicting borrowed work and moving single-node jobs,
+        the fewest milli-GPUs to move first (then the most potential, then the lowest index)."""
+        keys = []
+        for node in range(snap.state.pool_lo[m], snap.state.pool_hi[m]):
             if node not in runs_on or potential[node] >= need:
                 continue
             runs = [r for r in runs_on[node] if r.job not in snap.evicting]
-            borrowed = sum(a for r in runs if may_take(r) for n, a in r.placement if n == node)
-            movable = sum(snap.milli(r.job) for r in runs if not may_take(r) and len(r.placement) == 1)
+            taken = [r.tenant in borrowing and snap.borrowing(r.tenant, r.model) for r in runs]
+            borrowed = sum(a for r, b in zip(runs, taken) if b for n, a in r.placement if n == node)
+            movable = sum(snap.milli(r.job) for r, b in zip(runs, taken) if not b and len(r.placement) == 1)
             to_move = need - int(potential[node]) - borrowed
-            if to_move > movable:
-                continue
-            key = (max(0, to_move), -int(potential[node]), node)
-            best = min(best or key, key)
-        return None if best is None else best[2]
+            if to_move <= movable:
+                keys.append((max(0, to_move), -int(potential[node]), node))
+        return [node for *_, node in sorted(keys)]
 
 
 @register

@@ -205,7 +205,7 @@ class Snapshot:
         self._shares: dict[int, float] = {}  # tenant -> share at the current what-if usage
         self._free = self._coming = self._drawn = None  # copied or computed on first use
         # Capacity set aside for nominated jobs (job -> (node, from free, from coming) per node): only
-        # the job itself may use it (kube-scheduler's nominated node). Not a what-if change: it is the state's.
+        # their tenant may use it (kube-scheduler's nominated node). Not a what-if change: it is the state's.
         self._set_aside = {j: self._take_capacity(m, where) for j, (m, where) in state.reserved.items()}
 
     @property
@@ -372,12 +372,15 @@ class Snapshot:
             taken.append((node, from_free, from_coming))
         return taken
 
-    def release_set_aside(self, j: int) -> None:
-        """Give job ``j`` back the capacity set aside for it, before it is tried."""
-        for node, from_free, from_coming in self._set_aside.pop(j, ()):
-            self._free[node] += from_free
-            self._coming[node] += from_coming
-            self.free_total[self.state.node_model[node]] += from_free
+    def release_set_aside(self, t: int) -> None:
+        """Give tenant ``t`` back the capacity set aside for its jobs, before the first of them is
+        tried (its queue is strict FIFO: what its later jobs hold does not keep an earlier one waiting;
+        a job being moved keeps its capacity, as it is not in the queue until it is back)."""
+        for j in [j for j in self._set_aside if self.state.job_tenant[j] == t and j not in self.state.terminating]:
+            for node, from_free, from_coming in self._set_aside.pop(j):
+                self._free[node] += from_free
+                self._coming[node] += from_coming
+                self.free_total[self.state.node_model[node]] += from_free
 
     def unevict(self, run: Run) -> None:
         self.evicting.discard(run.job)
