@@ -332,7 +332,7 @@ class Borrow(Policy):
                     snap.evict(r)
             movers = []
             for r in sorted((r for r in here if r.job not in snap.evicting and len(r.placement) == 1),
-                            key=lambda r: -snap.milli(r.job)):  # then the fewest moves
+                            key=lambda r: snap.milli(r.job)):  # then move jobs, the smallest (easiest to place) first
                 if potential()[node] < need:
                     snap.evict(r)
                     movers.append(r)
