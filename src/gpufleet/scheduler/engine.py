@@ -141,6 +141,8 @@ class Scheduler:
         state.nominated.pop(j, None)
         self._reserve(j, None)
         self._hold(a.placement, +1)
+        for node, milli in a.placement:
+            state.running_on[t, node] += milli
         state.usage[t][a.model] += job.milli_gpus
         overhead_s = job.restart_s if state.preemptions[j] else 0.0
         run = Run(j, t, a.model, a.placement, now, overhead_s, now + overhead_s + state.remaining_s[j],
@@ -204,6 +206,8 @@ class Scheduler:
         state = self.state
         state.version += 1
         del state.running[run.job], state.running_of[run.tenant][run.job]
+        for node, milli in run.placement:
+            state.running_on[run.tenant, node] -= milli
         state.usage[run.tenant][run.model] -= state.jobs[run.job].milli_gpus
 
     def _reserve(self, j: int, where: tuple | None) -> None:

@@ -433,22 +433,38 @@ class Fair(Borrow):
                 snap.hold(j, m)
                 return []  # what it needs is already on its way back
             mine = snap.share(t, m, milli)
-            shares = {k: snap.share(k) for k in others}
-            richer = [k for k in others if shares[k] > mine + EPSILON and snap.borrowing(k, m)]
-            if self._most_they_can_give(snap, richer, m, mine) < self._shortfall(snap, t, m, milli):
-                continue  # even taking back all they may give would not make room
+            shares = {k: snap.share(k) for k in others if snap.borrowing(k, m)}
+            richer = [k for k, share in shares.items() if share > mine + EPSILON]
+            if (self._most_they_can_give(snap, richer, m, mine) < self._shortfall(snap, t, m, milli)
+                    or snap.placement(m, milli, snap.free + snap.coming
+                                      + state.running_on[richer].sum(axis=0)) is None):
+                continue  # even taking back all they may give, or all they run, would not make room
             candidates = snap.victims_of(richer, m, self.options.max_preemptions, milli)
             candidates.sort(key=lambda r: -shares[r.tenant])  # stable: keeps lowest priority, newest first
-
-            def above_me(run: Run) -> bool:  # the victim's tenant borrows on m and stays richer than t will be
-                return (snap.borrowing(run.tenant, m)
-                        and snap.share(run.tenant, run.model, -snap.milli(run.job)) > mine + EPSILON)
-
-            victims = self._evict_until(snap, candidates, fits, above_me)
+            victims = self._evict_until(snap, candidates, fits, self._stays_above(snap, richer, m, mine))
             if victims:
                 snap.hold(j, m)
                 return victims
         return []
+
+    @staticmethod
+    def _stays_above(snap: Snapshot, tenants: list[int], m: int, mine: float):
+        """Whether a running job of one of ``tenants`` on ``m`` may be taken: its tenant borrows on
+        ``m`` and its share without the job stays above ``mine``. (``Snapshot.share`` with the job
+        removed, its other models' part computed once: this runs for every candidate victim.)"""
+        state, usage, bar = snap.state, snap.usage, mine + EPSILON
+        pool = max(state.pool[state.cohort_of[tenants[0]]][m], 1) if tenants else 1
+        other = {k: snap.share_except(k, m) for k in tenants}
+
+        def stays_above(run: Run) -> bool:
+            k = run.tenant
+            over = usage[k][m] - state.nominal[k][m]
+            if over <= 0:
+                return False
+            left = over - state.jobs[run.job].milli_gpus
+            return max(other[k], left / pool if left > 0 else 0.0) / state.weight[k] > bar
+
+        return stays_above
 
     @staticmethod
     def _most_they_can_give(snap: Snapshot, tenants: list[int], m: int, mine: float) -> int:

@@ -85,6 +85,7 @@ class ClusterState:
         self.nominated: dict[int, int] = {}
         self.reserved: dict[int, tuple[int, Placement]] = {}  # nominated job -> the model and nodes it waits for
         self.releasing = np.zeros_like(self.free)
+        self.running_on = np.zeros((len(tenants), len(self.free)), dtype=np.int64)  # tenant x node: milli-GPUs running
         self.jobs: list[Job] = []
         self.job_tenant: list[int] = []
         self.remaining_s: list[float] = []
@@ -289,6 +290,15 @@ class Snapshot:
         if not extra:
             self._shares[t] = worst / s.weight[t]
         return worst / s.weight[t]
+
+    def share_except(self, t: int, m: int) -> float:
+        """``t``'s dominant share before the weight, over its models other than ``m``."""
+        s = self.state
+        pools, nominal, worst = s.pool[s.cohort_of[t]], s.nominal[t], 0.0
+        for k, used in enumerate(self.usage[t]):
+            if k != m and used > nominal[k]:
+                worst = max(worst, (used - nominal[k]) / max(pools[k], 1))
+        return worst
 
     def victims_of(self, tenants: list[int], m: int, max_preemptions: int | None, milli: int) -> list[Run]:
         """Running jobs of ``tenants`` on model ``m`` that may be preempted to place ``milli`` milli-GPUs.
