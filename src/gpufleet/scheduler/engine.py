@@ -239,16 +239,18 @@ class Scheduler:
         for run in state.terminating.values():
             returning[run.tenant] += state.jobs[run.job].milli_gpus
         for t, queue in enumerate(state.queues):
-            usage, nominal, marked, ahead = state.usage[t], state.nominal[t], [], returning[t]
-            for key in queue:  # strict FIFO: a prefix of the queue
-                j = key[2]
-                milli = state.jobs[j].milli_gpus
-                if not any(usage[m] + ahead + milli <= nominal[m] for m in state.models_for(j)):
-                    break
-                ahead += milli
-                marked.append(j)
-                if math.isnan(since[j]):
-                    since[j] = now
+            marked = []
+            if queue:
+                usage, nominal, ahead = state.usage[t], state.nominal[t], returning[t]
+                for i in range(len(queue)):  # strict FIFO: a prefix of the queue
+                    j = queue[i][2]
+                    milli = state.jobs[j].milli_gpus
+                    if not any(usage[m] + ahead + milli <= nominal[m] for m in state.models_for(j)):
+                        break
+                    ahead += milli
+                    marked.append(j)
+                    if math.isnan(since[j]):
+                        since[j] = now
             if self._entitled[t]:
                 for j in set(self._entitled[t]).difference(marked):
                     since[j] = math.nan  # out of its quota again (a quota cut, a job of higher priority ahead)

@@ -386,6 +386,8 @@ class Snapshot:
         """Give tenant ``t`` back the capacity set aside for its jobs, before the first of them is
         tried (its queue is strict FIFO: what its later jobs hold does not keep an earlier one waiting;
         a job being moved keeps its capacity, as it is not in the queue until it is back)."""
+        if not self._set_aside:
+            return
         for j in [j for j in self._set_aside if self.state.job_tenant[j] == t and j not in self.state.terminating]:
             for node, from_free, from_coming in self._set_aside.pop(j):
                 self._free[node] += from_free
