@@ -435,10 +435,11 @@ class Fair(Borrow):
             mine = snap.share(t, m, milli)
             shares = {k: snap.share(k) for k in others if snap.borrowing(k, m)}
             richer = [k for k, share in shares.items() if share > mine + EPSILON]
-            if (self._most_they_can_give(snap, richer, m, mine) < self._shortfall(snap, t, m, milli)
-                    or snap.placement(m, milli, snap.free + snap.coming
-                                      + state.running_on[richer].sum(axis=0)) is None):
-                continue  # even taking back all they may give, or all they run, would not make room
+            gives = self._can_give(snap, richer, m, mine)
+            if sum(gives) < self._shortfall(snap, t, m, milli) or snap.placement(
+                    m, milli, snap.free + snap.coming + np.minimum(state.running_on[richer],
+                                                                   np.array(gives, dtype=np.int64)[:, None]).sum(axis=0)) is None:
+                continue  # even taking back all they may give would not make room
             candidates = snap.victims_of(richer, m, self.options.max_preemptions, milli)
             candidates.sort(key=lambda r: -shares[r.tenant])  # stable: keeps lowest priority, newest first
             victims = self._evict_until(snap, candidates, fits, self._stays_above(snap, richer, m, mine))
@@ -467,14 +468,14 @@ class Fair(Borrow):
         return stays_above
 
     @staticmethod
-    def _most_they_can_give(snap: Snapshot, tenants: list[int], m: int, mine: float) -> int:
-        """An upper bound on what ``tenants`` can give back on ``m`` while their shares stay above ``mine``."""
-        state, total = snap.state, 0
+    def _can_give(snap: Snapshot, tenants: list[int], m: int, mine: float) -> list[int]:
+        """Upper bounds on what each of ``tenants`` can give back on ``m`` while its share stays above ``mine``."""
+        state, out = snap.state, []
         for k in tenants:
             borrowed = quota.borrowed(snap.usage[k][m], state.nominal[k][m])
             keep = mine * max(state.pool[state.cohort_of[k]][m], 1) * state.weight[k]
-            total += borrowed if snap.share(k, m, -borrowed) > mine + EPSILON else max(0, borrowed - int(keep))
-        return total
+            out.append(borrowed if snap.share(k, m, -borrowed) > mine + EPSILON else max(0, borrowed - int(keep)))
+        return out
 
     @staticmethod
     def _shortfall(snap: Snapshot, t: int, m: int, milli: int) -> int:
