@@ -400,6 +400,44 @@ BORROW_BURST = [
 ]
 
 
+def borrow_set_aside():
+    """2 nodes x 2 GPUs; a owns 2, b 1, c 1. b runs three 1-GPU jobs (borrowing 2): b1 and b2 on
+    node 0, b3 on node 1. a1 (2 GPUs) reclaims the node with the fewest to preempt; c1 then comes
+    and must not take the free GPU set aside for a1."""
+    return scenario(cluster(nodes=2, gpus_per_node=2),
+                    [tenant("a", nominal=2), tenant("b", nominal=1), tenant("c", nominal=1)], [
+        job("b1", "b", at=0, gpus=1, run=1000),
+        job("b2", "b", at=0, gpus=1, run=500),
+        job("b3", "b", at=0, gpus=1, run=500),
+        job("a1", "a", at=10, gpus=2, run=100),
+        job("c1", "c", at=20, gpus=1, run=100),
+    ])
+
+
+BORROW_SET_ASIDE = [
+    (0, "arrive", "b1", "b 1 GPUs"),
+    (0, "arrive", "b2", "b 1 GPUs"),
+    (0, "arrive", "b3", "b 1 GPUs"),
+    (0, "start", "b1", "b gpu nodes 0"),
+    (0, "start", "b2", "b gpu nodes 0"),     # best fit
+    (0, "start", "b3", "b gpu nodes 1"),
+    (10, "arrive", "a1", "a 2 GPUs"),
+    (10, "preempt", "b3", "b kept 0s of work"),  # node 1 has 1 free: one victim, not node 0's two
+    (20, "arrive", "c1", "c 1 GPUs"),
+    (20, "preempt", "b2", "b kept 0s of work"),  # node 1's free GPU is a1's: c reclaims its own
+    (40, "requeue", "b3", "b"),              # 10 + 30
+    (40, "start", "a1", "a gpu nodes 1"),
+    (50, "requeue", "b2", "b"),              # 20 + 30
+    (50, "start", "c1", "c gpu nodes 0"),
+    (140, "finish", "a1", "a"),              # 40 + 100; b2, b3 borrow again: drawn b 2 + c 1 <= pool 4
+    (140, "start", "b2", "b gpu nodes 1"),
+    (140, "start", "b3", "b gpu nodes 1"),
+    (150, "finish", "c1", "c"),              # 50 + 100
+    (640, "finish", "b2", "b"),              # 140 + 500 (no checkpoint: nothing kept)
+    (640, "finish", "b3", "b"),
+    (1000, "finish", "b1", "b"),
+]
+
 GOLDEN = [
     pytest.param(static_fifo, "static", {}, STATIC_FIFO, id="static-strict-fifo"),
     pytest.param(static_priority, "static", {}, STATIC_PRIORITY, id="static-priority-first"),
@@ -419,6 +457,8 @@ GOLDEN = [
     pytest.param(borrow_consolidate, "borrow", {}, BORROW_CONSOLIDATE, id="borrow-move-guaranteed-work-to-clear-a-node"),
     pytest.param(borrow_consolidate, "fair", {}, BORROW_CONSOLIDATE, id="fair-move-guaranteed-work-to-clear-a-node"),
     pytest.param(borrow_burst, "borrow", {}, BORROW_BURST, id="borrow-burst-reclaimed-at-once"),
+    pytest.param(borrow_set_aside, "borrow", {}, BORROW_SET_ASIDE, id="borrow-nominated-nodes-set-aside"),
+    pytest.param(borrow_set_aside, "fair", {}, BORROW_SET_ASIDE, id="fair-nominated-nodes-set-aside"),
 ]
 
 
@@ -653,13 +693,16 @@ def owned_cluster(draw) -> Scenario:
 
 
 @given(sc=owned_cluster())
-def test_under_borrow_a_job_within_its_owners_quota_waits_no_longer_than_the_reclaim(sc):
+def test_under_borrow_a_job_within_its_owners_quota_waits_at_most_two_reclaims(sc):
     """The goal of reclaim: a job that fits its tenant's nominal quota (with the jobs queued ahead of
-    it) starts within the grace period, however the others' work is spread over the nodes. (Not
-    claimed for ``fair``: its preemptions toward fair share can take what was reclaimed; a fuzz of
-    3,000 scenarios finds 10 waits of 31 to 61 s.)"""
+    it) starts within the grace period, however the others' work is spread over the nodes. Nearly
+    always it does (a fuzz of 3,000 such scenarios finds one wait of 31 s: two tenants within their
+    quotas want the same free GPU, the first nominated gets it and the other must then move it,
+    one more grace period), so what is asserted is two grace periods. (Not claimed for ``fair``:
+    its preemptions toward fair share can take what was reclaimed; the same fuzz finds waits of up
+    to 61 s.)"""
     result = sc.simulate("borrow")
-    assert result.overall.guarantee_wait_max_s <= sc.grace, "\n".join(map(str, result.log))
+    assert result.overall.guarantee_wait_max_s <= 2 * sc.grace, "\n".join(map(str, result.log))
 
 
 def test_a_burst_is_one_violation_of_the_tenant_but_no_job_waits_longer_than_the_grace():

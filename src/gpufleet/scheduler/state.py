@@ -305,12 +305,14 @@ class Snapshot:
 
         Kueue's order is lowest priority, then newest first. Placement adds one rule in front:
         victims on nodes that can give back enough for the job come first and, for a job of a
-        whole node or more, grouped by node, the nodes with the most to give first."""
+        whole node or more, grouped by node, the nodes with the most already free or coming back
+        (the fewest to preempt) first."""
         s = self.state
         runs = [r for t in tenants for r in s.running_of[t].values()
                 if r.model == m and r.job not in self.evicting
                 and (max_preemptions is None or s.preemptions[r.job] < max_preemptions)]
-        potential = self.free + self.coming
+        ready = self.free + self.coming
+        potential = ready.copy()
         for r in runs:
             for node, amount in r.placement:
                 potential[node] += amount
@@ -319,7 +321,7 @@ class Snapshot:
         def order(r: Run) -> tuple:
             node = r.placement[0][0]
             gives = int(potential[node])
-            head = (gives < need, -gives, node) if whole else (gives < need,)
+            head = (gives < need, -int(ready[node]), node) if whole else (gives < need,)
             return (*head, s.jobs[r.job].priority, -r.start_s, -r.job)
 
         runs.sort(key=order)
