@@ -592,11 +592,21 @@ def _over_quota(state):
     state.free[0] -= 1000
 
 
+def _running_and_nominated(state):
+    state.nominated[next(iter(state.running))] = 0
+
+
+def _set_aside_without_nomination(state):
+    state.reserved[2] = (0, [(0, 1000)])  # a3, queued, never nominated
+
+
 @pytest.mark.parametrize("tamper, message", [
     (_negative_free, "node free capacity out of range"),
     (_usage_not_on_nodes, "held on nodes"),
     (_over_quota, "over its nominal"),
-], ids=["negative-free", "usage-unaccounted", "over-quota"])
+    (_running_and_nominated, "runs but is still nominated"),
+    (_set_aside_without_nomination, "set aside but is not nominated"),
+], ids=["negative-free", "usage-unaccounted", "over-quota", "running-nominated", "set-aside-unnominated"])
 def test_invariant_check_catches_broken_bookkeeping(tamper, message):
     """The check the property tests rely on does fail on broken state (static: within nominal)."""
     sched = static_fifo().scheduler("static")

@@ -164,8 +164,12 @@ class ClusterState:
         """What is wrong with the bookkeeping, if anything (empty: all invariants hold):
         no node over- or under-committed; capacity held = usage + capacity being given back;
         every tenant within its borrowing limit (``confined_to_nominal``: within its nominal
-        quota) and every cohort within its guarantees plus its lendable pool."""
+        quota) and every cohort within its guarantees plus its lendable pool; nominations and
+        nodes set aside only for jobs that do not run."""
         errors = []
+        errors += [f"job {j} runs but is still nominated" for j in self.nominated if j in self.running]
+        errors += [f"job {j} has nodes set aside but is not nominated" for j in self.reserved
+                   if j not in self.nominated]
         caps = np.array([self.node_milli[m] for m in range(len(self.models))
                          for _ in range(self.pool_hi[m] - self.pool_lo[m])], dtype=np.int64)
         if (self.free < 0).any() or (self.free > caps).any():
