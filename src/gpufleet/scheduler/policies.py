@@ -435,6 +435,8 @@ class Fair(Borrow):
             mine = snap.share(t, m, milli)
             shares = {k: snap.share(k) for k in others if snap.borrowing(k, m)}
             richer = [k for k, share in shares.items() if share > mine + EPSILON]
+            if not richer:
+                continue
             gives = self._can_give(snap, richer, m, mine)
             if sum(gives) < self._shortfall(snap, t, m, milli) or snap.placement(
                     m, milli, snap.free + snap.coming + np.minimum(state.running_on[richer],
