@@ -104,10 +104,10 @@ class Policy(ABC):
     def _try(self, snap: Snapshot, t: int, j: int) -> tuple[Admission | None, list[int]]:
         """Start head ``j``, or make room for it. A head that could do neither waits, untried, until
         something it depends on changes (``retry_key``): as Kueue keeps inadmissible workloads aside."""
-        key = self.retry_key(snap)
-        if self._inadmissible.get(j) == key:
+        memo, holds, untouched = self._inadmissible.get(j), snap.holds, snap.edits == 0
+        key = self.retry_key(snap) if memo is not None or untouched else None
+        if memo is not None and memo == key:
             return None, []
-        holds, untouched = snap.holds, snap.edits == 0
         admission = self.admit(snap, t, j)
         victims = [] if admission else self.make_room(snap, t, j)
         if admission or victims or snap.holds != holds:
@@ -423,7 +423,6 @@ class Fair(Borrow):
         if victims or snap.holds != holds:
             return victims  # reclaimed, or what it needs is already coming back
         state, milli = snap.state, snap.milli(j)
-        others = [k for k in state.members[state.cohort_of[t]] if k != t]
         for m in state.models_for(j):
             if not quota.within_borrowing_limit(snap.usage[t][m] + milli, state.nominal[t][m],
                                                 state.borrowing_limit[t][m]):
@@ -433,8 +432,8 @@ class Fair(Borrow):
                 snap.hold(j, m)
                 return []  # what it needs is already on its way back
             mine = snap.share(t, m, milli)
-            shares = {k: snap.share(k) for k in others if snap.borrowing(k, m)}
-            richer = [k for k, share in shares.items() if share > mine + EPSILON]
+            shares = snap.borrowers_shares(state.cohort_of[t], m)
+            richer = [k for k, share in shares.items() if share > mine + EPSILON and k != t]
             if not richer:
                 continue
             gives = self._can_give(snap, richer, m, mine)

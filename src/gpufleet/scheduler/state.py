@@ -208,6 +208,8 @@ class Snapshot:
         self.held: dict[int, tuple[int, Placement]] = {}  # job -> the model and nodes held for it in this cycle
         self.edits = 0  # what-if changes made in this cycle (0: the snapshot still equals the state)
         self._shares: dict[int, float] = {}  # tenant -> share at the current what-if usage
+        self._borrowers: dict[tuple, dict[int, float]] = {}  # see borrowers_shares
+        self._fingerprint: tuple[int, int] = (-1, 0)  # (edits, hash) of the last fingerprint
         self._free = self._coming = self._drawn = None  # copied or computed on first use
         # Capacity set aside for nominated jobs (job -> (node, from free, from coming) per node): only
         # their tenant may use it (kube-scheduler's nominated node). Not a what-if change: it is the state's.
@@ -295,6 +297,14 @@ class Snapshot:
             self._shares[t] = worst / s.weight[t]
         return worst / s.weight[t]
 
+    def borrowers_shares(self, c: int, m: int) -> dict[int, float]:
+        """The members of cohort ``c`` that borrow on model ``m``, with their shares (kept until the
+        next what-if change: every head of a cycle asks)."""
+        key = (self.edits, c, m)
+        if key not in self._borrowers:
+            self._borrowers = {key: {k: self.share(k) for k in self.state.members[c] if self.borrowing(k, m)}}
+        return self._borrowers[key]
+
     def share_except(self, t: int, m: int) -> float:
         """``t``'s dominant share before the weight, over its models other than ``m``."""
         s = self.state
@@ -333,7 +343,10 @@ class Snapshot:
 
     def fingerprint(self) -> int:
         """A hash of everything a decision depends on: the state's version and the what-if counters."""
-        return hash((self.state.version, self.free.tobytes(), self.coming.tobytes(), tuple(map(tuple, self.usage))))
+        if self._fingerprint[0] != self.edits:
+            self._fingerprint = (self.edits, hash((self.state.version, self.free.tobytes(), self.coming.tobytes(),
+                                                   tuple(map(tuple, self.usage)))))
+        return self._fingerprint[1]
 
     # -- what-if -----------------------------------------------------------------------------
     def _use(self, t: int, m: int, delta: int) -> None:
