@@ -146,7 +146,7 @@ class Scheduler:
         state.usage[t][a.model] += job.milli_gpus
         overhead_s = job.restart_s if state.preemptions[j] else 0.0
         run = Run(j, t, a.model, a.placement, now, overhead_s, now + overhead_s + state.remaining_s[j],
-                  next(self._tokens))
+                  next(self._tokens), (job.priority, -now, -j))
         state.running[j] = state.running_of[t][j] = run
         if math.isnan(self.records.first_start_s[j]):
             self.records.first_start_s[j] = now

@@ -326,7 +326,7 @@ class Borrow(Policy):
                 if node is None:
                     return undo()
             here = [r for r in runs_on.pop(node) if r.job not in snap.evicting]
-            here.sort(key=lambda r: (state.jobs[r.job].priority, -r.start_s, -r.job))
+            here.sort(key=lambda r: r.victim_rank)
             for r in here:  # borrowed work first: lowest priority, newest first
                 if potential()[node] < need and may_take(r):
                     snap.evict(r)

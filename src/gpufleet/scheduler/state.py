@@ -31,6 +31,7 @@ class Run:
     overhead_s: float
     end_s: float  # when it will finish if nothing preempts it
     token: int
+    victim_rank: tuple  # Kueue's order among victims: (priority, -start_s, -job), lowest priority and newest first
 
 
 @dataclass(slots=True)
@@ -336,7 +337,7 @@ class Snapshot:
             node = r.placement[0][0]
             gives = int(potential[node])
             head = (gives < need, -int(ready[node]), node) if whole else (gives < need,)
-            return (*head, s.jobs[r.job].priority, -r.start_s, -r.job)
+            return (*head, *r.victim_rank)
 
         runs.sort(key=order)
         return runs
