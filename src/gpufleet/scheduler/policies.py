@@ -262,7 +262,6 @@ class Borrow(Policy):
     def reclaim(self, snap: Snapshot, t: int, j: int) -> list[int]:
         """A tenant within its nominal quota takes back what its cohort borrowed from it."""
         state, milli = snap.state, snap.milli(j)
-        others = [k for k in state.members[state.cohort_of[t]] if k != t]
         for m in state.models_for(j):
             if not snap.within_nominal(t, m, milli):
                 continue
@@ -270,7 +269,7 @@ class Borrow(Policy):
             if fits():
                 snap.hold(j, m)
                 return []  # what it needs is already on its way back
-            borrowers = [k for k in others if snap.borrowing(k, m)]
+            borrowers = [k for k in state.members[state.cohort_of[t]] if k != t and snap.borrowing(k, m)]
             if borrowers and (victims := self._evict_until(
                     snap, snap.victims_of(borrowers, m, self.options.max_preemptions, milli), fits,
                     lambda run: snap.borrowing(run.tenant, run.model))):

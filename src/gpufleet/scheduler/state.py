@@ -323,20 +323,25 @@ class Snapshot:
         whole node or more, grouped by node, the nodes with the most already free or coming back
         (the fewest to preempt) first."""
         s = self.state
-        runs = [r for t in tenants for r in s.running_of[t].values()
-                if r.model == m and r.job not in self.evicting
-                and (max_preemptions is None or s.preemptions[r.job] < max_preemptions)]
         ready = self.free + self.coming
-        potential = ready.copy()
-        for r in runs:
-            for node, amount in r.placement:
-                potential[node] += amount
+        potential = (ready + s.running_on[tenants].sum(axis=0)).tolist()  # then less what may not be taken
+        runs = []
+        for t in tenants:
+            for r in s.running_of[t].values():
+                if r.model != m:
+                    continue
+                if r.job in self.evicting or (max_preemptions is not None and s.preemptions[r.job] >= max_preemptions):
+                    for node, amount in r.placement:
+                        potential[node] -= amount
+                else:
+                    runs.append(r)
+        ready = ready.tolist()
         need, whole = min(milli, s.node_milli[m]), milli >= s.node_milli[m]
 
         def order(r: Run) -> tuple:
             node = r.placement[0][0]
-            gives = int(potential[node])
-            head = (gives < need, -int(ready[node]), node) if whole else (gives < need,)
+            gives = potential[node]
+            head = (gives < need, -ready[node], node) if whole else (gives < need,)
             return (*head, *r.victim_rank)
 
         runs.sort(key=order)
