@@ -435,12 +435,13 @@ class Fair(Borrow):
             richer = [k for k, share in shares.items() if share > mine + EPSILON and k != t]
             if not richer:
                 continue
-            gives = self._can_give(snap, richer, m, mine)
+            gives, under = self._can_give(snap, richer, m, mine)
             if sum(gives) < self._shortfall(snap, t, m, milli) or snap.placement(
                     m, milli, snap.free + snap.coming + np.minimum(state.running_on[richer],
                                                                    np.array(gives, dtype=np.int64)[:, None]).sum(axis=0)) is None:
                 continue  # even taking back all they may give would not make room
-            candidates = snap.victims_of(richer, m, self.options.max_preemptions, milli)
+            candidates = [r for r in snap.victims_of(richer, m, self.options.max_preemptions, milli)
+                          if under[r.tenant] is None or state.jobs[r.job].milli_gpus < under[r.tenant]]
             candidates.sort(key=lambda r: -shares[r.tenant])  # stable: keeps lowest priority, newest first
             victims = self._evict_until(snap, candidates, fits, self._stays_above(snap, richer, m, mine))
             if victims:
@@ -468,14 +469,21 @@ class Fair(Borrow):
         return stays_above
 
     @staticmethod
-    def _can_give(snap: Snapshot, tenants: list[int], m: int, mine: float) -> list[int]:
-        """Upper bounds on what each of ``tenants`` can give back on ``m`` while its share stays above ``mine``."""
-        state, out = snap.state, []
+    def _can_give(snap: Snapshot, tenants: list[int], m: int, mine: float) -> tuple[list[int], dict[int, int | None]]:
+        """Upper bounds on what each of ``tenants`` can give back on ``m`` while its share stays above
+        ``mine``, and the size each job it gives must stay under (None: any size, as its share on
+        other models keeps it above)."""
+        state, gives, under = snap.state, [], {}
         for k in tenants:
             borrowed = quota.borrowed(snap.usage[k][m], state.nominal[k][m])
             keep = mine * max(state.pool[state.cohort_of[k]][m], 1) * state.weight[k]
-            out.append(borrowed if snap.share(k, m, -borrowed) > mine + EPSILON else max(0, borrowed - int(keep)))
-        return out
+            if snap.share(k, m, -borrowed) > mine + EPSILON:
+                gives.append(borrowed)
+                under[k] = None
+            else:
+                gives.append(max(0, borrowed - int(keep)))
+                under[k] = gives[-1]
+        return gives, under
 
     @staticmethod
     def _shortfall(snap: Snapshot, t: int, m: int, milli: int) -> int:
