@@ -245,8 +245,11 @@ class Scheduler:
                 for i in range(len(queue)):  # strict FIFO: a prefix of the queue
                     j = queue[i][2]
                     milli = state.jobs[j].milli_gpus
-                    if not any(usage[m] + ahead + milli <= nominal[m] for m in state.models_for(j)):
-                        break
+                    for m in state.models_for(j):
+                        if usage[m] + ahead + milli <= nominal[m]:
+                            break
+                    else:
+                        break  # on no model within the quota
                     ahead += milli
                     marked.append(j)
                     if math.isnan(since[j]):
