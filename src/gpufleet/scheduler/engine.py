@@ -205,6 +205,7 @@ class Scheduler:
     def _stop(self, run: Run) -> None:
         state = self.state
         state.version += 1
+        state.tenant_version[run.tenant] += 1
         del state.running[run.job], state.running_of[run.tenant][run.job]
         for node, milli in run.placement:
             state.running_on[run.tenant, node] -= milli

@@ -63,9 +63,9 @@ class Policy(ABC):
     def decide(self, snap: Snapshot) -> Decision:
         decision, heads, queues = Decision(), [], {}
         # Heads known to be stuck are left out up front, unless others' admissions can change that.
-        stuck = None if self.admissions_unblock_others or self.options.backfill else self.retry_key(snap)
+        skip_stuck = not (self.admissions_unblock_others or self.options.backfill)
         for t, queue in enumerate(snap.state.queues):
-            if queue and (stuck is None or self._inadmissible.get(queue[0][2]) != stuck):
+            if queue and not (skip_stuck and self._stuck(snap, t, queue[0][2])):
                 queues[t] = snap.pending(t)
                 self._push(heads, snap, t, next(queues[t]))
         waiting = set()  # tenants whose head waits for room made in this cycle
@@ -105,7 +105,7 @@ class Policy(ABC):
         """Start head ``j``, or make room for it. A head that could do neither waits, untried, until
         something it depends on changes (``retry_key``): as Kueue keeps inadmissible workloads aside."""
         memo, holds, untouched = self._inadmissible.get(j), snap.holds, snap.edits == 0
-        key = self.retry_key(snap) if memo is not None or untouched else None
+        key = self.retry_key(snap, t, j) if memo is not None or untouched else None
         if memo is not None and memo == key:
             return None, []
         admission = self.admit(snap, t, j)
@@ -116,11 +116,16 @@ class Policy(ABC):
             self._inadmissible[j] = key
         return admission, victims
 
-    def retry_key(self, snap: Snapshot) -> int:
-        """What a blocked head's chances depend on. By default only giving back quota or capacity
-        (a finish, an eviction, a release) or a quota change can help it; arrivals and other
-        admissions cannot (Kueue requeues inadmissible workloads on the same events)."""
+    def retry_key(self, snap: Snapshot, t: int, j: int):
+        """What the chances of head ``j`` of tenant ``t`` depend on. By default only giving back
+        quota or capacity (a finish, an eviction, a release) or a quota change can help it;
+        arrivals and other admissions cannot (Kueue requeues inadmissible workloads on the same events)."""
         return snap.state.version
+
+    def _stuck(self, snap: Snapshot, t: int, j: int) -> bool:
+        """Whether head ``j`` could do nothing last time and nothing it depends on has changed since."""
+        memo = self._inadmissible.get(j)
+        return memo is not None and memo == self.retry_key(snap, t, j)
 
     def _push(self, heads: list, snap: Snapshot, t: int, j: int) -> None:
         job = snap.state.jobs[j]
@@ -233,6 +238,15 @@ class Static(Policy):
 
     def quota_allows(self, snap, t, m, milli):
         return snap.within_nominal(t, m, milli)
+
+    def retry_key(self, snap, t, j):
+        """A head over its tenant's nominal quota waits for that tenant's own work to end (or its
+        quota to change): others' finishes cannot help it."""
+        state, usage, milli = snap.state, snap.usage[t], snap.milli(j)
+        for m in state.models_for(j):
+            if usage[m] + milli <= state.nominal[t][m]:
+                return state.version
+        return "own", state.tenant_version[t]
 
 
 @register
@@ -413,7 +427,7 @@ class Fair(Borrow):
 
     admissions_unblock_others = True  # another tenant's admission raises its share and can make it a victim
 
-    def retry_key(self, snap):
+    def retry_key(self, snap, t, j):
         return snap.fingerprint()
 
     def make_room(self, snap, t, j):

@@ -82,6 +82,7 @@ class ClusterState:
         self.running_of: list[dict[int, Run]] = [{} for _ in tenants]  # admission order
         self.terminating: dict[int, Run] = {}
         self.version = 0  # bumped whenever quota or capacity is given back, or a quota changes
+        self.tenant_version = [0] * len(tenants)  # bumped when that tenant gives back quota or its quota changes
         # Pending jobs that go first until they start, in the order they were nominated (job -> rank)
         self.nominated: dict[int, int] = {}
         self.reserved: dict[int, tuple[int, Placement]] = {}  # nominated job -> the model and nodes it waits for
@@ -124,6 +125,7 @@ class ClusterState:
     def set_nominal(self, t: int, m: int, milli: int) -> None:
         self.nominal[t][m] = milli
         self.version += 1
+        self.tenant_version[t] += 1
         self.refresh_pools()
 
     def refresh_pools(self) -> None:
