@@ -89,8 +89,7 @@ class Policy(ABC):
                     self._push(heads, snap, t, k)
             elif t in waiting:
                 continue
-            elif decision.admit and self.admissions_unblock_others and any(
-                    snap.within_nominal(t, m, snap.milli(j)) for m in snap.state.models_for(j)):
+            elif decision.admit and self.admissions_unblock_others and snap.fits_nominal(t, j):
                 decision.recheck = True  # within its quota, passed over for jobs started in this cycle
             elif self.options.backfill:  # the head can do nothing: later jobs that end before it could start
                 decision.admit += self.backfill(snap, t, j, queues[t])
@@ -242,11 +241,7 @@ class Static(Policy):
     def retry_key(self, snap, t, j):
         """A head over its tenant's nominal quota waits for that tenant's own work to end (or its
         quota to change): others' finishes cannot help it."""
-        state, usage, milli = snap.state, snap.usage[t], snap.milli(j)
-        for m in state.models_for(j):
-            if usage[m] + milli <= state.nominal[t][m]:
-                return state.version
-        return "own", state.tenant_version[t]
+        return snap.state.version if snap.fits_nominal(t, j) else ("own", snap.state.tenant_version[t])
 
 
 @register
@@ -254,8 +249,7 @@ class Borrow(Policy):
     name = "borrow"
 
     def rank(self, snap, t, j):
-        milli = snap.milli(j)  # Kueue: heads that need no borrowing (on some model they may use) first
-        return (not any(snap.within_nominal(t, m, milli) for m in snap.state.models_for(j)),)
+        return (not snap.fits_nominal(t, j),)  # Kueue: heads that need no borrowing (on some model) first
 
     def quota_allows(self, snap, t, m, milli):
         return snap.quota_fits(t, m, milli)
@@ -266,12 +260,6 @@ class Borrow(Policy):
         most = min(state.capacity[m], quota.guaranteed(peak[t][m], state.lending_limit[t][m]) + pool)
         limit = state.borrowing_limit[t][m]
         return most if limit is None else min(most, peak[t][m] + limit)
-
-    def make_room(self, snap, t, j):
-        return self.reclaim(snap, t, j)
-
-    def make_room_behind(self, snap, t, j):
-        return self.reclaim(snap, t, j)
 
     def reclaim(self, snap: Snapshot, t: int, j: int) -> list[int]:
         """A tenant within its nominal quota takes back what its cohort borrowed from it."""
@@ -293,6 +281,8 @@ class Borrow(Policy):
                 return victims  # the room is there, but only with jobs moved to other nodes
         return []
 
+    make_room = make_room_behind = reclaim  # borrowing makes room only by reclaiming
+
     consolidate_tries = 8  # target nodes tried first, cheapest first, before a head gives up for the cycle
 
     def consolidate(self, snap: Snapshot, t: int, j: int, m: int, borrowers: list[int]) -> list[int]:
@@ -308,12 +298,13 @@ class Borrow(Policy):
         runs_on = self._runs_on(snap, m)
         for first in self._targets(snap, potential, runs_on, m, need, set(borrowers))[
                 :self.consolidate_tries]:
-            if victims := self._consolidate_from(snap, t, j, m, borrowers, first):
+            if victims := self._consolidate_from(snap, t, j, m, borrowers, first, dict(runs_on)):
                 return victims
         return []
 
     def _consolidate_from(self, snap: Snapshot, t: int, j: int, m: int, borrowers: list[int],
-                          first: int) -> list[int]:
+                          first: int, runs_on: dict[int, list[Run]]) -> list[int]:
+        """One try of ``consolidate`` from target node ``first`` (``runs_on``: a copy this try may consume)."""
         state, milli = snap.state, snap.milli(j)
         lo, hi, size = state.pool_lo[m], state.pool_hi[m], state.node_milli[m]
         limit, borrowing = self.options.max_preemptions, set(borrowers)
@@ -331,7 +322,7 @@ class Borrow(Policy):
         def may_take(run: Run) -> bool:
             return run.tenant in borrowing and snap.borrowing(run.tenant, run.model)
 
-        runs_on, moved, node = self._runs_on(snap, m), [], first
+        moved, node = [], first
         while (where := place(potential(), lo, hi, size, milli)) is None:
             need = self._next_need(potential()[lo:hi], size, milli)
             if node is None:

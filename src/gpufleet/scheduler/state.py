@@ -260,6 +260,14 @@ class Snapshot:
     def within_nominal(self, t: int, m: int, extra: int) -> bool:
         return self.usage[t][m] + extra <= self.state.nominal[t][m]
 
+    def fits_nominal(self, t: int, j: int) -> bool:
+        """Whether job ``j`` fits within tenant ``t``'s nominal quota on one of the models it may use."""
+        usage, nominal, milli = self.usage[t], self.state.nominal[t], self.milli(j)
+        for m in self.state.models_for(j):
+            if usage[m] + milli <= nominal[m]:
+                return True
+        return False
+
     def quota_fits(self, t: int, m: int, extra: int) -> bool:
         """Whether ``t`` may use ``extra`` more on model ``m`` under its borrowing limit and its cohort's pool."""
         s, used = self.state, self.usage[t][m]
@@ -391,8 +399,8 @@ class Snapshot:
         milli = self.milli(j)
         self._use(self.state.job_tenant[j], m, milli)
         if where is None:
-            where = self._reserved_placement(j, m, self.free + self.coming) or self.placement(
-                m, milli, self.free + self.coming)
+            ready = self.free + self.coming
+            where = self._reserved_placement(j, m, ready) or self.placement(m, milli, ready)
         if where:
             self.held[j] = (m, where)
         self._take_capacity(m, where or ())
