@@ -64,6 +64,7 @@ class Scheduler:
         self._violated_since: list[float | None] = [None] * len(tenants)
         self._entitled_since: list[float] = []  # per job: since when it waits within its quota (NaN: not)
         self._entitled: list[list[int]] = [[] for _ in tenants]  # the jobs of each tenant marked so
+        self._changed: set[int] = set()  # tenants whose queue, usage, preempted jobs or quota changed since
         self._deciding = False
         self._tokens = count()
         self._nominations = count()
@@ -96,6 +97,7 @@ class Scheduler:
         queue = self.state.queues[self.state.job_tenant[j]]
         head = queue[0] if queue else None
         self.state.enqueue(j)
+        self._changed.add(self.state.job_tenant[j])
         self._emit("arrive", j, f"{self.state.jobs[j].gpus:g} GPUs")
         if head is None or queue[0] != head or self.policy.decides_on_every_arrival:
             self._wake()
@@ -106,6 +108,7 @@ class Scheduler:
         state = self.state
         t, m = state.tenant_index[change.tenant], state.model_index[change.model]
         state.set_nominal(t, m, int(round(change.nominal_gpus * MILLI)))
+        self._changed.add(t)
         self.applied_quota_changes.append(change)
         self._log(change.tenant, "quota", f"{change.model} nominal {change.nominal_gpus:g}")
         self._wake()
@@ -138,6 +141,7 @@ class Scheduler:
         state, now, j = self.state, self.kernel.now, a.job
         job, t = state.jobs[j], state.job_tenant[j]
         state.queues[t].remove((-job.priority, job.arrival_s, j))
+        self._changed.add(t)
         state.nominated.pop(j, None)
         self._reserve(j, None)
         self._hold(a.placement, +1)
@@ -198,6 +202,7 @@ class Scheduler:
             state.releasing[node] -= milli
         self._hold(run.placement, -1)
         state.enqueue(j)
+        self._changed.add(run.tenant)
         self._emit("requeue", j, "")
         self._wake()
 
@@ -206,6 +211,7 @@ class Scheduler:
         state = self.state
         state.version += 1
         state.tenant_version[run.tenant] += 1
+        self._changed.add(run.tenant)
         del state.running[run.job], state.running_of[run.tenant][run.job]
         for node, milli in run.placement:
             state.running_on[run.tenant, node] -= milli
@@ -234,13 +240,15 @@ class Scheduler:
         """After each decision: integrate, per tenant, the time it waits while its head job would fit
         in its nominal quota; and mark since when each queued job has been within its tenant's quota
         (its usage, its preempted jobs that will requeue, the jobs queued ahead and the job itself fit
-        the nominal quota)."""
+        the nominal quota). Only tenants with a change since the last decision are looked at again."""
+        if not self._changed:
+            return
         state, now, since = self.state, self.kernel.now, self._entitled_since
         returning = [0] * len(state.tenants)  # preempted jobs: they requeue, ahead of any later job
         for run in state.terminating.values():
             returning[run.tenant] += state.jobs[run.job].milli_gpus
-        for t, queue in enumerate(state.queues):
-            marked = []
+        for t in self._changed:
+            queue, marked = state.queues[t], []
             if queue:
                 usage, nominal, ahead = state.usage[t], state.nominal[t], returning[t]
                 for i in range(len(queue)):  # strict FIFO: a prefix of the queue
@@ -264,6 +272,7 @@ class Scheduler:
                 self._violated_since[t] = now
             elif not violated and started is not None:
                 self._close_violation(t, now)
+        self._changed.clear()
 
     def _close_violation(self, t: int, now: float) -> None:
         length = now - self._violated_since[t]

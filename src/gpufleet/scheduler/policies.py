@@ -146,7 +146,7 @@ class Policy(ABC):
     def admit(self, snap: Snapshot, t: int, j: int) -> Admission | None:
         milli = snap.milli(j)
         for m in snap.state.models_for(j):
-            if self.quota_allows(snap, t, m, milli) and (where := snap.placement_for(j, m)):
+            if milli <= snap.free_total[m] and self.quota_allows(snap, t, m, milli) and (where := snap.placement_for(j, m)):
                 return snap.take(t, j, m, where)
         return None
 
@@ -208,7 +208,7 @@ class Policy(ABC):
 
     @staticmethod
     def _fits_when_released(snap: Snapshot, t: int, m: int, milli: int):
-        return lambda: (snap.quota_fits(t, m, milli)
+        return lambda: (milli <= snap.free_total[m] + snap.coming_total[m] and snap.quota_fits(t, m, milli)
                         and snap.placement(m, milli, snap.free + snap.coming) is not None)
 
 
@@ -413,8 +413,8 @@ class Fair(Borrow):
     name = "fair"
 
     def rank(self, snap, t, j):
-        milli = snap.milli(j)
-        return (min(snap.share(t, m, milli) for m in snap.state.models_for(j)),)
+        milli, models = snap.milli(j), snap.state.models_for(j)
+        return (snap.share(t, models[0], milli) if len(models) == 1 else min(snap.share(t, m, milli) for m in models),)
 
     admissions_unblock_others = True  # another tenant's admission raises its share and can make it a victim
 
@@ -496,5 +496,4 @@ class Fair(Borrow):
         state, used = snap.state, snap.usage[t][m]
         keep, c = state.guaranteed[t][m], state.cohort_of[t]
         pool_short = snap.drawn[c][m] - max(0, used - keep) + max(0, used + milli - keep) - state.pool[c][m]
-        coming = int(snap.coming[state.pool_lo[m]:state.pool_hi[m]].sum())
-        return max(pool_short, milli - snap.free_total[m] - coming)
+        return max(pool_short, milli - snap.free_total[m] - snap.coming_total[m])

@@ -214,6 +214,7 @@ class Snapshot:
         self._borrowers: dict[tuple, dict[int, float]] = {}  # see borrowers_shares
         self._fingerprint: tuple[int, int] = (-1, 0)  # (edits, hash) of the last fingerprint
         self._free = self._coming = self._drawn = None  # copied or computed on first use
+        self._coming_total: list[int] = []
         # Capacity set aside for nominated jobs (job -> (node, from free, from coming) per node): only
         # their tenant may use it (kube-scheduler's nominated node). Not a what-if change: it is the state's.
         self._set_aside = {j: self._take_capacity(m, where) for j, (m, where) in state.reserved.items()}
@@ -232,8 +233,17 @@ class Snapshot:
     def coming(self) -> np.ndarray:
         """Capacity that preempted jobs are giving back, per node."""
         if self._coming is None:
-            self._coming = self.state.releasing.copy()
+            s = self.state
+            self._coming = s.releasing.copy()
+            self._coming_total = [int(self._coming[s.pool_lo[m]:s.pool_hi[m]].sum()) for m in range(len(s.models))]
         return self._coming
+
+    @property
+    def coming_total(self) -> list[int]:
+        """Capacity coming back, per model (as ``free_total`` is free capacity per model)."""
+        if self._coming is None:
+            self.coming
+        return self._coming_total
 
     @property
     def drawn(self) -> list[list[int]]:
@@ -295,15 +305,13 @@ class Snapshot:
     def share(self, t: int, m_extra: int = 0, extra: int = 0) -> float:
         """Weighted dominant share: max over models of borrowed / the cohort's lendable pool, / weight
         (with ``extra`` milli-GPUs more on model ``m_extra``)."""
-        if not extra and t in self._shares:
-            return self._shares[t]
+        if not extra and (cached := self._shares.get(t)) is not None:
+            return cached
         s = self.state
-        pools, nominal, worst = s.pool[s.cohort_of[t]], s.nominal[t], 0.0
-        for m, used in enumerate(self.usage[t]):
-            if m == m_extra:
-                used += extra
-            if used > nominal[m]:
-                worst = max(worst, (used - nominal[m]) / max(pools[m], 1))
+        over = self.usage[t][m_extra] + extra - s.nominal[t][m_extra]
+        worst = over / max(s.pool[s.cohort_of[t]][m_extra], 1) if over > 0 else 0.0
+        if len(s.models) > 1:
+            worst = max(worst, self.share_except(t, m_extra))
         if not extra:
             self._shares[t] = worst / s.weight[t]
         return worst / s.weight[t]
@@ -313,7 +321,8 @@ class Snapshot:
         next what-if change: every head of a cycle asks)."""
         key = (self.edits, c, m)
         if key not in self._borrowers:
-            self._borrowers = {key: {k: self.share(k) for k in self.state.members[c] if self.borrowing(k, m)}}
+            usage, nominal = self.usage, self.state.nominal
+            self._borrowers = {key: {k: self.share(k) for k in self.state.members[c] if usage[k][m] > nominal[k][m]}}
         return self._borrowers[key]
 
     def share_except(self, t: int, m: int) -> float:
@@ -388,6 +397,7 @@ class Snapshot:
         self._use(run.tenant, run.model, -self.milli(run.job))
         for node, milli in run.placement:
             self.coming[node] += milli
+        self.coming_total[run.model] += self.milli(run.job)
 
     def hold(self, j: int, m: int, where: Placement | None = None) -> None:
         """Reserve for pending job ``j`` the quota and a placement on model ``m`` (``where``, by default
@@ -414,6 +424,7 @@ class Snapshot:
             free[node] -= from_free
             coming[node] -= from_coming
             self.free_total[m] -= from_free
+            self._coming_total[m] -= from_coming
             taken.append((node, from_free, from_coming))
         return taken
 
@@ -427,10 +438,13 @@ class Snapshot:
             for node, from_free, from_coming in self._set_aside.pop(j):
                 self._free[node] += from_free
                 self._coming[node] += from_coming
-                self.free_total[self.state.node_model[node]] += from_free
+                model = self.state.node_model[node]
+                self.free_total[model] += from_free
+                self._coming_total[model] += from_coming
 
     def unevict(self, run: Run) -> None:
         self.evicting.discard(run.job)
         self._use(run.tenant, run.model, self.milli(run.job))
         for node, milli in run.placement:
             self.coming[node] -= milli
+        self.coming_total[run.model] -= self.milli(run.job)
