@@ -600,13 +600,19 @@ def _set_aside_without_nomination(state):
     state.reserved[2] = (0, [(0, 1000)])  # a3, queued, never nominated
 
 
+def _stale_returning_total(state):
+    state.releasing_total[0] += 1000  # 1 GPU said to come back that no node gives back
+
+
 @pytest.mark.parametrize("tamper, message", [
     (_negative_free, "node free capacity out of range"),
     (_usage_not_on_nodes, "held on nodes"),
     (_over_quota, "over its nominal"),
     (_running_and_nominated, "runs but is still nominated"),
     (_set_aside_without_nomination, "set aside but is not nominated"),
-], ids=["negative-free", "usage-unaccounted", "over-quota", "running-nominated", "set-aside-unnominated"])
+    (_stale_returning_total, "totals of free and returning capacity"),
+], ids=["negative-free", "usage-unaccounted", "over-quota", "running-nominated", "set-aside-unnominated",
+        "returning-total-stale"])
 def test_invariant_check_catches_broken_bookkeeping(tamper, message):
     """The check the property tests rely on does fail on broken state (static: within nominal)."""
     sched = static_fifo().scheduler("static")

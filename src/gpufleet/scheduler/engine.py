@@ -141,6 +141,7 @@ class Scheduler:
         state, now, j = self.state, self.kernel.now, a.job
         job, t = state.jobs[j], state.job_tenant[j]
         state.queues[t].remove((-job.priority, job.arrival_s, j))
+        state.changes += 1
         self._changed.add(t)
         state.nominated.pop(j, None)
         self._reserve(j, None)
@@ -181,6 +182,7 @@ class Scheduler:
         self._stop(run)
         for node, milli in run.placement:
             state.releasing[node] += milli
+        state.releasing_total[run.model] += job.milli_gpus
         useful_s = max(0.0, now - run.start_s - run.overhead_s)
         saved_s = min(state.remaining_s[j], math.floor(useful_s / job.checkpoint_s) * job.checkpoint_s
                       if job.checkpoint_s else 0.0)
@@ -198,8 +200,10 @@ class Scheduler:
         state = self.state
         run = state.terminating.pop(j)
         state.version += 1
+        state.changes += 1
         for node, milli in run.placement:
             state.releasing[node] -= milli
+        state.releasing_total[run.model] -= state.jobs[j].milli_gpus
         self._hold(run.placement, -1)
         state.enqueue(j)
         self._changed.add(run.tenant)
@@ -211,6 +215,7 @@ class Scheduler:
         state = self.state
         state.version += 1
         state.tenant_version[run.tenant] += 1
+        state.changes += 1
         self._changed.add(run.tenant)
         del state.running[run.job], state.running_of[run.tenant][run.job]
         for node, milli in run.placement:
@@ -223,6 +228,8 @@ class Scheduler:
         old = self.state.reserved.pop(j, None)
         if where is not None:
             self.state.reserved[j] = where
+        if old != where:
+            self.state.changes += 1
         if old is not None and old != where:
             self.state.version += 1
 

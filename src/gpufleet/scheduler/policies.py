@@ -419,7 +419,9 @@ class Fair(Borrow):
     admissions_unblock_others = True  # another tenant's admission raises its share and can make it a victim
 
     def retry_key(self, snap, t, j):
-        return snap.fingerprint()
+        """Any change can help (another tenant's start raises its share, which can make it a victim):
+        the state's change counter; none once this cycle has made what-if changes."""
+        return None if snap.edits else snap.state.changes
 
     def make_room(self, snap, t, j):
         holds = snap.holds

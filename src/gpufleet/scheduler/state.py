@@ -83,10 +83,12 @@ class ClusterState:
         self.terminating: dict[int, Run] = {}
         self.version = 0  # bumped whenever quota or capacity is given back, or a quota changes
         self.tenant_version = [0] * len(tenants)  # bumped when that tenant gives back quota or its quota changes
+        self.changes = 0  # bumped on any change of usage, capacity held or given back, quotas or nodes set aside
         # Pending jobs that go first until they start, in the order they were nominated (job -> rank)
         self.nominated: dict[int, int] = {}
         self.reserved: dict[int, tuple[int, Placement]] = {}  # nominated job -> the model and nodes it waits for
-        self.releasing = np.zeros_like(self.free)
+        self.releasing = np.zeros_like(self.free)  # capacity preempted jobs hold until their grace period ends
+        self.releasing_total = [0] * len(self.models)  # the same per model
         self.running_on = np.zeros((len(tenants), len(self.free)), dtype=np.int64)  # tenant x node: milli-GPUs running
         self.jobs: list[Job] = []
         self.job_tenant: list[int] = []
@@ -125,6 +127,7 @@ class ClusterState:
     def set_nominal(self, t: int, m: int, milli: int) -> None:
         self.nominal[t][m] = milli
         self.version += 1
+        self.changes += 1
         self.tenant_version[t] += 1
         self.refresh_pools()
 
@@ -177,6 +180,10 @@ class ClusterState:
                          for _ in range(self.pool_hi[m] - self.pool_lo[m])], dtype=np.int64)
         if (self.free < 0).any() or (self.free > caps).any():
             errors.append(f"node free capacity out of range: {self.free.tolist()}")
+        for m, model in enumerate(self.models):
+            lo, hi = self.pool_lo[m], self.pool_hi[m]
+            if (self.free_total[m], self.releasing_total[m]) != (int(self.free[lo:hi].sum()), int(self.releasing[lo:hi].sum())):
+                errors.append(f"the totals of free and returning capacity on {model} disagree with its nodes")
         held = int((caps - self.free).sum())
         accounted = sum(map(sum, self.usage)) + sum(self.jobs[j].milli_gpus for j in self.terminating)
         if held != accounted:
@@ -212,7 +219,6 @@ class Snapshot:
         self.edits = 0  # what-if changes made in this cycle (0: the snapshot still equals the state)
         self._shares: dict[int, float] = {}  # tenant -> share at the current what-if usage
         self._borrowers: dict[tuple, dict[int, float]] = {}  # see borrowers_shares
-        self._fingerprint: tuple[int, int] = (-1, 0)  # (edits, hash) of the last fingerprint
         self._free = self._coming = self._drawn = None  # copied or computed on first use
         self._coming_total: list[int] = []
         # Capacity set aside for nominated jobs (job -> (node, from free, from coming) per node): only
@@ -233,9 +239,8 @@ class Snapshot:
     def coming(self) -> np.ndarray:
         """Capacity that preempted jobs are giving back, per node."""
         if self._coming is None:
-            s = self.state
-            self._coming = s.releasing.copy()
-            self._coming_total = [int(self._coming[s.pool_lo[m]:s.pool_hi[m]].sum()) for m in range(len(s.models))]
+            self._coming = self.state.releasing.copy()
+            self._coming_total = self.state.releasing_total[:]
         return self._coming
 
     @property
@@ -365,13 +370,6 @@ class Snapshot:
 
         runs.sort(key=order)
         return runs
-
-    def fingerprint(self) -> int:
-        """A hash of everything a decision depends on: the state's version and the what-if counters."""
-        if self._fingerprint[0] != self.edits:
-            self._fingerprint = (self.edits, hash((self.state.version, self.free.tobytes(), self.coming.tobytes(),
-                                                   tuple(map(tuple, self.usage)))))
-        return self._fingerprint[1]
 
     # -- what-if -----------------------------------------------------------------------------
     def _use(self, t: int, m: int, delta: int) -> None:
