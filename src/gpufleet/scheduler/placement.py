@@ -34,6 +34,9 @@ def place(free: np.ndarray, lo: int, hi: int, node_milli: int, milli: int) -> Pl
 
 
 def _best_fit(pool: np.ndarray, milli: int) -> int | None:
-    slack = np.where(pool >= milli, pool - milli, np.iinfo(pool.dtype).max)
-    node = int(slack.argmin())
+    """The node with the least free capacity that holds ``milli`` (the lowest index on ties), or None."""
+    node = int(np.where(pool >= milli, pool, _NEVER).argmin())
     return node if pool[node] >= milli else None
+
+
+_NEVER = np.iinfo(np.int64).max  # stands for the nodes that cannot hold the job

@@ -92,6 +92,7 @@ class ClusterState:
         self.running_on = np.zeros((len(tenants), len(self.free)), dtype=np.int64)  # tenant x node: milli-GPUs running
         self.jobs: list[Job] = []
         self.job_tenant: list[int] = []
+        self.job_models: list[tuple[int, ...]] = []  # the models each job may run on, in preference order
         self.remaining_s: list[float] = []
         self.preemptions: list[int] = []
 
@@ -144,6 +145,7 @@ class ClusterState:
         self.check_job(job)
         self.jobs.append(job)
         self.job_tenant.append(self.tenant_index[job.tenant])
+        self.job_models.append(tuple(range(len(self.models))) if job.model is None else (self.model_index[job.model],))
         self.remaining_s.append(job.service_s)
         self.preemptions.append(0)
         return len(self.jobs) - 1
@@ -157,10 +159,9 @@ class ClusterState:
             raise InputError(f"job {job.id} (line {job.line}) asks for GPU model {job.model!r}, "
                              "which the cluster does not have", field="model")
 
-    def models_for(self, j: int) -> range | tuple[int]:
+    def models_for(self, j: int) -> tuple[int, ...]:
         """The models job ``j`` may run on, in preference order."""
-        model = self.jobs[j].model
-        return range(len(self.models)) if model is None else (self.model_index[model],)
+        return self.job_models[j]
 
     def enqueue(self, j: int) -> None:
         job = self.jobs[j]
