@@ -62,12 +62,16 @@ class Policy(ABC):
 
     def decide(self, snap: Snapshot) -> Decision:
         decision, heads, queues = Decision(), [], {}
-        # Heads known to be stuck are left out up front, unless others' admissions can change that.
-        skip_stuck = not (self.admissions_unblock_others or self.options.backfill)
-        for t, queue in enumerate(snap.state.queues):
-            if queue and not (skip_stuck and self._stuck(snap, t, queue[0][2])):
-                queues[t] = snap.pending(t)
-                self._push(heads, snap, t, next(queues[t]))
+        tried = [(t, queue[0][2]) for t, queue in enumerate(snap.state.queues) if queue]
+        if not self.options.backfill:  # (a stuck head still lets jobs behind it backfill)
+            # Heads known to be stuck are left out up front, unless others' admissions in this cycle
+            # could unblock them; there are none when every head is stuck.
+            stuck = [self._stuck(snap, t, j) for t, j in tried]
+            if not self.admissions_unblock_others or all(stuck):
+                tried = [head for head, known in zip(tried, stuck) if not known]
+        for t, j in tried:
+            queues[t] = snap.pending(t)
+            self._push(heads, snap, t, next(queues[t]))
         waiting = set()  # tenants whose head waits for room made in this cycle
         while heads:
             *_, t, j = heapq.heappop(heads)
