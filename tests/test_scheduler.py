@@ -18,6 +18,7 @@ from gpufleet.errors import InputError
 from gpufleet.scheduler import POLICIES, Kernel, WallClock, make_policy
 from gpufleet.scheduler.engine import run_to_end
 from gpufleet.scheduler.metrics import HOUR_S, jain
+from gpufleet.scheduler.placement import place
 from scheduler_builders import MAX_STEPS, cluster, job, pool, quota_change, random_scenario, scenario, tenant
 
 POLICY_NAMES = list(POLICIES)
@@ -898,3 +899,27 @@ def test_static_run_figures_and_the_busy_integral_agree():
     # from 100 on, a3 heads the queue but 4 + 1 > 4: no violation
     assert result.tenants["a"].guarantee_violation_s == 0
     assert result.events > 0 and result.decisions > 0
+
+
+@given(free=st.lists(st.integers(0, 8), min_size=1, max_size=12), gpus=st.integers(1, 24))
+def test_placement_is_best_fit_then_whole_nodes(free, gpus):
+    """``place`` against a plain reading of its rule: a job of one node or less goes to the fullest
+    node that holds it (the lowest index on ties); a larger one takes whole free nodes, lowest
+    index first, and puts the rest on the fullest other node that holds it."""
+    size, milli = 8000, gpus * 1000
+    pool = np.array([f * 1000 for f in free], dtype=np.int64)
+
+    def best(candidates: list[int], need: int) -> int | None:
+        fitting = [n for n in candidates if pool[n] >= need]
+        return min(fitting, key=lambda n: (pool[n], n)) if fitting else None
+
+    if milli <= size:
+        node = best(list(range(len(pool))), milli)
+        expected = None if node is None else [(node, milli)]
+    else:
+        whole, rest = divmod(milli, size)
+        empty = [n for n in range(len(pool)) if pool[n] == size][:whole]
+        node = best([n for n in range(len(pool)) if n not in empty], rest) if rest else None
+        expected = None if len(empty) < whole or (rest and node is None) else \
+            [(n, size) for n in empty] + ([(node, rest)] if rest else [])
+    assert place(pool, 0, len(pool), size, milli) == expected

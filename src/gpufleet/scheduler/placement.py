@@ -35,8 +35,6 @@ def place(free: np.ndarray, lo: int, hi: int, node_milli: int, milli: int) -> Pl
 
 def _best_fit(pool: np.ndarray, milli: int) -> int | None:
     """The node with the least free capacity that holds ``milli`` (the lowest index on ties), or None."""
-    node = int(np.where(pool >= milli, pool, _NEVER).argmin())
+    # The slack of a node too small is negative, and read as unsigned it is larger than any other.
+    node = int((pool - milli).view(np.uint64).argmin())
     return node if pool[node] >= milli else None
-
-
-_NEVER = np.iinfo(np.int64).max  # stands for the nodes that cannot hold the job

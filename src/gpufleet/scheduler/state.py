@@ -8,6 +8,7 @@ All amounts are milli-GPUs, all times seconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -340,13 +341,14 @@ class Snapshot:
                 worst = max(worst, (used - nominal[k]) / max(pools[k], 1))
         return worst
 
-    def victims_of(self, tenants: list[int], m: int, max_preemptions: int | None, milli: int) -> list[Run]:
+    def victims_of(self, tenants: list[int], m: int, max_preemptions: int | None, milli: int,
+                   keep: Callable[[Run], bool] | None = None) -> list[Run]:
         """Running jobs of ``tenants`` on model ``m`` that may be preempted to place ``milli`` milli-GPUs.
 
         Kueue's order is lowest priority, then newest first. Placement adds one rule in front:
         victims on nodes that can give back enough for the job come first and, for a job of a
         whole node or more, grouped by node, the nodes with the most already free or coming back
-        (the fewest to preempt) first."""
+        (the fewest to preempt) first. ``keep``: which of them the caller considers at all."""
         s = self.state
         ready = self.free + self.coming
         potential = (ready + s.running_on[tenants].sum(axis=0)).tolist()  # then less what may not be taken
@@ -358,7 +360,7 @@ class Snapshot:
                 if r.job in self.evicting or (max_preemptions is not None and s.preemptions[r.job] >= max_preemptions):
                     for node, amount in r.placement:
                         potential[node] -= amount
-                else:
+                elif keep is None or keep(r):
                     runs.append(r)
         ready = ready.tolist()
         need, whole = min(milli, s.node_milli[m]), milli >= s.node_milli[m]
