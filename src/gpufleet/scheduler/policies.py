@@ -447,10 +447,10 @@ class Fair(Borrow):
             if not richer:
                 continue
             gives, under = self._can_give(snap, richer, m, mine)
-            if sum(gives) < self._shortfall(snap, t, m, milli) or milli > state.node_milli[m] and snap.placement(
+            if sum(gives) < self._shortfall(snap, t, m, milli) or snap.placement(
                     m, milli, snap.free + snap.coming + np.minimum(state.running_on[richer],
                                                                    np.array(gives, dtype=np.int64)[:, None]).sum(axis=0)) is None:
-                continue  # even taking back all they may give would not make room (whole nodes: rarely there)
+                continue  # even taking back all they may give would not make room
             candidates = snap.victims_of(richer, m, self.options.max_preemptions, milli,
                                          lambda r: under[r.tenant] is None or state.jobs[r.job].milli_gpus < under[r.tenant])
             candidates.sort(key=lambda r: -shares[r.tenant])  # stable: keeps lowest priority, newest first
