@@ -71,7 +71,9 @@ class Policy(ABC):
                 tried = [head for head, known in zip(tried, stuck) if not known]
         for t, j in tried:
             queues[t] = snap.pending(t)
-            self._push(heads, snap, t, next(queues[t]))
+            next(queues[t])
+            heads.append(self._entry(snap, t, j))
+        heapq.heapify(heads)
         waiting = set()  # tenants whose head waits for room made in this cycle
         while heads:
             *_, t, j = heapq.heappop(heads)
@@ -90,7 +92,7 @@ class Policy(ABC):
                     decision.nominate += [j, *snap.moved[moved:]]  # then the jobs moved to make room for it
                     waiting.add(t)
                 if (k := next(queues[t], None)) is not None:
-                    self._push(heads, snap, t, k)
+                    heapq.heappush(heads, self._entry(snap, t, k))
             elif t in waiting:
                 continue
             elif decision.admit and self.admissions_unblock_others and snap.fits_nominal(t, j):
@@ -130,11 +132,13 @@ class Policy(ABC):
         memo = self._inadmissible.get(j)
         return memo is not None and memo == self.retry_key(snap, t, j)
 
-    def _push(self, heads: list, snap: Snapshot, t: int, j: int) -> None:
+    def _entry(self, snap: Snapshot, t: int, j: int) -> tuple:
+        """Head ``j``'s place in the cycle: nominated jobs first (first nominated, first served), then
+        the policy's rank, priority and arrival; its tenant and itself last."""
         job = snap.state.jobs[j]
         nominated = snap.state.nominated.get(j)
         first = (0, nominated) if nominated is not None else (1, 0)
-        heapq.heappush(heads, (first, *self.rank(snap, t, j), -job.priority, job.arrival_s, j, t, j))
+        return (first, *self.rank(snap, t, j), -job.priority, job.arrival_s, j, t, j)
 
     def rank(self, snap: Snapshot, t: int, j: int) -> tuple:
         """What orders the heads of different tenants before priority and arrival."""
