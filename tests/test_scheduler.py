@@ -601,6 +601,10 @@ def _set_aside_without_nomination(state):
     state.reserved[2] = (0, [(0, 1000)])  # a3, queued, never nominated
 
 
+def _stale_head(state):
+    state.heads[0] = None  # a's queue still holds a3
+
+
 def _stale_returning_total(state):
     state.releasing_total[0] += 1000  # 1 GPU said to come back that no node gives back
 
@@ -612,8 +616,9 @@ def _stale_returning_total(state):
     (_running_and_nominated, "runs but is still nominated"),
     (_set_aside_without_nomination, "set aside but is not nominated"),
     (_stale_returning_total, "totals of free and returning capacity"),
+    (_stale_head, "first queued job"),
 ], ids=["negative-free", "usage-unaccounted", "over-quota", "running-nominated", "set-aside-unnominated",
-        "returning-total-stale"])
+        "returning-total-stale", "head-stale"])
 def test_invariant_check_catches_broken_bookkeeping(tamper, message):
     """The check the property tests rely on does fail on broken state (static: within nominal)."""
     sched = static_fifo().scheduler("static")

@@ -94,12 +94,12 @@ class Scheduler:
             self.submit(job)
 
     def _arrive(self, j: int) -> None:
-        queue = self.state.queues[self.state.job_tenant[j]]
-        head = queue[0] if queue else None
+        t = self.state.job_tenant[j]
+        head = self.state.heads[t]
         self.state.enqueue(j)
-        self._changed.add(self.state.job_tenant[j])
-        self._emit("arrive", j, f"{self.state.jobs[j].gpus:g} GPUs")
-        if head is None or queue[0] != head or self.policy.decides_on_every_arrival:
+        self._changed.add(t)
+        self._emit("arrive", j, lambda: f"{self.state.jobs[j].gpus:g} GPUs")
+        if self.state.heads[t] != head or self.policy.decides_on_every_arrival:
             self._wake()
         if self._feed:
             self._submit_next()
@@ -140,7 +140,7 @@ class Scheduler:
     def _start(self, a: Admission) -> None:
         state, now, j = self.state, self.kernel.now, a.job
         job, t = state.jobs[j], state.job_tenant[j]
-        state.queues[t].remove((-job.priority, job.arrival_s, j))
+        state.dequeue(j)
         state.changes += 1
         self._changed.add(t)
         state.nominated.pop(j, None)
@@ -159,7 +159,7 @@ class Scheduler:
             self.records.guarantee_wait_s[j] = max(self.records.guarantee_wait_s[j], now - since)
             self._entitled_since[j] = math.nan
         self.kernel.schedule(run.end_s, RELEASE, self._finish, j, run.token)
-        self._emit("start", j, f"{state.models[a.model]} nodes {','.join(str(n) for n, _ in a.placement)}")
+        self._emit("start", j, lambda: f"{state.models[a.model]} nodes {','.join(str(n) for n, _ in a.placement)}")
 
     def _finish(self, j: int, token: int) -> None:
         state, now = self.state, self.kernel.now
@@ -173,7 +173,7 @@ class Scheduler:
         self.records.lost_milli_s[j] += run.overhead_s * milli
         state.remaining_s[j] = 0.0
         self.records.finish_s[j] = now
-        self._emit("finish", j, "")
+        self._emit("finish", j)
         self._wake()
 
     def _preempt(self, j: int) -> None:
@@ -194,7 +194,7 @@ class Scheduler:
         self.records.lost_milli_s[j] += held_milli_s - saved_s * job.milli_gpus
         state.terminating[j] = run
         self.kernel.schedule(now + self.grace_s, RELEASE, self._release, j)
-        self._emit("preempt", j, f"kept {saved_s:g}s of work")
+        self._emit("preempt", j, lambda: f"kept {saved_s:g}s of work")
 
     def _release(self, j: int) -> None:
         state = self.state
@@ -207,7 +207,7 @@ class Scheduler:
         self._hold(run.placement, -1)
         state.enqueue(j)
         self._changed.add(run.tenant)
-        self._emit("requeue", j, "")
+        self._emit("requeue", j)
         self._wake()
 
     # -- bookkeeping -----------------------------------------------------------------------
@@ -296,10 +296,11 @@ class Scheduler:
         self._hold([], 0)
 
     # -- event log -------------------------------------------------------------------------
-    def _emit(self, what: str, j: int, detail: str) -> None:
+    def _emit(self, what: str, j: int, detail: Callable[[], str] | None = None) -> None:
+        """Log an event of job ``j`` (``detail`` is only worked out when there is a log to write)."""
         if self.log is not None:
             job = self.state.jobs[j]
-            self.log.append((self.kernel.now, what, job.id, f"{job.tenant} {detail}".rstrip()))
+            self.log.append((self.kernel.now, what, job.id, f"{job.tenant} {detail() if detail else ''}".rstrip()))
 
     def _log(self, who: str, what: str, detail: str) -> None:
         if self.log is not None:

@@ -16,6 +16,8 @@ Placement = list[tuple[int, int]]  # (node index, milli-GPUs taken on it)
 
 def place(free: np.ndarray, lo: int, hi: int, node_milli: int, milli: int) -> Placement | None:
     """Nodes for ``milli`` milli-GPUs among ``free[lo:hi]`` (nodes of ``node_milli`` each), or None."""
+    if hi - lo == 1:  # pooled capacity: no numpy for one node
+        return [(lo, milli)] if free[lo] >= milli else None
     pool = free[lo:hi]
     if milli <= node_milli:
         node = _best_fit(pool, milli)

@@ -62,7 +62,7 @@ class Policy(ABC):
 
     def decide(self, snap: Snapshot) -> Decision:
         decision, heads, queues = Decision(), [], {}
-        tried = [(t, queue[0][2]) for t, queue in enumerate(snap.state.queues) if queue]
+        tried = [(t, j) for t, j in enumerate(snap.state.heads) if j is not None]
         if not self.options.backfill:  # (a stuck head still lets jobs behind it backfill)
             # Heads known to be stuck are left out up front, unless others' admissions in this cycle
             # could unblock them; there are none when every head is stuck.

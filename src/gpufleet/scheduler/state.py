@@ -79,6 +79,7 @@ class ClusterState:
         self._init_quotas(tenants)
         self.usage = [[0] * len(self.models) for _ in tenants]
         self.queues = [SortedList() for _ in tenants]  # keys (-priority, arrival_s, job)
+        self.heads: list[int | None] = [None] * len(tenants)  # each queue's first job (None: empty)
         self.running: dict[int, Run] = {}
         self.running_of: list[dict[int, Run]] = [{} for _ in tenants]  # admission order
         self.terminating: dict[int, Run] = {}
@@ -165,8 +166,15 @@ class ClusterState:
         return self.job_models[j]
 
     def enqueue(self, j: int) -> None:
-        job = self.jobs[j]
-        self.queues[self.job_tenant[j]].add((-job.priority, job.arrival_s, j))
+        job, t = self.jobs[j], self.job_tenant[j]
+        self.queues[t].add((-job.priority, job.arrival_s, j))
+        self.heads[t] = self.queues[t][0][2]
+
+    def dequeue(self, j: int) -> None:
+        job, t = self.jobs[j], self.job_tenant[j]
+        queue = self.queues[t]
+        queue.remove((-job.priority, job.arrival_s, j))
+        self.heads[t] = queue[0][2] if queue else None
 
     def invariant_errors(self, *, confined_to_nominal: bool = False) -> list[str]:
         """What is wrong with the bookkeeping, if anything (empty: all invariants hold):
@@ -174,7 +182,8 @@ class ClusterState:
         every tenant within its borrowing limit (``confined_to_nominal``: within its nominal
         quota) and every cohort within its guarantees plus its lendable pool; nominations and
         nodes set aside only for jobs that do not run."""
-        errors = []
+        errors = [f"tenant {t.name}'s first queued job is not job {self.heads[i]}" for i, t in enumerate(self.tenants)
+                  if self.heads[i] != (self.queues[i][0][2] if self.queues[i] else None)]
         errors += [f"job {j} runs but is still nominated" for j in self.nominated if j in self.running]
         errors += [f"job {j} has nodes set aside but is not nominated" for j in self.reserved
                    if j not in self.nominated]
