@@ -605,6 +605,10 @@ def _stale_head(state):
     state.heads[0] = None  # a's queue still holds a3
 
 
+def _stale_sizes(state):
+    state.running_sizes[0][0][1000] += 1  # a 1-GPU job of a that does not run
+
+
 def _stale_returning_total(state):
     state.releasing_total[0] += 1000  # 1 GPU said to come back that no node gives back
 
@@ -617,8 +621,9 @@ def _stale_returning_total(state):
     (_set_aside_without_nomination, "set aside but is not nominated"),
     (_stale_returning_total, "totals of free and returning capacity"),
     (_stale_head, "first queued job"),
+    (_stale_sizes, "sizes of running jobs"),
 ], ids=["negative-free", "usage-unaccounted", "over-quota", "running-nominated", "set-aside-unnominated",
-        "returning-total-stale", "head-stale"])
+        "returning-total-stale", "head-stale", "sizes-stale"])
 def test_invariant_check_catches_broken_bookkeeping(tamper, message):
     """The check the property tests rely on does fail on broken state (static: within nominal)."""
     sched = static_fifo().scheduler("static")

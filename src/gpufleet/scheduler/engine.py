@@ -149,6 +149,7 @@ class Scheduler:
         for node, milli in a.placement:
             state.running_on[t, node] += milli
         state.usage[t][a.model] += job.milli_gpus
+        state.running_sizes[t][a.model][job.milli_gpus] += 1
         overhead_s = job.restart_s if state.preemptions[j] else 0.0
         run = Run(j, t, a.model, a.placement, now, overhead_s, now + overhead_s + state.remaining_s[j],
                   next(self._tokens), (job.priority, -now, -j))
@@ -220,7 +221,12 @@ class Scheduler:
         del state.running[run.job], state.running_of[run.tenant][run.job]
         for node, milli in run.placement:
             state.running_on[run.tenant, node] -= milli
-        state.usage[run.tenant][run.model] -= state.jobs[run.job].milli_gpus
+        milli = state.jobs[run.job].milli_gpus
+        state.usage[run.tenant][run.model] -= milli
+        sizes = state.running_sizes[run.tenant][run.model]
+        sizes[milli] -= 1
+        if not sizes[milli]:
+            del sizes[milli]
 
     def _reserve(self, j: int, where: tuple | None) -> None:
         """Set capacity aside for nominated job ``j`` (None: no longer). Capacity no longer set aside

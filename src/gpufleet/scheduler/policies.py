@@ -487,17 +487,18 @@ class Fair(Borrow):
     def _can_give(snap: Snapshot, tenants: list[int], m: int, mine: float) -> tuple[list[int], dict[int, int | None]]:
         """Upper bounds on what each of ``tenants`` can give back on ``m`` while its share stays above
         ``mine``, and the size each job it gives must stay under (None: any size, as its share on
-        other models keeps it above)."""
+        other models keeps it above: then all it runs there, as a job may take it below its quota)."""
         state, gives, under = snap.state, [], {}
         for k in tenants:
             borrowed = quota.borrowed(snap.usage[k][m], state.nominal[k][m])
             keep = mine * max(state.pool[state.cohort_of[k]][m], 1) * state.weight[k]
             if snap.share(k, m, -borrowed) > mine + EPSILON:
-                gives.append(borrowed)
+                gives.append(snap.usage[k][m])
                 under[k] = None
             else:
-                gives.append(max(0, borrowed - int(keep)))
-                under[k] = gives[-1]
+                under[k] = max(0, borrowed - int(keep))
+                sizes = state.running_sizes[k][m]
+                gives.append(under[k] if sizes and min(sizes) < under[k] else 0)  # no job small enough: nothing
         return gives, under
 
     @staticmethod

@@ -8,6 +8,7 @@ All amounts are milli-GPUs, all times seconds.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -92,6 +93,8 @@ class ClusterState:
         self.releasing = np.zeros_like(self.free)  # capacity preempted jobs hold until their grace period ends
         self.releasing_total = [0] * len(self.models)  # the same per model
         self.running_on = np.zeros((len(tenants), len(self.free)), dtype=np.int64)  # tenant x node: milli-GPUs running
+        # tenant x model: how many jobs of each size (milli-GPUs) run
+        self.running_sizes = [[Counter() for _ in self.models] for _ in tenants]
         self.jobs: list[Job] = []
         self.job_tenant: list[int] = []
         self.job_models: list[tuple[int, ...]] = []  # the models each job may run on, in preference order
@@ -185,6 +188,11 @@ class ClusterState:
         errors = [f"tenant {t.name}'s first queued job is not job {self.heads[i]}" for i, t in enumerate(self.tenants)
                   if self.heads[i] != (self.queues[i][0][2] if self.queues[i] else None)]
         errors += [f"job {j} runs but is still nominated" for j in self.nominated if j in self.running]
+        sizes = [[Counter() for _ in self.models] for _ in self.tenants]
+        for r in self.running.values():
+            sizes[r.tenant][r.model][self.jobs[r.job].milli_gpus] += 1
+        if sizes != self.running_sizes:
+            errors.append("the sizes of running jobs per tenant and model disagree with the running jobs")
         errors += [f"job {j} has nodes set aside but is not nominated" for j in self.reserved
                    if j not in self.nominated]
         caps = np.array([self.node_milli[m] for m in range(len(self.models))
