@@ -609,6 +609,10 @@ def _stale_sizes(state):
     state.running_sizes[0][0][1000] += 1  # a 1-GPU job of a that does not run
 
 
+def _stale_drawn(state):
+    state.drawn[0][0] += 1000  # the cohort said to use 1 GPU more of its pool than its members do
+
+
 def _stale_returning_total(state):
     state.releasing_total[0] += 1000  # 1 GPU said to come back that no node gives back
 
@@ -622,8 +626,9 @@ def _stale_returning_total(state):
     (_stale_returning_total, "totals of free and returning capacity"),
     (_stale_head, "first queued job"),
     (_stale_sizes, "sizes of running jobs"),
+    (_stale_drawn, "usage above guarantees"),
 ], ids=["negative-free", "usage-unaccounted", "over-quota", "running-nominated", "set-aside-unnominated",
-        "returning-total-stale", "head-stale", "sizes-stale"])
+        "returning-total-stale", "head-stale", "sizes-stale", "drawn-stale"])
 def test_invariant_check_catches_broken_bookkeeping(tamper, message):
     """The check the property tests rely on does fail on broken state (static: within nominal)."""
     sched = static_fifo().scheduler("static")

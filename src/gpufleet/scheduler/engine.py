@@ -148,7 +148,7 @@ class Scheduler:
         self._hold(a.placement, +1)
         for node, milli in a.placement:
             state.running_on[t, node] += milli
-        state.usage[t][a.model] += job.milli_gpus
+        state.add_usage(t, a.model, job.milli_gpus)
         state.running_sizes[t][a.model][job.milli_gpus] += 1
         overhead_s = job.restart_s if state.preemptions[j] else 0.0
         run = Run(j, t, a.model, a.placement, now, overhead_s, now + overhead_s + state.remaining_s[j],
@@ -222,7 +222,7 @@ class Scheduler:
         for node, milli in run.placement:
             state.running_on[run.tenant, node] -= milli
         milli = state.jobs[run.job].milli_gpus
-        state.usage[run.tenant][run.model] -= milli
+        state.add_usage(run.tenant, run.model, -milli)
         sizes = state.running_sizes[run.tenant][run.model]
         sizes[milli] -= 1
         if not sizes[milli]:

@@ -77,8 +77,8 @@ class ClusterState:
         if len(self.tenant_index) != len(tenants):
             raise InputError("tenant names must be unique", field="tenants")
         self._init_nodes(cluster)
+        self.usage = [[0] * len(self.models) for _ in tenants]  # tenant x model: milli-GPUs held by running jobs
         self._init_quotas(tenants)
-        self.usage = [[0] * len(self.models) for _ in tenants]
         self.queues = [SortedList() for _ in tenants]  # keys (-priority, arrival_s, job)
         self.heads: list[int | None] = [None] * len(tenants)  # each queue's first job (None: empty)
         self.running: dict[int, Run] = {}
@@ -144,6 +144,16 @@ class ClusterState:
                            for n, lim in zip(self.nominal, self.lending_limit)]
         self.pool = [[sum(self.nominal[t][m] - self.guaranteed[t][m] for t in members) for m in models]
                      for members in self.members]
+        self.drawn = [[0] * len(self.models) for _ in self.members]  # per cohort and model: usage above guarantees
+        for t, row in enumerate(self.usage):
+            for m, used in enumerate(row):
+                self.drawn[self.cohort_of[t]][m] += max(0, used - self.guaranteed[t][m])
+
+    def add_usage(self, t: int, m: int, delta: int) -> None:
+        """``t`` holds ``delta`` milli-GPUs more (or fewer) on model ``m``."""
+        used, keep = self.usage[t][m], self.guaranteed[t][m]
+        self.drawn[self.cohort_of[t]][m] += max(0, used + delta - keep) - max(0, used - keep)
+        self.usage[t][m] = used + delta
 
     # -- jobs ------------------------------------------------------------------------------
     def add_job(self, job: Job) -> int:
@@ -218,6 +228,8 @@ class ClusterState:
                 if not quota.cohort_fits([self.usage[t][m] for t in members], [self.nominal[t][m] for t in members],
                                          [self.lending_limit[t][m] for t in members]):
                     errors.append(f"cohort {c} uses more of {model} than its guarantees and lendable pool")
+                if self.drawn[c][m] != sum(max(0, self.usage[t][m] - self.guaranteed[t][m]) for t in members):
+                    errors.append(f"cohort {c}'s usage above guarantees of {model} is not its members' sum")
         return errors
 
     def snapshot(self, now_s: float) -> Snapshot:
@@ -238,7 +250,8 @@ class Snapshot:
         self.edits = 0  # what-if changes made in this cycle (0: the snapshot still equals the state)
         self._shares: dict[int, float] = {}  # tenant -> share at the current what-if usage
         self._borrowers: dict[tuple, dict[int, float]] = {}  # see borrowers_shares
-        self._free = self._coming = self._drawn = None  # copied or computed on first use
+        self.drawn = [row[:] for row in state.drawn]  # per cohort and model: usage above guarantees
+        self._free = self._coming = None  # copied on first use
         self._coming_total: list[int] = []
         # Capacity set aside for nominated jobs (job -> (node, from free, from coming) per node): only
         # their tenant may use it (kube-scheduler's nominated node). Not a what-if change: it is the state's.
@@ -268,17 +281,6 @@ class Snapshot:
         if self._coming is None:
             self.coming
         return self._coming_total
-
-    @property
-    def drawn(self) -> list[list[int]]:
-        """Per cohort and model: its members' usage above their guarantees."""
-        if self._drawn is None:
-            s = self.state
-            self._drawn = [[0] * len(s.models) for _ in s.members]
-            for t, row in enumerate(self.usage):
-                for m, used in enumerate(row):
-                    self._drawn[s.cohort_of[t]][m] += max(0, used - s.guaranteed[t][m])
-        return self._drawn
 
     # -- reading -----------------------------------------------------------------------------
     def pending(self, t: int):
@@ -394,8 +396,7 @@ class Snapshot:
     # -- what-if -----------------------------------------------------------------------------
     def _use(self, t: int, m: int, delta: int) -> None:
         used, keep = self.usage[t][m], self.state.guaranteed[t][m]
-        if self._drawn is not None:
-            self._drawn[self.state.cohort_of[t]][m] += max(0, used + delta - keep) - max(0, used - keep)
+        self.drawn[self.state.cohort_of[t]][m] += max(0, used + delta - keep) - max(0, used - keep)
         self.usage[t][m] = used + delta
         self._shares.pop(t, None)
 
