@@ -61,7 +61,7 @@ class Policy(ABC):
         self._inadmissible: dict[int, int] = {}  # blocked head -> retry_key when it could do nothing
 
     def decide(self, snap: Snapshot) -> Decision:
-        decision, heads, queues = Decision(), [], {}
+        decision, queues = Decision(), {}  # queues: see _behind
         tried = [(t, j) for t, j in enumerate(snap.state.heads) if j is not None]
         if not self.options.backfill:  # (a stuck head still lets jobs behind it backfill)
             # Heads known to be stuck are left out up front, unless others' admissions in this cycle
@@ -69,10 +69,7 @@ class Policy(ABC):
             stuck = [self._stuck(snap, t, j) for t, j in tried]
             if not self.admissions_unblock_others or all(stuck):
                 tried = [head for head, known in zip(tried, stuck) if not known]
-        for t, j in tried:
-            queues[t] = snap.pending(t)
-            next(queues[t])
-            heads.append(self._entry(snap, t, j))
+        heads = [self._entry(snap, t, j) for t, j in tried]
         heapq.heapify(heads)
         waiting = set()  # tenants whose head waits for room made in this cycle
         while heads:
@@ -91,20 +88,27 @@ class Policy(ABC):
                 else:  # it waits for capacity reclaimed or coming back: it goes first until it starts
                     decision.nominate += [j, *snap.moved[moved:]]  # then the jobs moved to make room for it
                     waiting.add(t)
-                if (k := next(queues[t], None)) is not None:
+                if (k := next(self._behind(queues, snap, t), None)) is not None:
                     heapq.heappush(heads, self._entry(snap, t, k))
             elif t in waiting:
                 continue
             elif decision.admit and self.admissions_unblock_others and snap.fits_nominal(t, j):
                 decision.recheck = True  # within its quota, passed over for jobs started in this cycle
             elif self.options.backfill:  # the head can do nothing: later jobs that end before it could start
-                decision.admit += self.backfill(snap, t, j, queues[t])
+                decision.admit += self.backfill(snap, t, j, self._behind(queues, snap, t))
         decision.reserve = snap.held
         # A nomination lasts while its job waits for room (or, moved, for its own capacity to come
         # back): not once it can do nothing, or is not even tried, so that it keeps nothing from others.
         decision.denominate = [j for j in snap.state.nominated
                                if j not in snap.held and j not in snap.state.terminating]
         return decision
+
+    @staticmethod
+    def _behind(queues: dict, snap: Snapshot, t: int):
+        """Tenant ``t``'s queued jobs behind its head: one iterator for the whole cycle, made when first needed."""
+        if (behind := queues.get(t)) is None:
+            behind = queues[t] = islice(snap.pending(t), 1, None)
+        return behind
 
     def _try(self, snap: Snapshot, t: int, j: int) -> tuple[Admission | None, list[int]]:
         """Start head ``j``, or make room for it. A head that could do neither waits, untried, until
