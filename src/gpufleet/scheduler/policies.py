@@ -459,8 +459,7 @@ class Fair(Borrow):
                     m, milli, snap.free + snap.coming + np.minimum(state.running_on[richer],
                                                                    np.array(gives, dtype=np.int64)[:, None]).sum(axis=0)) is None:
                 continue  # even taking back all they may give would not make room
-            candidates = snap.victims_of(richer, m, self.options.max_preemptions, milli,
-                                         lambda r: under[r.tenant] is None or state.jobs[r.job].milli_gpus < under[r.tenant])
+            candidates = snap.victims_of(richer, m, self.options.max_preemptions, milli, under)
             candidates.sort(key=lambda r: -shares[r.tenant])  # stable: keeps lowest priority, newest first
             victims = self._evict_until(snap, candidates, fits, self._stays_above(snap, richer, m, mine))
             if victims:

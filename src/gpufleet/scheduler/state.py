@@ -9,8 +9,8 @@ All amounts are milli-GPUs, all times seconds.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 from sortedcontainers import SortedList
@@ -236,6 +236,9 @@ class ClusterState:
         return Snapshot(self, now_s)
 
 
+_VICTIM_RANK = attrgetter("victim_rank")
+
+
 class Snapshot:
     """A policy's view of the state at ``now_s``: usage and free capacity may be changed what-if."""
 
@@ -361,37 +364,37 @@ class Snapshot:
         return worst
 
     def victims_of(self, tenants: list[int], m: int, max_preemptions: int | None, milli: int,
-                   keep: Callable[[Run], bool] | None = None) -> list[Run]:
+                   smaller_than: dict[int, int | None] | None = None) -> list[Run]:
         """Running jobs of ``tenants`` on model ``m`` that may be preempted to place ``milli`` milli-GPUs.
 
         Kueue's order is lowest priority, then newest first. Placement adds one rule in front:
         victims on nodes that can give back enough for the job come first and, for a job of a
         whole node or more, grouped by node, the nodes with the most already free or coming back
-        (the fewest to preempt) first. ``keep``: which of them the caller considers at all."""
-        s = self.state
+        (the fewest to preempt) first. ``smaller_than``: per tenant, the size (milli-GPUs) its
+        victims must stay under (None: any), for a caller that considers no others."""
+        s, jobs = self.state, self.state.jobs
         ready = self.free + self.coming
         potential = (ready + s.running_on[tenants].sum(axis=0)).tolist()  # then less what may not be taken
         runs = []
         for t in tenants:
+            limit = smaller_than.get(t) if smaller_than else None
             for r in s.running_of[t].values():
                 if r.model != m:
                     continue
                 if r.job in self.evicting or (max_preemptions is not None and s.preemptions[r.job] >= max_preemptions):
                     for node, amount in r.placement:
                         potential[node] -= amount
-                elif keep is None or keep(r):
+                elif limit is None or jobs[r.job].milli_gpus < limit:
                     runs.append(r)
-        ready = ready.tolist()
-        need, whole = min(milli, s.node_milli[m]), milli >= s.node_milli[m]
-
-        def order(r: Run) -> tuple:
-            node = r.placement[0][0]
-            gives = potential[node]
-            head = (gives < need, -ready[node], node) if whole else (gives < need,)
-            return (*head, *r.victim_rank)
-
-        runs.sort(key=order)
-        return runs
+        need = min(milli, s.node_milli[m])
+        if milli >= s.node_milli[m]:  # whole nodes: grouped by node
+            ready = ready.tolist()
+            runs.sort(key=lambda r: (potential[r.placement[0][0]] < need, -ready[r.placement[0][0]],
+                                     r.placement[0][0], *r.victim_rank))
+            return runs
+        enough = [r for r in runs if potential[r.placement[0][0]] >= need]
+        short = [r for r in runs if potential[r.placement[0][0]] < need]
+        return sorted(enough, key=_VICTIM_RANK) + sorted(short, key=_VICTIM_RANK)
 
     # -- what-if -----------------------------------------------------------------------------
     def _use(self, t: int, m: int, delta: int) -> None:
