@@ -938,3 +938,21 @@ def test_placement_is_best_fit_then_whole_nodes(free, gpus):
         expected = None if len(empty) < whole or (rest and node is None) else \
             [(n, size) for n in empty] + ([(node, rest)] if rest else [])
     assert place(pool, 0, len(pool), size, milli) == expected
+
+
+def test_fair_takes_a_job_past_its_tenants_quota_on_one_model_when_another_model_keeps_it_richer():
+    """m0: one 2-GPU node, a and k own 1 GPU each; m1: one 4-GPU node that o owns and leaves idle.
+    k runs k1 (2 GPUs of m0: 1 borrowed) and k2 (all of m1: share 4/4 = 1). a1 asks for 2 GPUs of
+    m0: a's share after, 1/2. Taking k1 leaves k below its m0 quota, but its share stays 1 (from
+    m1) > 1/2, so under Kueue's LessThanOrEqualToFinalShare k1 is a victim: preempted at 10, a1
+    starts at 40. Once a bug: the bound that skips hopeless searches counted only what k borrows
+    on m0 (1 GPU), so a1 waited for k1 to finish at 1000."""
+    sc = scenario(cluster(1, 2, "m0", pool("m1", 1, 4)),
+                  [tenant("a", {"m0": 1, "m1": 0}), tenant("k", {"m0": 1, "m1": 0}), tenant("o", {"m0": 0, "m1": 4})], [
+        job("k1", "k", at=0, gpus=2, run=1000, model="m0"),
+        job("k2", "k", at=0, gpus=4, run=2000, model="m1"),
+        job("a1", "a", at=10, gpus=2, run=100, model="m0"),
+    ])
+    log = sc.log("fair")
+    assert (10, "preempt", "k1", "k kept 0s of work") in log
+    assert (40, "start", "a1", "a m0 nodes 0") in log
