@@ -148,8 +148,7 @@ class Scheduler:
         self._hold(a.placement, +1)
         for node, milli in a.placement:
             state.running_on[t, node] += milli
-        state.add_usage(t, a.model, job.milli_gpus)
-        state.running_sizes[t][a.model][job.milli_gpus] += 1
+        state.count_run(t, a.model, job.milli_gpus, +1)
         overhead_s = job.restart_s if state.preemptions[j] else 0.0
         run = Run(j, t, a.model, a.placement, now, overhead_s, now + overhead_s + state.remaining_s[j],
                   next(self._tokens), (job.priority, -now, -j))
@@ -221,12 +220,7 @@ class Scheduler:
         del state.running[run.job], state.running_of[run.tenant][run.job]
         for node, milli in run.placement:
             state.running_on[run.tenant, node] -= milli
-        milli = state.jobs[run.job].milli_gpus
-        state.add_usage(run.tenant, run.model, -milli)
-        sizes = state.running_sizes[run.tenant][run.model]
-        sizes[milli] -= 1
-        if not sizes[milli]:
-            del sizes[milli]
+        state.count_run(run.tenant, run.model, state.jobs[run.job].milli_gpus, -1)
 
     def _reserve(self, j: int, where: tuple | None) -> None:
         """Set capacity aside for nominated job ``j`` (None: no longer). Capacity no longer set aside
@@ -236,8 +230,8 @@ class Scheduler:
             self.state.reserved[j] = where
         if old != where:
             self.state.changes += 1
-        if old is not None and old != where:
-            self.state.version += 1
+            if old is not None:
+                self.state.version += 1
 
     def _hold(self, placement, sign: int) -> None:
         """Take (+1) or give back (-1) capacity on nodes, integrating GPUs held over time."""

@@ -27,12 +27,17 @@ def within_borrowing_limit(usage: int, nominal: int, borrowing_limit: int | None
 
 def cohort_fits(usages: list[int], nominals: list[int], lending_limits: list[int | None]) -> bool:
     """Whether the cohort's members' usages fit in their guarantees plus the shared pool."""
-    drawn = pool = 0
+    total = pool = 0
     for usage, nominal, limit in zip(usages, nominals, lending_limits):
         keep = guaranteed(nominal, limit)
-        drawn += max(0, usage - keep)
+        total += drawn(usage, keep)
         pool += nominal - keep
-    return drawn <= pool
+    return total <= pool
+
+
+def drawn(usage: int, guaranteed: int) -> int:
+    """What ``usage`` draws from the cohort's pool: the part above the tenant's guarantee."""
+    return max(0, usage - guaranteed)
 
 
 def borrowed(usage: int, nominal: int) -> int:

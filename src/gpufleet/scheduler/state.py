@@ -147,13 +147,18 @@ class ClusterState:
         self.drawn = [[0] * len(self.models) for _ in self.members]  # per cohort and model: usage above guarantees
         for t, row in enumerate(self.usage):
             for m, used in enumerate(row):
-                self.drawn[self.cohort_of[t]][m] += max(0, used - self.guaranteed[t][m])
+                self.drawn[self.cohort_of[t]][m] += quota.drawn(used, self.guaranteed[t][m])
 
-    def add_usage(self, t: int, m: int, delta: int) -> None:
-        """``t`` holds ``delta`` milli-GPUs more (or fewer) on model ``m``."""
+    def count_run(self, t: int, m: int, milli: int, sign: int) -> None:
+        """A job of ``milli`` milli-GPUs of tenant ``t`` starts (``sign`` +1) or stops (-1) running on
+        model ``m``: its usage, its cohort's draw on the pool and the sizes running follow."""
         used, keep = self.usage[t][m], self.guaranteed[t][m]
-        self.drawn[self.cohort_of[t]][m] += max(0, used + delta - keep) - max(0, used - keep)
-        self.usage[t][m] = used + delta
+        self.drawn[self.cohort_of[t]][m] += quota.drawn(used + sign * milli, keep) - quota.drawn(used, keep)
+        self.usage[t][m] = used + sign * milli
+        sizes = self.running_sizes[t][m]
+        sizes[milli] += sign
+        if not sizes[milli]:
+            del sizes[milli]
 
     # -- jobs ------------------------------------------------------------------------------
     def add_job(self, job: Job) -> int:
@@ -228,7 +233,7 @@ class ClusterState:
                 if not quota.cohort_fits([self.usage[t][m] for t in members], [self.nominal[t][m] for t in members],
                                          [self.lending_limit[t][m] for t in members]):
                     errors.append(f"cohort {c} uses more of {model} than its guarantees and lendable pool")
-                if self.drawn[c][m] != sum(max(0, self.usage[t][m] - self.guaranteed[t][m]) for t in members):
+                if self.drawn[c][m] != sum(quota.drawn(self.usage[t][m], self.guaranteed[t][m]) for t in members):
                     errors.append(f"cohort {c}'s usage above guarantees of {model} is not its members' sum")
         return errors
 
@@ -274,16 +279,19 @@ class Snapshot:
     def coming(self) -> np.ndarray:
         """Capacity that preempted jobs are giving back, per node."""
         if self._coming is None:
-            self._coming = self.state.releasing.copy()
-            self._coming_total = self.state.releasing_total[:]
+            self._copy_coming()
         return self._coming
 
     @property
     def coming_total(self) -> list[int]:
         """Capacity coming back, per model (as ``free_total`` is free capacity per model)."""
         if self._coming is None:
-            self.coming
+            self._copy_coming()
         return self._coming_total
+
+    def _copy_coming(self) -> None:
+        self._coming = self.state.releasing.copy()
+        self._coming_total = self.state.releasing_total[:]
 
     # -- reading -----------------------------------------------------------------------------
     def pending(self, t: int):
@@ -313,7 +321,7 @@ class Snapshot:
         if not quota.within_borrowing_limit(used + extra, s.nominal[t][m], s.borrowing_limit[t][m]):
             return False
         keep, c = s.guaranteed[t][m], s.cohort_of[t]
-        return self.drawn[c][m] - max(0, used - keep) + max(0, used + extra - keep) <= s.pool[c][m]
+        return self.drawn[c][m] - quota.drawn(used, keep) + quota.drawn(used + extra, keep) <= s.pool[c][m]
 
     def placement_for(self, j: int, m: int) -> Placement | None:
         """Where job ``j`` can start on model ``m`` now: on the nodes held for it, if they are free."""
@@ -399,7 +407,7 @@ class Snapshot:
     # -- what-if -----------------------------------------------------------------------------
     def _use(self, t: int, m: int, delta: int) -> None:
         used, keep = self.usage[t][m], self.state.guaranteed[t][m]
-        self.drawn[self.state.cohort_of[t]][m] += max(0, used + delta - keep) - max(0, used - keep)
+        self.drawn[self.state.cohort_of[t]][m] += quota.drawn(used + delta, keep) - quota.drawn(used, keep)
         self.usage[t][m] = used + delta
         self._shares.pop(t, None)
 
