@@ -309,8 +309,9 @@ class Snapshot:
 
     def fits_nominal(self, t: int, j: int) -> bool:
         """Whether job ``j`` fits within tenant ``t``'s nominal quota on one of the models it may use."""
-        usage, nominal, milli = self.usage[t], self.state.nominal[t], self.milli(j)
-        for m in self.state.models_for(j):
+        s = self.state
+        usage, nominal, milli = self.usage[t], s.nominal[t], s.jobs[j].milli_gpus
+        for m in s.job_models[j]:
             if usage[m] + milli <= nominal[m]:
                 return True
         return False
