@@ -448,3 +448,16 @@ def test_bad_as_of_names_the_field(base_db):
     proc = run("status", "--as-of", "2024-13-45", db=base_db)
     assert proc.returncode == 3
     assert "field 'as_of'" in proc.stderr and "'2024-13-45' is not a date (YYYY-MM-DD)" in proc.stderr
+
+
+@pytest.mark.parametrize("value, shown", [
+    (None, "-"), (True, "yes"), (12345, "12,345"), (0.0, "0.00"), (0.5, "0.50"), (0.0023, "0.0023"),
+    (-0.001, "-0.001"), (99.994, "99.99"), (1234.4, "1,234"), ("BE", "BE"),
+], ids=["none", "bool", "int", "zero", "fraction", "small-not-zero", "small-negative", "two-decimals",
+        "large", "text"])
+def test_table_cells(value, shown):
+    """Numbers in the CLI's tables: thousands separators, two decimals below 100, and a value too
+    small for two decimals keeps two significant digits instead of reading as zero."""
+    from gpufleet.cli import render
+    table = render.table("t", [{"x": value}])
+    assert list(table.columns[0].cells) == [shown]

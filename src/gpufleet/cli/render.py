@@ -57,5 +57,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.2g}" if 0 < abs(value) < 0.005 else f"{value:,.2f}"  # small is not shown as zero
     return str(value)
