@@ -129,7 +129,7 @@ class Scheduler:
         for j in decision.nominate:  # first come, first served
             self.state.nominated.setdefault(j, next(self._nominations))
         for j, where in decision.reserve.items():
-            self._reserve(j, where)
+            self._reserve(j, where, j in decision.revocable)
         for j in decision.denominate:
             self.state.nominated.pop(j, None)
             self._reserve(j, None)
@@ -222,16 +222,21 @@ class Scheduler:
             state.running_on[run.tenant, node] -= milli
         state.count_run(run.tenant, run.model, state.jobs[run.job].milli_gpus, -1)
 
-    def _reserve(self, j: int, where: tuple | None) -> None:
-        """Set capacity aside for nominated job ``j`` (None: no longer). Capacity no longer set aside
-        can unblock others: a change of state for the heads that wait (``state.version``)."""
-        old = self.state.reserved.pop(j, None)
+    def _reserve(self, j: int, where: tuple | None, revocable: bool = False) -> None:
+        """Set capacity aside for nominated job ``j`` (None: no longer; ``revocable``: an owner within
+        its quota may take it back). Capacity no longer set aside can unblock others: a change of
+        state for the heads that wait (``state.version``)."""
+        state = self.state
+        old, was_revocable = state.reserved.pop(j, None), j in state.revocable
+        state.revocable.discard(j)
         if where is not None:
-            self.state.reserved[j] = where
-        if old != where:
-            self.state.changes += 1
-            if old is not None:
-                self.state.version += 1
+            state.reserved[j] = where
+            if revocable:
+                state.revocable.add(j)
+        if old != where or was_revocable != (j in state.revocable):
+            state.changes += 1
+            if old is not None and old != where:
+                state.version += 1
 
     def _hold(self, placement, sign: int) -> None:
         """Take (+1) or give back (-1) capacity on nodes, integrating GPUs held over time."""

@@ -47,10 +47,13 @@ class PolicyOptions:
 
 class Policy(ABC):
     name: ClassVar[str]
-    # Whether one tenant's admission can unblock another's head. If so, stuck heads are not left out
-    # up front, and a head within its quota that jobs started in a cycle passed by gets another cycle
-    # at the same instant (jobs started in a cycle cannot be preempted in it).
+    # Whether one tenant's admission can unblock another's head that could do nothing: if so, stuck
+    # heads are not left out up front.
     admissions_unblock_others: ClassVar[bool] = False
+    # Whether a head within its tenant's nominal quota that failed in a cycle where jobs started gets
+    # another cycle at the same instant: jobs started in a cycle cannot be preempted in it, and a
+    # borrower that started before or after the head may be one it can take back from.
+    rechecks_passed_over: ClassVar[bool] = False
     # Whether a job that arrives behind a waiting head needs a decision. Under static without backfill it
     # cannot change one (only heads are read, and nothing else changed); reclaiming policies also use
     # every cycle to renew holds and nominations, and taking those cycles away changes their runs.
@@ -92,11 +95,12 @@ class Policy(ABC):
                     heapq.heappush(heads, self._entry(snap, t, k))
             elif t in waiting:
                 continue
-            elif decision.admit and self.admissions_unblock_others and snap.fits_nominal(t, j):
+            elif decision.admit and self.rechecks_passed_over and snap.fits_nominal(t, j):
                 decision.recheck = True  # within its quota, passed over for jobs started in this cycle
             elif self.options.backfill:  # the head can do nothing: later jobs that end before it could start
                 decision.admit += self.backfill(snap, t, j, self._behind(queues, snap, t))
         decision.reserve = snap.held
+        decision.revocable = snap.revocable & snap.held.keys()
         # A nomination lasts while its job waits for room (or, moved, for its own capacity to come
         # back): not once it can do nothing, or is not even tried, so that it keeps nothing from others.
         decision.denominate = [j for j in snap.state.nominated
@@ -137,12 +141,15 @@ class Policy(ABC):
         return memo is not None and memo == self.retry_key(snap, t, j)
 
     def _entry(self, snap: Snapshot, t: int, j: int) -> tuple:
-        """Head ``j``'s place in the cycle: nominated jobs first (first nominated, first served), then
-        the policy's rank, priority and arrival; its tenant and itself last."""
+        """Head ``j``'s place in the cycle: the policy's precedence, then its rank, priority and
+        arrival; its tenant and itself last."""
         job = snap.state.jobs[j]
+        return (*self.precedence(snap, t, j), *self.rank(snap, t, j), -job.priority, job.arrival_s, j, t, j)
+
+    def precedence(self, snap: Snapshot, t: int, j: int) -> tuple:
+        """What orders heads before the policy's rank: nominated jobs first, first nominated first served."""
         nominated = snap.state.nominated.get(j)
-        first = (0, nominated) if nominated is not None else (1, 0)
-        return (first, *self.rank(snap, t, j), -job.priority, job.arrival_s, j, t, j)
+        return (0, nominated) if nominated is not None else (1, 0)
 
     def rank(self, snap: Snapshot, t: int, j: int) -> tuple:
         """What orders the heads of different tenants before priority and arrival."""
@@ -260,8 +267,23 @@ class Static(Policy):
 class Borrow(Policy):
     name = "borrow"
 
+    rechecks_passed_over = True
+
     def rank(self, snap, t, j):
         return (not snap.fits_nominal(t, j),)  # Kueue: heads that need no borrowing (on some model) first
+
+    def admit(self, snap, t, j):
+        """As any policy; and a head within its tenant's nominal quota may also start on capacity set
+        aside for another tenant's borrower that waits for its fair share (a revocable nomination)."""
+        admission = super().admit(snap, t, j)
+        if admission or not snap.state.revocable:
+            return admission
+        milli = snap.milli(j)
+        for m in snap.state.models_for(j):
+            if snap.within_nominal(t, m, milli) and snap.release_revocable_set_asides(
+                    t, m, lambda: self.quota_allows(snap, t, m, milli) and snap.placement_for(j, m) is not None):
+                return super().admit(snap, t, j)
+        return None
 
     def quota_allows(self, snap, t, m, milli):
         return snap.quota_fits(t, m, milli)
@@ -280,9 +302,9 @@ class Borrow(Policy):
             if not snap.within_nominal(t, m, milli):
                 continue
             fits = self._fits_when_released(snap, t, m, milli)
-            if fits():
+            if fits() or snap.release_revocable_set_asides(t, m, fits):
                 snap.hold(j, m)
-                return []  # what it needs is already on its way back
+                return []  # what it needs is already on its way back, or was only set aside for a borrower
             borrowers = [k for k in state.members[state.cohort_of[t]] if k != t and snap.borrowing(k, m)]
             if borrowers and (victims := self._evict_until(
                     snap, snap.victims_of(borrowers, m, self.options.max_preemptions, milli), fits,
@@ -430,6 +452,16 @@ class Fair(Borrow):
 
     admissions_unblock_others = True  # another tenant's admission raises its share and can make it a victim
 
+    def precedence(self, snap, t, j):
+        """Nominated jobs first, first come, first served; but a borrower that only waits for its fair
+        share (a revocable nomination) comes after every head within its tenant's nominal quota."""
+        nominated = snap.state.nominated.get(j)
+        if nominated is not None and j not in snap.state.revocable:
+            return (0, nominated)
+        if snap.fits_nominal(t, j):
+            return (1, 0)
+        return (2, nominated) if nominated is not None else (3, 0)
+
     def retry_key(self, snap, t, j):
         """Any change can help (another tenant's start raises its share, which can make it a victim):
         the state's change counter; none once this cycle has made what-if changes."""
@@ -446,8 +478,9 @@ class Fair(Borrow):
                                                 state.borrowing_limit[t][m]):
                 continue
             fits = self._fits_when_released(snap, t, m, milli)
+            revocable = not snap.within_nominal(t, m, milli)  # an owner within its quota may take it back
             if fits():
-                snap.hold(j, m)
+                snap.hold(j, m, revocable=revocable)
                 return []  # what it needs is already on its way back
             mine = snap.share(t, m, milli)
             shares = snap.borrowers_shares(state.cohort_of[t], m)
@@ -463,7 +496,7 @@ class Fair(Borrow):
             candidates.sort(key=lambda r: -shares[r.tenant])  # stable: keeps lowest priority, newest first
             victims = self._evict_until(snap, candidates, fits, self._stays_above(snap, richer, m, mine))
             if victims:
-                snap.hold(j, m)
+                snap.hold(j, m, revocable=revocable)
                 return victims
         return []
 

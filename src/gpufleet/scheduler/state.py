@@ -9,6 +9,7 @@ All amounts are milli-GPUs, all times seconds.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -58,6 +59,7 @@ class Decision:
     nominate: list[int] = field(default_factory=list)  # jobs waiting for capacity reclaimed or coming back
     reserve: dict[int, tuple[int, Placement]] = field(default_factory=dict)  # their model and nodes
     denominate: list[int] = field(default_factory=list)  # nominated jobs that no longer wait for room
+    revocable: set[int] = field(default_factory=set)  # of those in reserve: borrowers' holds an owner may take back
     recheck: bool = False  # decide again at this instant (see Policy.admissions_unblock_others)
 
 
@@ -90,6 +92,7 @@ class ClusterState:
         # Pending jobs that go first until they start, in the order they were nominated (job -> rank)
         self.nominated: dict[int, int] = {}
         self.reserved: dict[int, tuple[int, Placement]] = {}  # nominated job -> the model and nodes it waits for
+        self.revocable: set[int] = set()  # reserved for a borrower's fair share: an owner within its quota may take it
         self.releasing = np.zeros_like(self.free)  # capacity preempted jobs hold until their grace period ends
         self.releasing_total = [0] * len(self.models)  # the same per model
         self.running_on = np.zeros((len(tenants), len(self.free)), dtype=np.int64)  # tenant x node: milli-GPUs running
@@ -210,6 +213,7 @@ class ClusterState:
             errors.append("the sizes of running jobs per tenant and model disagree with the running jobs")
         errors += [f"job {j} has nodes set aside but is not nominated" for j in self.reserved
                    if j not in self.nominated]
+        errors += [f"job {j} is revocable but has nothing set aside" for j in self.revocable if j not in self.reserved]
         caps = np.array([self.node_milli[m] for m in range(len(self.models))
                          for _ in range(self.pool_hi[m] - self.pool_lo[m])], dtype=np.int64)
         if (self.free < 0).any() or (self.free > caps).any():
@@ -255,6 +259,7 @@ class Snapshot:
         self.holds = 0  # capacity holds made in this cycle
         self.moved: list[int] = []  # running jobs evicted in this cycle only to restart them on other nodes
         self.held: dict[int, tuple[int, Placement]] = {}  # job -> the model and nodes held for it in this cycle
+        self.revocable: set[int] = set()  # jobs held in this cycle that an owner may take back (see hold)
         self.edits = 0  # what-if changes made in this cycle (0: the snapshot still equals the state)
         self._shares: dict[int, float] = {}  # tenant -> share at the current what-if usage
         self._borrowers: dict[tuple, dict[int, float]] = {}  # see borrowers_shares
@@ -430,11 +435,12 @@ class Snapshot:
             self.coming[node] += milli
         self.coming_total[run.model] += self.milli(run.job)
 
-    def hold(self, j: int, m: int, where: Placement | None = None) -> None:
+    def hold(self, j: int, m: int, where: Placement | None = None, revocable: bool = False) -> None:
         """Reserve for pending job ``j`` the quota and a placement on model ``m`` (``where``, by default
         one found on free and returning capacity) while its capacity comes back from preempted jobs.
         For the rest of this cycle later heads can neither take the free part nor count on the part
-        coming back; in later cycles ``j`` goes first (it is nominated) and starts on these nodes."""
+        coming back; in later cycles ``j`` goes first (it is nominated) and starts on these nodes.
+        ``revocable``: a borrower's hold, which a head within its tenant's nominal quota may take back."""
         self.holds += 1
         self.edits += 1
         milli = self.milli(j)
@@ -444,6 +450,10 @@ class Snapshot:
             where = self._reserved_placement(j, m, ready) or self.placement(m, milli, ready)
         if where:
             self.held[j] = (m, where)
+        if revocable:
+            self.revocable.add(j)
+        else:
+            self.revocable.discard(j)
         self._take_capacity(m, where or ())
 
     def _take_capacity(self, m: int, where: Placement) -> list[tuple[int, int, int]]:
@@ -466,12 +476,30 @@ class Snapshot:
         if not self._set_aside:
             return
         for j in [j for j in self._set_aside if self.state.job_tenant[j] == t and j not in self.state.terminating]:
-            for node, from_free, from_coming in self._set_aside.pop(j):
-                self._free[node] += from_free
-                self._coming[node] += from_coming
-                model = self.state.node_model[node]
-                self.free_total[model] += from_free
-                self._coming_total[model] += from_coming
+            self._give_back(j)
+
+    def _give_back(self, j: int) -> None:
+        """Return the capacity set aside for job ``j`` to free and returning capacity."""
+        for node, from_free, from_coming in self._set_aside.pop(j):
+            self._free[node] += from_free
+            self._coming[node] += from_coming
+            model = self.state.node_model[node]
+            self.free_total[model] += from_free
+            self._coming_total[model] += from_coming
+
+    def release_revocable_set_asides(self, t: int, m: int, enough: Callable[[], bool]) -> bool:
+        """For a head of ``t`` within its nominal quota: give back capacity on model ``m`` set aside for
+        other tenants' borrowers that wait for their fair share (revocable nominations, the newest
+        first) until ``enough()``; whether it then is. It was borrowed capacity, and taking it back
+        loses no work. What is given back stays given back for the rest of the cycle."""
+        s = self.state
+        for k in sorted((k for k in self._set_aside if k in s.revocable), key=lambda k: -s.nominated[k]):
+            if s.job_tenant[k] == t or s.reserved[k][0] != m:
+                continue
+            self._give_back(k)
+            if enough():
+                return True
+        return False
 
     def unevict(self, run: Run) -> None:
         self.evicting.discard(run.job)
