@@ -613,6 +613,10 @@ def _stale_drawn(state):
     state.drawn[0][0] += 1000  # the cohort said to use 1 GPU more of its pool than its members do
 
 
+def _revocable_without_set_aside(state):
+    state.revocable.add(2)  # a3, queued, nothing set aside for it
+
+
 def _stale_returning_total(state):
     state.releasing_total[0] += 1000  # 1 GPU said to come back that no node gives back
 
@@ -627,8 +631,9 @@ def _stale_returning_total(state):
     (_stale_head, "first queued job"),
     (_stale_sizes, "sizes of running jobs"),
     (_stale_drawn, "usage above guarantees"),
+    (_revocable_without_set_aside, "revocable but has nothing set aside"),
 ], ids=["negative-free", "usage-unaccounted", "over-quota", "running-nominated", "set-aside-unnominated",
-        "returning-total-stale", "head-stale", "sizes-stale", "drawn-stale"])
+        "returning-total-stale", "head-stale", "sizes-stale", "drawn-stale", "revocable-unreserved"])
 def test_invariant_check_catches_broken_bookkeeping(tamper, message):
     """The check the property tests rely on does fail on broken state (static: within nominal)."""
     sched = static_fifo().scheduler("static")

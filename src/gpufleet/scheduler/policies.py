@@ -281,7 +281,7 @@ class Borrow(Policy):
         milli = snap.milli(j)
         for m in snap.state.models_for(j):
             if snap.within_nominal(t, m, milli) and snap.release_revocable_set_asides(
-                    t, m, lambda: self.quota_allows(snap, t, m, milli) and snap.placement_for(j, m) is not None):
+                    t, m, lambda m=m: self.quota_allows(snap, t, m, milli) and snap.placement_for(j, m) is not None):
                 return super().admit(snap, t, j)
         return None
 

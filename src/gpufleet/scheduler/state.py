@@ -60,7 +60,7 @@ class Decision:
     reserve: dict[int, tuple[int, Placement]] = field(default_factory=dict)  # their model and nodes
     denominate: list[int] = field(default_factory=list)  # nominated jobs that no longer wait for room
     revocable: set[int] = field(default_factory=set)  # of those in reserve: borrowers' holds an owner may take back
-    recheck: bool = False  # decide again at this instant (see Policy.admissions_unblock_others)
+    recheck: bool = False  # decide again at this instant (see Policy.rechecks_passed_over)
 
 
 
