@@ -540,7 +540,4 @@ class Fair(Borrow):
     @staticmethod
     def _shortfall(snap: Snapshot, t: int, m: int, milli: int) -> int:
         """How much more than is free (or coming back) ``t`` needs, for placement or for the cohort's pool."""
-        state, used = snap.state, snap.usage[t][m]
-        keep, c = state.guaranteed[t][m], state.cohort_of[t]
-        pool_short = snap.drawn[c][m] - quota.drawn(used, keep) + quota.drawn(used + milli, keep) - state.pool[c][m]
-        return max(pool_short, milli - snap.free_total[m] - snap.coming_total[m])
+        return max(snap.pool_excess(t, m, milli), milli - snap.free_total[m] - snap.coming_total[m])

@@ -323,11 +323,16 @@ class Snapshot:
 
     def quota_fits(self, t: int, m: int, extra: int) -> bool:
         """Whether ``t`` may use ``extra`` more on model ``m`` under its borrowing limit and its cohort's pool."""
-        s, used = self.state, self.usage[t][m]
-        if not quota.within_borrowing_limit(used + extra, s.nominal[t][m], s.borrowing_limit[t][m]):
+        s = self.state
+        if not quota.within_borrowing_limit(self.usage[t][m] + extra, s.nominal[t][m], s.borrowing_limit[t][m]):
             return False
+        return self.pool_excess(t, m, extra) <= 0
+
+    def pool_excess(self, t: int, m: int, extra: int) -> int:
+        """By how much ``extra`` more for ``t`` on model ``m`` would overdraw its cohort's pool (<= 0: it fits)."""
+        s, used = self.state, self.usage[t][m]
         keep, c = s.guaranteed[t][m], s.cohort_of[t]
-        return self.drawn[c][m] - quota.drawn(used, keep) + quota.drawn(used + extra, keep) <= s.pool[c][m]
+        return self.drawn[c][m] - quota.drawn(used, keep) + quota.drawn(used + extra, keep) - s.pool[c][m]
 
     def placement_for(self, j: int, m: int) -> Placement | None:
         """Where job ``j`` can start on model ``m`` now: on the nodes held for it, if they are free."""
