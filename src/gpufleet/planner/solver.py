@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import highspy
@@ -36,7 +42,8 @@ class Solution:
 def solve(model: LinearModel, options: SolveOptions = SolveOptions()) -> Solution:
     if model.A.shape[1] == 0:  # nothing to decide: the empty plan is optimal
         return Solution(np.zeros(0), np.zeros(model.A.shape[0]), model.objective_offset, "Optimal", 0.0, None)
-    h = highspy.Highs()
+    with _solver_output(options.log):
+        h = highspy.Highs()
     h.setOptionValue("output_flag", options.log)
     h.setOptionValue("time_limit", float(options.time_limit_s))
     if options.threads:
@@ -51,7 +58,8 @@ def solve(model: LinearModel, options: SolveOptions = SolveOptions()) -> Solutio
         h.setOptionValue("mip_rel_gap", float(options.mip_rel_gap))
     h.passModel(_lp(model))
     started = time.perf_counter()
-    run_status = h.run()
+    with _solver_output(options.log):
+        run_status = h.run()
     elapsed = time.perf_counter() - started
     status = h.getModelStatus()
     info = h.getInfo()
@@ -74,6 +82,36 @@ def solve(model: LinearModel, options: SolveOptions = SolveOptions()) -> Solutio
     duals = np.asarray(sol.row_dual) if sol.dual_valid else np.zeros(model.A.shape[0])
     return Solution(np.asarray(sol.col_value), duals, float(info.objective_function_value),
                     h.modelStatusToString(status), elapsed, gap)
+
+
+_STDOUT_LOCK = threading.Lock()
+_LIBC = ctypes.CDLL(None)
+
+
+@contextmanager
+def _solver_output(log: bool) -> Iterator[None]:
+    """Keep what HiGHS's C++ core writes on file descriptor 1 off the user's standard output.
+
+    HiGHS prints a banner when the first ``Highs()`` of a process is created (1.16: before any
+    option can be set) and its log while it runs. Standard output is the user's data (``--format
+    json``), so for the duration of the block descriptor 1 points at standard error when ``log``
+    is asked for, else at the null device. C's stdio buffer is flushed before descriptor 1 is
+    restored so that nothing written inside leaks out later. Descriptor 1 is process-wide: the
+    lock keeps two solves in threads from restoring each other's descriptor.
+    """
+    with _STDOUT_LOCK:
+        sys.stdout.flush()
+        _LIBC.fflush(None)
+        saved = os.dup(1)
+        target = os.dup(2) if log else os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(target, 1)
+            yield
+        finally:
+            _LIBC.fflush(None)
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(target)
 
 
 def _lp(model: LinearModel) -> highspy.HighsLp:

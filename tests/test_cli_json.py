@@ -1,0 +1,86 @@
+"""Every command that offers ``--format json`` writes JSON and nothing else on standard output.
+
+The commands run as real subprocesses, so that whatever a library writes on file descriptor 1
+(HiGHS 1.16 prints a banner when its first ``Highs()`` is created) is caught here. The commands
+are discovered from the Typer application itself: one that gains ``--format`` without a row in
+:data:`INVOCATIONS` fails :func:`test_every_json_command_is_exercised`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from enum import Enum
+from pathlib import Path
+
+import pytest
+import typer
+
+from gpufleet.cli.app import app
+from test_cli import ok
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "h100-2024.yaml"
+TRACE = """\
+timestamp,duration,num_gpus,gpu_time,cluster
+2024-03-01 00:00:00,3600.0,4,14400.0,y
+2024-03-01 00:30:00,600.0,4,2400.0,x
+"""
+
+# command path -> the arguments that make it do real work (a solve where it plans)
+INVOCATIONS: dict[str, list[str]] = {
+    "status": ["status", "--as-of", "2024-06-04"],
+    "events": ["events", "--since", "5"],
+    "demo": ["demo"],
+    "plan": ["plan", "--as-of", "2024-06-01", "--horizon", "8"],
+    "plan --compare": ["plan", "--as-of", "2024-06-01", "--horizon", "8", "--compare"],
+    "plan --integral": ["plan", "--as-of", "2024-06-01", "--horizon", "8", "--integral"],
+    "approvals list": ["approvals", "list"],
+    "audit": ["audit"],
+    "costs": ["costs", "--month", "2024-01"],
+    "ledger verify": ["ledger", "verify"],
+    "simulate": ["simulate", "{trace}", "--compare"],
+}
+
+
+def json_commands() -> set[str]:
+    """The command paths with an option whose choices (an enum) include ``json``."""
+    found: set[str] = set()
+
+    def offers_json(callback) -> bool:
+        defaults = (p.default for p in inspect.signature(callback).parameters.values())
+        return any(isinstance(d, Enum) and "json" in type(d).__members__ for d in defaults)
+
+    def walk(typer_app: typer.Typer, path: list[str]) -> None:
+        if typer_app.registered_callback and typer_app.registered_callback.callback and path \
+                and offers_json(typer_app.registered_callback.callback):
+            found.add(" ".join(path))
+        for command in typer_app.registered_commands:
+            name = command.name or command.callback.__name__.replace("_", "-")
+            if offers_json(command.callback):
+                found.add(" ".join(path + [name]))
+        for group in typer_app.registered_groups:
+            walk(group.typer_instance, path + [group.name])
+
+    walk(app, [])
+    return found
+
+
+@pytest.fixture(scope="module")
+def example_db(tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("json") / "fleet.db"
+    ok("init", db=db)
+    ok("load", EXAMPLE, db=db)
+    return db
+
+
+def test_every_json_command_is_exercised():
+    assert json_commands() == {key.split(" --")[0] for key in INVOCATIONS}
+
+
+@pytest.mark.parametrize("key", list(INVOCATIONS))
+def test_json_output_is_only_json(key, example_db, tmp_path):
+    trace = tmp_path / "trace.csv"
+    trace.write_text(TRACE)
+    args = [a.replace("{trace}", str(trace)) for a in INVOCATIONS[key]]
+    proc = ok(*args, "--format", "json", db=example_db)
+    json.loads(proc.stdout)  # the whole of standard output, not a line of it
