@@ -59,6 +59,7 @@ from rich.table import Table  # noqa: E402
 
 from gpufleet.scheduler import (Cluster, NodePool, Scheduler, SimulationResult, Workload,  # noqa: E402
                                 make_policy, run_to_end, simulate)
+from gpufleet.scheduler.fairness import alone_jct_s  # noqa: E402
 from gpufleet.scheduler.model import MILLI  # noqa: E402
 from gpufleet.scheduler.sizing import size_from_workload  # noqa: E402
 from gpufleet.services.traces import read_philly  # noqa: E402
@@ -78,12 +79,23 @@ def progress_bar(console: Console) -> Progress:
 
 
 def run_policy(name: str, workload: Workload, cluster: Cluster, tenants, grace_s: float,
-               console: Console) -> SimulationResult:
+               console: Console, alone) -> SimulationResult:
     gc.collect()
     with progress_bar(console) as bar:
         task = bar.add_task(f"{name}: replaying {len(workload.jobs):,} jobs", total=None, what="")
         return simulate(workload, cluster, tenants, make_policy(name), reclaim_grace_s=grace_s,
-                        progress=lambda steps: bar.update(task, what=f"{steps:,} events"))
+                        progress=lambda steps: bar.update(task, what=f"{steps:,} events"), alone_jct_s=alone)
+
+
+def replay_alone(workload: Workload, cluster: Cluster, tenants, grace_s: float, console: Console):
+    """Each tenant's jobs alone on its quota (finish-time fairness's baseline), once for every policy."""
+    gc.collect()
+    with progress_bar(console) as bar:
+        task = bar.add_task("each tenant alone on its quota", total=None, what="")
+        started = time.perf_counter()
+        alone = alone_jct_s(workload, cluster, tenants, reclaim_grace_s=grace_s,
+                            progress=lambda steps: bar.update(task, what=f"{steps:,} events"))
+    return alone, time.perf_counter() - started
 
 
 def compare_with_simpy(workload: Workload, tenants, total_gpus: int, grace_s: float, console: Console) -> dict:
@@ -127,7 +139,8 @@ def compare_with_simpy(workload: Workload, tenants, total_gpus: int, grace_s: fl
 def metrics_table(results: list[SimulationResult], title: str) -> Table:
     table = Table(title=title)
     cols = ["policy", "wall s", "events", "events/s", "util", "JCT mean h", "JCT p50 h", "JCT p99 h",
-            "queue mean h", "makespan d", "preempt", "lost GPU-h", "viol total s", "viol max s", "wait max s", "Jain"]
+            "queue mean h", "makespan d", "preempt", "lost GPU-h", "viol total s", "viol max s", "wait max s",
+            "Jain t", "rho max", "rho mean"]
     for c in cols:
         table.add_column(c, justify="left" if c == "policy" else "right")
     for r in results:
@@ -136,8 +149,13 @@ def metrics_table(results: list[SimulationResult], title: str) -> Table:
                       f"{o.utilization:.3f}", f"{o.jct_mean_s / HOUR:,.1f}", f"{o.jct_p50_s / HOUR:,.1f}",
                       f"{o.jct_p99_s / HOUR:,.1f}", f"{o.queue_mean_s / HOUR:,.1f}", f"{o.makespan_s / DAY:,.1f}",
                       f"{o.preemptions:,}", f"{o.lost_gpu_hours:,.0f}", f"{o.guarantee_violation_s:,.0f}",
-                      f"{o.guarantee_violation_max_s:,.0f}", f"{o.guarantee_wait_max_s:,.0f}", f"{r.jain_fairness:.3f}")
+                      f"{o.guarantee_violation_max_s:,.0f}", f"{o.guarantee_wait_max_s:,.0f}", _f3(r.fairness.jain.index),
+                      _f3(r.fairness.finish_time_max), _f3(r.fairness.finish_time_mean))
     return table
+
+
+def _f3(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def goals(results: dict[str, SimulationResult], cmp: dict | None, grace_s: float, quick: bool) -> list:
@@ -202,9 +220,11 @@ def main() -> None:
                   f"{cluster.gpus:,} GPUs = {pool.nodes} nodes x {pool.gpus_per_node}; nominal GPUs per tenant: "
                   + ", ".join(f"{t.name} {t.quotas[pool.model].nominal_gpus:g}" for t in tenants))
 
+    alone, alone_s = replay_alone(workload, cluster, tenants, args.grace_s, console)
+    console.print(f"  each tenant alone on its quota (finish-time fairness): {alone_s:.1f} s")
     results: dict[str, SimulationResult] = {}
     for name in policies:
-        r = run_policy(name, workload, cluster, tenants, args.grace_s, console)
+        r = run_policy(name, workload, cluster, tenants, args.grace_s, console, alone)
         results[name] = r
         console.print(f"  {name}: {r.wall_s:.1f} s, {r.events:,} events, {r.events / r.wall_s:,.0f} events/s")
     console.print(metrics_table(list(results.values()), f"Philly, {len(jobs):,} jobs, {cluster.gpus:,} GPUs "

@@ -12,7 +12,8 @@ from test_cli import BASE_SCENARIO, ok, run
 
 SHARED_TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 DOCUMENTED_KEYS = {"policy", "utilization", "jct_mean_s", "jct_p50_s", "jct_p99_s", "queue_mean_s", "makespan_s",
-                   "preemptions", "lost_gpu_hours", "guarantee_violation_s", "jain_fairness", "tenants"}
+                   "preemptions", "lost_gpu_hours", "guarantee_violation_s", "jain_over_time", "contended_s",
+                   "finish_time_fairness_max", "finish_time_fairness_mean", "tenants"}
 
 # Two tenants on a 2-node cluster of 4 GPUs each; x is idle when y's burst arrives.
 PHILLY = """\
@@ -51,6 +52,11 @@ def test_compare_reports_every_policy_with_the_documented_keys(trace):
     assert by_policy["borrow"]["jct_mean_s"] == pytest.approx((3600 + 2400 + 3600 + 600) / 3)
     assert by_policy["borrow"]["lost_gpu_hours"] == pytest.approx(4 * 0.5)
     assert out["cluster"]["gpus"] == 8
+    # finish-time fairness: alone on its 4 GPUs y runs as under static (3600 + 7200 s of completion
+    # times); under borrow 3600 + 6000. x runs at once every way.
+    assert by_policy["static"]["finish_time_fairness_max"] == by_policy["static"]["finish_time_fairness_mean"] == 1
+    rho = {t["tenant"]: t["finish_time_fairness"] for t in by_policy["borrow"]["tenants"]}
+    assert rho == {"x": 1.0, "y": pytest.approx(9600 / 10800, abs=1e-6)}
 
 
 def test_without_cluster_and_quotas_the_cluster_is_sized_from_the_trace(trace):

@@ -38,6 +38,9 @@ class JobRecords:
     lost_milli_s: list[float] = field(default_factory=list)      # held without lasting progress
     preempted_milli_s: list[float] = field(default_factory=list)  # held by runs that were preempted
     guarantee_wait_s: list[float] = field(default_factory=list)  # longest wait while within its quota
+    # One per run that has ended, in the order they ended: (job, start_s, end_s), end_s when its
+    # capacity came or comes back (a preempted run holds it for the grace period)
+    runs: list[tuple[int, float, float]] = field(default_factory=list)
 
     def add(self) -> None:
         for column in (self.first_start_s, self.finish_s):
@@ -171,6 +174,7 @@ class Scheduler:
         milli = state.jobs[j].milli_gpus
         self.records.busy_milli_s[j] += (now - run.start_s) * milli
         self.records.lost_milli_s[j] += run.overhead_s * milli
+        self.records.runs.append((j, run.start_s, now))
         state.remaining_s[j] = 0.0
         self.records.finish_s[j] = now
         self._emit("finish", j)
@@ -192,6 +196,7 @@ class Scheduler:
         self.records.busy_milli_s[j] += held_milli_s
         self.records.preempted_milli_s[j] += held_milli_s
         self.records.lost_milli_s[j] += held_milli_s - saved_s * job.milli_gpus
+        self.records.runs.append((j, run.start_s, now + self.grace_s))
         state.terminating[j] = run
         self.kernel.schedule(now + self.grace_s, RELEASE, self._release, j)
         self._emit("preempt", j, lambda: f"kept {saved_s:g}s of work")

@@ -16,8 +16,8 @@ Definitions (times in seconds, work in GPU-hours):
   quota (the tenant's usage, the jobs queued ahead of it and the job itself fit the quota). A tenant
   that keeps submitting during a reclaim stays in violation throughout, though each job waits only
   for its own reclaim: this figure tells the two apart.
-- ``jain_fairness``: Jain's index (sum x)^2 / (n sum x^2) of the tenants' normalized shares
-  x = utilization as defined above (GPU-hours held / nominal GPU-hours), over tenants with work and quota.
+
+Fairness between tenants is measured apart, in :mod:`gpufleet.scheduler.fairness`.
 """
 
 from __future__ import annotations
@@ -75,13 +75,6 @@ def figures(arrival_s, finish_s, milli, busy_milli_s, lost_milli_s, preempted_mi
         lost_gpu_hours=float(lost_milli_s.sum()) / MILLI / HOUR_S, busy_gpu_hours=busy_gpu_s / HOUR_S,
         guarantee_violation_s=violation_s, guarantee_violation_max_s=violation_max_s,
         guarantee_wait_max_s=stat(guarantee_wait_s, np.max))
-
-
-def jain(shares: np.ndarray) -> float:
-    """Jain's fairness index of ``shares``: 1 when all are equal, 1/n when one tenant has everything."""
-    if len(shares) == 0 or not np.any(shares):
-        return 1.0
-    return float(shares.sum() ** 2 / (len(shares) * (shares ** 2).sum()))
 
 
 def nominal_gpu_s(initial_milli: list[int], changes: list[tuple[float, int]], start_s: float, end_s: float) -> float:

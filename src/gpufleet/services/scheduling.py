@@ -15,6 +15,7 @@ from gpufleet.errors import InputError
 from gpufleet.scheduler import (Cluster, PolicyOptions, QuotaChange, SimulationResult, Tenant, TenantQuota,
                                 Workload,
                                 make_policy, simulate)
+from gpufleet.scheduler.fairness import alone_jct_s
 from gpufleet.scheduler.sizing import size_from_workload
 from gpufleet.services import export, traces
 from gpufleet.services.loan_quotas import loan_quota_changes
@@ -117,10 +118,16 @@ def prepare_quotas(cluster_spec: str, quotas: Path, *, epoch: str | None = None,
 def run(setup: Setup, policies: Sequence[str], *, options: PolicyOptions = PolicyOptions(),
         reclaim_grace_s: float = 30.0, keep_log: bool = False,
         progress: Callable[[str], Callable[[int], None]] | None = None) -> list[SimulationResult]:
-    """Replay the workload under each policy; ``progress(policy)`` gives a per-step callback."""
+    """Replay the workload under each policy; ``progress(policy)`` gives a per-step callback.
+
+    Each tenant's jobs alone on its entitlement (for finish-time fairness) are replayed once for
+    all the policies first, with ``progress("alone")``."""
+    alone = alone_jct_s(setup.workload, setup.cluster, setup.tenants, quota_changes=setup.quota_changes,
+                        options=options, reclaim_grace_s=reclaim_grace_s,
+                        progress=progress("alone") if progress else None)
     return [simulate(setup.workload, setup.cluster, setup.tenants, make_policy(name, options),
                      quota_changes=setup.quota_changes, reclaim_grace_s=reclaim_grace_s, keep_log=keep_log,
-                     progress=progress(name) if progress else None)
+                     progress=progress(name) if progress else None, alone_jct_s=alone)
             for name in policies]
 
 
