@@ -12,7 +12,7 @@ from test_cli import BASE_SCENARIO, ok, run
 
 SHARED_TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 DOCUMENTED_KEYS = {"policy", "utilization", "jct_mean_s", "jct_p50_s", "jct_p99_s", "queue_mean_s", "makespan_s",
-                   "preemptions", "lost_gpu_hours", "guarantee_violation_s", "jain_over_time", "contended_s",
+                   "preemptions", "lost_gpu_hours", "guarantee_violation_s", "jain_over_time", "jain_overlap_s",
                    "finish_time_fairness_max", "finish_time_fairness_mean", "tenants"}
 
 # Two tenants on a 2-node cluster of 4 GPUs each; x is idle when y's burst arrives.

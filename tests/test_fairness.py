@@ -34,7 +34,7 @@ QUOTA_4_2 = [(0, 0, 10, 4), (1, 0, 10, 2)]
 
 
 # -- Jain's index over time: hand-drawn intervals ---------------------------------------------------
-@pytest.mark.parametrize("held, present, entitled, tenants, index, contended_s", [
+@pytest.mark.parametrize("held, present, entitled, tenants, index, overlap_s", [
     # x = (4/4, 2/2): equal multiples of the quotas
     ([(0, 0, 10, 4), (1, 0, 10, 2)], BOTH_PRESENT, QUOTA_4_2, 2, 1.0, 10),
     # x = (1, 0): (1)^2 / (2 x 1) = 1/2, the lower bound 1/n
@@ -61,10 +61,10 @@ QUOTA_4_2 = [(0, 0, 10, 4), (1, 0, 10, 2)]
     ([(0, 0, 5, 4), (1, 5, 10, 2)], [(0, 0, 5), (1, 5, 10)], QUOTA_4_2, 2, None, 0),
 ], ids=["equal-multiples", "one-holds-nothing", "runs-add-up", "alone-not-counted", "quota-raised",
         "models-add-up", "no-quota-left-out", "held-without-work", "three-tenants", "nobody-holds", "never-two"])
-def test_jain_over_time_of_hand_drawn_intervals(held, present, entitled, tenants, index, contended_s):
+def test_jain_over_time_of_hand_drawn_intervals(held, present, entitled, tenants, index, overlap_s):
     result = jain_of(held, present, entitled, tenants)
     assert result.index == (None if index is None else pytest.approx(index))
-    assert result.contended_s == pytest.approx(contended_s)
+    assert result.overlap_s == pytest.approx(overlap_s)
 
 
 def _reference_jain(held, present, entitled, tenants):
@@ -104,8 +104,8 @@ def random_intervals(draw):
 def test_jain_over_time_equals_its_definition_and_stays_within_its_bounds(case):
     held, present, entitled, tenants = case
     result = jain_of(held, present, entitled, tenants)
-    index, contended_s = _reference_jain(held, present, entitled, tenants)
-    assert result.contended_s == pytest.approx(contended_s)
+    index, overlap_s = _reference_jain(held, present, entitled, tenants)
+    assert result.overlap_s == pytest.approx(overlap_s)
     if index is None:
         assert result.index is None
     else:
@@ -155,10 +155,10 @@ LENDER = {
 
 @pytest.mark.parametrize("policy", list(LENDER))
 def test_fairness_of_a_lender_with_little_work(policy):
-    index, contended_s, rho = LENDER[policy]
+    index, overlap_s, rho = LENDER[policy]
     f = lender_with_little_work().simulate(policy).fairness
     assert f.jain.index == pytest.approx(index)
-    assert f.jain.contended_s == pytest.approx(contended_s)
+    assert f.jain.overlap_s == pytest.approx(overlap_s)
     assert f.finish_time == {k: pytest.approx(v) for k, v in rho.items()}
     assert f.finish_time_max == pytest.approx(max(rho.values()))
     assert f.finish_time_mean == pytest.approx(sum(rho.values()) / 2)
@@ -186,7 +186,7 @@ def test_a_reclaim_shows_in_both_measures():
     # both have work over [30, 90): [30, 40) b holds 4 of its 2, a none: x = (0, 2), J = 1/2;
     # [40, 90) a holds 2 of 2, b none (requeued): x = (1, 0), J = 1/2
     assert f.jain.index == pytest.approx(0.5)
-    assert f.jain.contended_s == pytest.approx(60)
+    assert f.jain.overlap_s == pytest.approx(60)
     # a1: 90 - 30 = 60 shared, 50 alone; b1 needs 4 GPUs, more than b's quota: it cannot run alone
     assert f.finish_time == {"a": pytest.approx(60 / 50), "b": None}
     assert f.not_run_alone == {"a": 0, "b": 1}
@@ -239,7 +239,7 @@ def test_the_measures_stay_within_their_bounds(case):
     tenants = len(sc.tenants)
     if f.jain.index is not None:
         assert 1 / tenants - 1e-12 <= f.jain.index <= 1 + 1e-12
-        assert 0 < f.jain.contended_s
+        assert 0 < f.jain.overlap_s
     assert all(rho is None or rho > 0 for rho in f.finish_time.values())
     assert set(f.finish_time) == set(f.not_run_alone) == {t.name for t in sc.tenants}
 

@@ -895,7 +895,7 @@ def test_figures_of_a_hand_computed_run():
     # fairness, worked out in tests/test_fairness.py (test_a_reclaim_shows_in_both_measures)
     d = result.to_dict()
     assert d["policy"] == "borrow" and d["preemptions"] == 1
-    assert (d["jain_over_time"], d["contended_s"], d["finish_time_fairness_max"]) == (0.5, 60, 1.2)
+    assert (d["jain_over_time"], d["jain_overlap_s"], d["finish_time_fairness_max"]) == (0.5, 60, 1.2)
     assert [(t["tenant"], t["finish_time_fairness"], t["jobs_not_run_alone"]) for t in d["tenants"]] == [
         ("a", 1.2, 0), ("b", None, 1)]
 

@@ -7,7 +7,7 @@ what the run did (who held which GPUs when, when each job finished), so they res
   quota, x_i(t) = GPUs tenant i holds / its nominal GPUs (all models summed) and
   J(t) = (sum x)^2 / (n sum x^2), in [1/n, 1]; 1 when every such tenant holds the same multiple of
   its quota, and also when none of them holds anything. The figure is J's mean over the time when
-  n(t) >= 2 (``contended_s``), weighted by time; with one tenant there is nobody to compare with,
+  n(t) >= 2 (``overlap_s``), weighted by time; with one tenant there is nobody to compare with,
   and no such time gives None.
 - **Finish-time fairness** (Mahajan et al., "Themis: Fair and Efficient GPU Cluster Scheduling",
   NSDI 2020): rho = T_shared / T_alone. Per tenant, T_shared is the sum of its jobs' completion
@@ -51,7 +51,7 @@ class Intervals:
 @dataclass(frozen=True, slots=True)
 class Jain:
     index: float | None  # None: never two tenants with work and quota at once
-    contended_s: float   # the time it is averaged over
+    overlap_s: float  # the time it is averaged over: two tenants or more with work
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ class Fairness:
 
     def to_dict(self) -> dict:
         """The overall figures, as in ``gpufleet simulate --format json``."""
-        return {"jain_over_time": _round(self.jain.index), "contended_s": round(self.jain.contended_s, 6),
+        return {"jain_over_time": _round(self.jain.index), "jain_overlap_s": round(self.jain.overlap_s, 6),
                 "finish_time_fairness_max": _round(self.finish_time_max),
                 "finish_time_fairness_mean": _round(self.finish_time_mean)}
 
@@ -136,8 +136,8 @@ def _changes(held: Intervals, present: Intervals, entitled: Intervals):
 
 def _time_weighted(dt, n, s1, s2, holding) -> Jain:
     """The time-weighted mean of J over the stretches with two tenants or more."""
-    contended = n >= 2
-    dt, n, s1, s2, holding = dt[contended], n[contended], s1[contended], s2[contended], holding[contended]
+    overlap = n >= 2
+    dt, n, s1, s2, holding = dt[overlap], n[overlap], s1[overlap], s2[overlap], holding[overlap]
     total_s = float(dt.sum())
     if total_s <= 0:
         return Jain(None, 0.0)
