@@ -27,6 +27,16 @@ minus the solver's tie-break of ``TIE_BREAK_USD`` per GPU of ``add`` and per GPU
 ``serve``. :func:`reference_objective` returns it *with* the tie-break, so it equals
 ``-Solution.objective`` of the HiGHS max-value (or, with ``allow_loans=False``, hold) model.
 
+The lexicographic stages of ``owner-first`` and ``fair`` add, with the earlier stage's value
+given (:class:`Stage`), less ``KEEP_TOL * max(1, value)`` (the earlier value comes from a solver,
+within its tolerances: kept exactly, it can be a hair out of reach)::
+
+    owner_first     sum_{c of e, s} serve[c,s,e,t] >= min_served[e,t]          (own GPUs serving their owner)
+    fair_share      sum_{d of e, t} sv[d,t] >= z * sum_{d of e, t} D[d,t]      (entities with demand; z <= 1)
+
+and ``fair``'s first stage maximizes ``z`` itself (no value, no tie-break). These solves run
+CBC at tolerances of 1e-9, a hundred times tighter than HiGHS's defaults.
+
 Each family is written once, over a table of values that holds either PuLP variables (to build
 the model) or floats (to check CBC's answer). CBC's ``Optimal`` alone is not trusted (it can say so
 for a stopped LP): every row and bound is re-checked at the returned point.
@@ -46,8 +56,9 @@ from gpufleet.planner.problem import PlanningProblem
 
 TIE_BREAK_USD = 0.01  # per GPU installed and per GPU-week lent; docs/planning-model.md, "Objective"
 FEASIBILITY_TOL = 1e-6  # GPUs, relative to the largest quantity in the problem (at least 1)
+KEEP_TOL = 1e-6  # relative: how far below an earlier stage's value a later stage may go
 
-Row = tuple[str, Any, str, float]  # (family, left-hand side, "<=" or "==", right-hand side)
+Row = tuple[str, Any, str, float]  # (family, left-hand side, "<=", ">=" or "==", right-hand side)
 
 
 class ReferenceSolveError(AssertionError):
@@ -81,10 +92,25 @@ class Table:
 
 @dataclass(frozen=True)
 class ReferenceSolution:
-    objective: float  # max-value objective including the tie-break (= -HiGHS min objective)
+    objective: float  # max-value objective including the tie-break (= -HiGHS min objective); z for max_share
     value_usd: float  # the plan's ``objective``: served value minus move and reclaim costs
     status: str
     x: Table
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a later lexicographic stage keeps of an earlier one (see the module's docstring)."""
+
+    min_served: np.ndarray | None = None  # [E, T] owner-first
+    share_floor: float | None = None  # fair, stage 2
+    max_share: bool = False  # fair, stage 1: maximize z instead of value
+    fixed_share: float | None = None  # no objective: is every share >= this feasible?
+
+    @property
+    def exact(self) -> bool:
+        return self.min_served is not None or self.share_floor is not None or self.max_share \
+            or self.fixed_share is not None
 
 
 def index_sets(problem: PlanningProblem) -> IndexSets:
@@ -107,30 +133,64 @@ def reference_objective(problem: PlanningProblem, allow_loans: bool = True,
 
 
 def solve_reference(problem: PlanningProblem, allow_loans: bool = True, lent_now: np.ndarray | None = None,
-                    time_limit_s: float | None = None) -> ReferenceSolution:
+                    time_limit_s: float | None = None, stage: Stage = Stage()) -> ReferenceSolution:
     """Build the model, solve it with CBC and verify the point it returns.
 
     ``lent_now`` follows :attr:`IndexSets.loans` (loan pairs sorted by cohort, then borrower), the
     order of ``model.Layout.lc / lu`` too. ``problem.options.integral`` makes it a MILP.
+    With ``stage.fixed_share``, an infeasible model raises :class:`ReferenceInfeasible`.
     """
     sets = index_sets(problem)
     lent_now = _lent_now(lent_now, sets)
     x, whole = _variables(problem, sets, allow_loans)
     prob = pulp.LpProblem("gpufleet_reference", pulp.LpMaximize)
+    z = pulp.LpVariable("z", lowBound=0, upBound=1) if stage.max_share else None
     value, tie = _objective(problem, sets, x)
-    prob += value - tie
-    for family, lhs, sense, rhs in (*_rows(problem, sets, x, lent_now), *whole):
-        prob += (lhs <= rhs) if sense == "<=" else (lhs == rhs)
+    if stage.fixed_share is None:
+        prob += z if z is not None else value - tie
+    rows = (*_rows(problem, sets, x, lent_now), *whole, *_stage_rows(problem, sets, x, stage, z))
+    for family, lhs, sense, rhs in rows:
+        prob += (lhs <= rhs) if sense == "<=" else ((lhs == rhs) if sense == "==" else (lhs >= rhs))
     args = {"msg": False} | ({"timeLimit": time_limit_s} if time_limit_s else {})
+    if stage.exact:
+        args |= {"options": ["primalTolerance 1e-9", "dualTolerance 1e-9", "integerTolerance 1e-9"],
+                 "gapRel": 1e-9}
     prob.solve(pulp.PULP_CBC_CMD(**args))
     status = pulp.LpStatus[prob.status]
+    if status == "Infeasible" and stage.fixed_share is not None:
+        raise ReferenceInfeasible(f"no plan gives every entity a share of at least {stage.fixed_share}")
     if status != "Optimal":
         raise ReferenceSolveError(f"CBC ended with status {status!r}")
     solved = x.values()
-    check_point(problem, sets, solved, allow_loans, lent_now)
+    share = float(z.varValue or 0.0) if z is not None else None
+    check_point(problem, sets, solved, allow_loans, lent_now, stage, share)
     value, tie = _objective(problem, sets, solved)
-    _agree(prob, value - tie)
-    return ReferenceSolution(float(value - tie), float(value), status, solved)
+    if stage.fixed_share is None:
+        _agree(prob, share if z is not None else value - tie)
+    return ReferenceSolution(share if z is not None else float(value - tie), float(value), status, solved)
+
+
+class ReferenceInfeasible(ReferenceSolveError):
+    """CBC proved the model infeasible."""
+
+
+def _stage_rows(problem: PlanningProblem, sets: IndexSets, x: Table, stage: Stage, z: Any) -> Iterator[Row]:
+    owner = problem.cohort_owner
+    if stage.min_served is not None:
+        for e, t in product(range(len(problem.entities)), range(problem.weeks)):
+            own = [v for (c, _s, u, t2), v in x.serve.items() if u == e and owner[c] == e and t2 == t]
+            kept = float(stage.min_served[e, t])
+            yield "owner_first", _total(own), ">=", kept - KEEP_TOL * max(1.0, kept)
+    share = z if z is not None else (stage.share_floor if stage.fixed_share is None else stage.fixed_share)
+    if share is None:
+        return
+    kept = z is None and stage.fixed_share is None  # a floor from an earlier stage, not z or a probe
+    for e in range(len(problem.entities)):
+        mine = [d for d in range(len(problem.demand_ids)) if problem.demand_entity[d] == e]
+        wanted = sum(float(problem.demand_gpus[d].sum()) for d in mine)
+        if wanted > 0:
+            got = _total(x.sv[d, t] for d in mine for t in range(problem.weeks))
+            yield "fair_share", got - wanted * share, ">=", -KEEP_TOL * max(1.0, wanted) if kept else 0.0
 
 
 def _lent_now(lent_now: np.ndarray | None, sets: IndexSets) -> np.ndarray:
@@ -247,7 +307,8 @@ def _reclaims(problem: PlanningProblem, sets: IndexSets, x: Table, lent_now: np.
             before = now
 
 
-def check_point(problem: PlanningProblem, sets: IndexSets, x: Table, allow_loans: bool, lent_now: np.ndarray) -> None:
+def check_point(problem: PlanningProblem, sets: IndexSets, x: Table, allow_loans: bool, lent_now: np.ndarray,
+                stage: Stage = Stage(), share: float | None = None) -> None:
     """Check every bound and row at the solved point; raise :class:`ReferenceSolveError` naming what fails."""
     scale = max(1.0, float(np.abs(problem.avail).max(initial=0.0)), float(np.abs(problem.demand_gpus).max(initial=0.0)))
     tol, owner, g = FEASIBILITY_TOL * scale, problem.cohort_owner, problem.options.server_gpus
@@ -259,9 +320,9 @@ def check_point(problem: PlanningProblem, sets: IndexSets, x: Table, allow_loans
             bad.append(f"serve{(c, s, u, t)} lends with loans off")
         if u != owner[c] and problem.options.integral and abs(v / g - round(v / g)) * g > tol:
             bad.append(f"serve{(c, s, u, t)} is not whole servers")
-    for family, lhs, sense, rhs in _rows(problem, sets, x, lent_now):
-        slack = tol * (1e3 if family == "site_power" else 1.0)  # kW: about 1 kW per GPU
-        if (lhs > rhs + slack) if sense == "<=" else (abs(lhs - rhs) > slack):
+    for family, lhs, sense, rhs in (*_rows(problem, sets, x, lent_now), *_stage_rows(problem, sets, x, stage, share)):
+        slack = tol * (1e3 if family == "site_power" else problem.weeks if family == "fair_share" else 1.0)
+        if (lhs > rhs + slack) if sense == "<=" else (lhs < rhs - slack) if sense == ">=" else (abs(lhs - rhs) > slack):
             bad.append(f"{family}: {lhs:g} {sense} {rhs:g}")
     if bad:
         raise ReferenceSolveError(f"CBC's point violates the model ({len(bad)} checks): " + "; ".join(bad[:20]))

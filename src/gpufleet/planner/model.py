@@ -24,6 +24,19 @@ import scipy.sparse as sp
 from gpufleet.planner.problem import PlanningProblem
 
 TIE_BREAK_USD = 0.01  # per GPU-week: prefer own use to a loan, and no needless installs
+# A lexicographic stage keeps an earlier stage's value v (GPUs or GPU-weeks) as ">= v - slack(v)",
+# the slack 10x (LP) or 100x (MILP) the solver's feasibility tolerance (HiGHS: 1e-7 primal, 1e-6
+# for a MIP), and growing with v: the earlier stage's own point satisfies its rows only within
+# those tolerances, and a slack equal to the MIP tolerance made HiGHS's presolve call feasible
+# models infeasible (owner-first --integral on the bundled example from 2023-12-01). The LP's
+# smaller slack keeps what the optimizer can gain from it (slack x value) below a cent.
+STAGE_SLACK = {False: (1e-6, 1e-9), True: (1e-4, 1e-7)}  # integral -> (absolute, relative)
+
+
+def stage_slack(value: np.ndarray | float, integral: bool = False) -> np.ndarray:
+    """How far below an earlier stage's value a later stage may go: ``abs + rel * |value|``."""
+    absolute, relative = STAGE_SLACK[integral]
+    return absolute + relative * np.abs(value)
 
 
 @dataclass
@@ -254,10 +267,13 @@ def build(problem: PlanningProblem, *, allow_loans: bool = True, min_served: np.
     if min_served is not None:
         _keep_served(rows, problem, lay, min_served)
     if maximize_share or share_floor is not None:
-        _share_rows(rows, problem, lay, n - 1 if maximize_share else None, share_floor)
+        wanted = _share_rows(rows, problem, lay, n - 1 if maximize_share else None, share_floor)
         if maximize_share:
+            # max z, with the objective scaled to GPU-weeks (z times the largest entity's demand):
+            # a GPU-week served then moves the objective by about 1, not by 1 / demand (1e-6 on a
+            # large fleet), which HiGHS's dual tolerance (1e-7) could not tell from 0 and stopped early.
             c[:] = 0.0
-            c[n - 1], hi[n - 1] = -1.0, 1.0
+            c[n - 1], hi[n - 1] = -max(1.0, float(wanted.max(initial=0.0))), 1.0
     A = sp.csr_matrix((np.concatenate(rows.v), (np.concatenate(rows.r), np.concatenate(rows.c))),
                       shape=(rows.count, n))
     return LinearModel(lay, c, A, np.concatenate(rows.lo), np.concatenate(rows.hi), lo, hi, integer,
@@ -287,11 +303,14 @@ def _keep_served(rows: _Rows, p: PlanningProblem, lay: Layout, min_served: np.nd
     own = lay.ql[q] < 0
     q, t = q[own], t[own]
     rows.family("owner_first", lay.qu[q] * lay.T + t, lay.cols("serve", q, t), 1.0, min_served.size,
-                min_served.ravel() - 1e-6, np.inf)
+                min_served.ravel() - stage_slack(min_served.ravel(), p.options.integral), np.inf)
 
 
-def _share_rows(rows: _Rows, p: PlanningProblem, lay: Layout, z_col: int | None, floor: float | None) -> None:
-    """sum_{d of e, t} sv[d,t] >= share * sum_{d of e, t} demand[d,t], for every entity with demand."""
+def _share_rows(rows: _Rows, p: PlanningProblem, lay: Layout, z_col: int | None, floor: float | None) -> np.ndarray:
+    """sum_{d of e, t} sv[d,t] >= share * sum_{d of e, t} demand[d,t], for every entity with demand.
+
+    Returns each entity's demand over the horizon (GPU-weeks).
+    """
     wanted = np.bincount(p.demand_entity, weights=p.demand_gpus.sum(axis=1), minlength=len(p.entities))
     has = np.flatnonzero(wanted > 0)
     rank = np.full(len(p.entities), -1)
@@ -305,4 +324,6 @@ def _share_rows(rows: _Rows, p: PlanningProblem, lay: Layout, z_col: int | None,
         vals = np.concatenate([vals, -wanted[has]])
         rows.family("fair_share", r, cols, vals, len(has), 0.0, np.inf)
     else:
-        rows.family("fair_share", r, cols, vals, len(has), floor * wanted[has] - 1e-6, np.inf)
+        kept = floor * wanted[has]
+        rows.family("fair_share", r, cols, vals, len(has), kept - stage_slack(kept, p.options.integral), np.inf)
+    return wanted

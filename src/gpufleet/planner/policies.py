@@ -2,7 +2,10 @@
 
 Each policy turns a :class:`PlanningProblem` into the final model and its solution,
 solving one or more stages. Stages are lexicographic: a later stage keeps what an
-earlier one achieved (within 1e-6) and optimizes the next goal.
+earlier one achieved, less :func:`~gpufleet.planner.model.stage_slack` (1e-6 + 1e-9 x the
+value for an LP, 1e-4 + 1e-7 x the value for a MILP), and optimizes the next goal. The
+earlier stage's solution satisfies the later stage's rows, so it seeds a MILP's incumbent:
+a later stage is never infeasible.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ def solve_stage(decision: Decision | None, name: str, problem: PlanningProblem, 
     started = time.perf_counter()
     model = build(problem, **build_args)
     built = time.perf_counter() - started
-    solution = solve(model, options)
+    # the previous stage's point (without its z column, the last one) is feasible here
+    start = decision.solution.x[:model.A.shape[1]] if decision and len(decision.solution.x) else None
+    solution = solve(model, options, start)
     previous = decision or Decision(model, solution)
     return Decision(model, solution, previous.build_s + built, previous.solve_s + solution.solve_s,
                     [*(decision.stages if decision else []), name])
@@ -106,6 +111,6 @@ class Fair:
 
     def decide(self, problem, options, lent_now=None):
         first = solve_stage(None, "max-min share", problem, options, maximize_share=True, lent_now=lent_now)
-        share = float(-first.solution.objective)
+        share = float(first.solution.x[-1]) if len(first.solution.x) else 1.0  # z, the last column
         return solve_stage(first, f"max value, every share >= {share:.4f}", problem, options, share_floor=share,
                       lent_now=lent_now)

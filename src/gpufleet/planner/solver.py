@@ -39,7 +39,8 @@ class Solution:
     duals_valid: bool = True
 
 
-def solve(model: LinearModel, options: SolveOptions = SolveOptions()) -> Solution:
+def solve(model: LinearModel, options: SolveOptions = SolveOptions(), start: np.ndarray | None = None) -> Solution:
+    """Solve ``model``; ``start``, a point known to satisfy it, seeds a MILP's incumbent."""
     if model.A.shape[1] == 0:  # nothing to decide: the empty plan is optimal
         return Solution(np.zeros(0), np.zeros(model.A.shape[0]), model.objective_offset, "Optimal", 0.0, None)
     with _solver_output(options.log):
@@ -57,6 +58,11 @@ def solve(model: LinearModel, options: SolveOptions = SolveOptions()) -> Solutio
     else:
         h.setOptionValue("mip_rel_gap", float(options.mip_rel_gap))
     h.passModel(_lp(model))
+    if is_mip and start is not None:
+        seed = highspy.HighsSolution()
+        seed.col_value = np.asarray(start, dtype=float)
+        seed.value_valid = True
+        h.setSolution(seed)
     started = time.perf_counter()
     with _solver_output(options.log):
         run_status = h.run()
