@@ -19,7 +19,7 @@ Rows (``A`` = avail, ``I0`` = installed0, ``L`` = install lead weeks)::
     burn_in         sum_u serve[c,s,u,t] <= inst[c,s,t] - sum_{k=t-L+1..t} add[c,s,k]
     demand_balance  sum_{c,s} serve[c,s,u,t] = sum_{d of u} sv[d,t],   0 <= sv[d,t] <= D[d,t]
     reclaims        lend[c,u,t-1] - lend[c,u,t] <= recl[c,u,t] + ret[c,u,t]   (lend = sum_s serve; lend[-1] = lent_now)
-    free_returns    sum_c ret[c,u,t] <= max(0, D_u[t-1] - D_u[t])   (D_u = u's demand; 0 for t = 0)
+    free_returns    sum_c ret[c,u,t] <= max(0, D_u[t-1] - D_u[t])   (D_u = u's demand; D_u[-1] = lent_now to u)
     whole_servers   serve[c,s,u,t] = server_gpus * n[c,s,u,t], n integer   (lent triples; integral only)
 
 Objective (maximized): ``sum v_d * h * sv - move_cost * sum rem - reclaim_cost * sum recl``,
@@ -235,8 +235,9 @@ def _objective(problem: PlanningProblem, sets: IndexSets, x: Table) -> tuple[Any
 
 
 def _rows(problem: PlanningProblem, sets: IndexSets, x: Table, lent_now: np.ndarray) -> Iterator[Row]:
-    for family in (_install_chain, _failures, _burn_in, _holding, _site_capacity, _demand_balance, _free_returns):
+    for family in (_install_chain, _failures, _burn_in, _holding, _site_capacity, _demand_balance):
         yield from family(problem, sets, x)
+    yield from _free_returns(problem, sets, x, lent_now)
     yield from _reclaims(problem, sets, x, lent_now)
 
 
@@ -254,12 +255,13 @@ def _failures(problem: PlanningProblem, sets: IndexSets, x: Table) -> Iterator[R
             yield "failures", _total(here), "<=", float(rate * problem.avail[c, max(t - 1, 0)])
 
 
-def _free_returns(problem: PlanningProblem, sets: IndexSets, x: Table) -> Iterator[Row]:
+def _free_returns(problem: PlanningProblem, sets: IndexSets, x: Table, lent_now: np.ndarray) -> Iterator[Row]:
     for u, t in product(range(len(problem.entities)), range(problem.weeks)):
         returns = [x.ret[c, u2, t] for (c, u2) in sets.loans if u2 == u]
         if returns:
             mine = [d for d in range(len(problem.demand_ids)) if problem.demand_entity[d] == u]
-            before = sum(float(problem.demand_gpus[d, max(t - 1, 0)]) for d in mine)
+            lent_to_u = sum(float(lent_now[k]) for k, (_c, u2) in enumerate(sets.loans) if u2 == u)
+            before = lent_to_u if t == 0 else sum(float(problem.demand_gpus[d, t - 1]) for d in mine)
             now = sum(float(problem.demand_gpus[d, t]) for d in mine)
             yield "free_returns", _total(returns), "<=", max(0.0, before - now)
 

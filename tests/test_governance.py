@@ -34,6 +34,12 @@ RELATED = {
         lambda: person(person(Story().entity("a").entity("b"), "p", ("a", "controlling_shareholder")),
                        "q", ("b", "holder_5pct"), family_of="p"),
         {frozenset("ab")}, "family of p"),
+    # q holds a role in a as p's family, and one of its own in b: a and b share q (they did not
+    # when a family role counted for p alone).
+    "family role and own role of one person": (
+        lambda: person(person(Story().entity("a").entity("b"), "p"), "q", ("a", "director"), family_of="p")
+        .add(ev.RoleAssigned(person="q", entity="b", role="officer")),
+        {frozenset("ab")}, "q ("),
     "unrelated entities": (
         lambda: person(person(Story().entity("a").entity("b"), "p", ("a", "director")), "q", ("b", "director")),
         set(), None),

@@ -110,6 +110,20 @@ def existing_loan() -> Story:
     return demand(story, "db", "b", day(0), day(28), 10, 2.0)
 
 
+def borrower_done(reverse_use: bool = False) -> Story:
+    """existing_loan, but b's demand ended the day before the plan starts (2023-12-25..2024-01-01).
+
+    With ``reverse_use``, b also holds 10 idle GPUs at s1 and a wants 10 more at $1.
+    """
+    story = Story("2023-12-25").entity("a").entity("b").model().site("s1", "a", 100, 1.0)
+    holds(story, "a", 10, site="s1")
+    if reverse_use:
+        holds(story, "b", 10, site="s1")
+    story.lend("ln1", "a", "b", "s1", 10, end=day(60))
+    demand(story, "da", "a", day(0), day(28), 20 if reverse_use else 10, 1.0)
+    return demand(story, "db", "b", "2023-12-25", day(0), 10, 2.0)
+
+
 WORKED = PlanOptions(horizon_weeks=12, install_lead_weeks=1, move_cost_usd=200)
 
 
@@ -212,6 +226,28 @@ CASES = {
     # Owner-first keeps a whole (its 40 GPU-weeks alone), so the loan is reclaimed: 1,720.
     "existing-loan-owner-first": Case(existing_loan, PlanOptions(horizon_weeks=4), "owner-first", 1_720.0,
                                       via_service=True, idle_total=0.0, extra={"reclaims": 1}),
+    # The borrower's demand ended the day before the plan starts: the 10 lent GPUs serve no work of
+    # b's, so they come back in week 0 for free (no reclaim): a serves itself, 4 x 10 x 168 = 6,720.
+    # (Before week 0 allowed free returns, hold charged 10 x $500: 1,720.)
+    "borrower-done-returns-free": Case(borrower_done, PlanOptions(horizon_weeks=4), "hold", 6_720.0,
+                                       via_service=True, idle_total=0.0, extra={"reclaims": 0}),
+    "borrower-done-max-value": Case(borrower_done, PlanOptions(horizon_weeks=4), "max-value", 6_720.0,
+                                    via_service=True, idle_total=0.0, extra={"reclaims": 0}),
+    # An open loan a -> b (unrelated) permits lending a -> b only: b's 10 idle GPUs at s1 may not serve
+    # a's demand for 20, so a gets its own 10 back (free, as above): 4 x 10 x 168 = 6,720; b's 10 idle.
+    "open-loan-permits-one-direction": Case(lambda: borrower_done(reverse_use=True), PlanOptions(horizon_weeks=4),
+                                            "max-value", 6_720.0, via_service=True, idle_total=40.0,
+                                            extra={"reclaims": 0}),
+    # A demand's end is the first day it no longer covers: day 0 to day 6 covers 6 days of week 0,
+    # 10 x 6/7 GPU-weeks x 168 = 1,440.
+    "demand-end-day-excluded": Case(
+        lambda: demand(holds(one_owner(), "a", 10, site="s1"), "d", "a", day(0), day(6), 10, 1.0),
+        PlanOptions(horizon_weeks=1), "max-value", 1_440.0, idle_total=10 / 7),
+    # A lot counts from the first week starting on or after its planned date: planned on day 7 (the
+    # start of week 1), it serves weeks 1-3 (lead 0): 3 x 10 x 168 = 5,040.
+    "lot-on-a-week-start": Case(
+        lambda: demand(one_owner().po("po1", "a", {"lot1": (10, day(7))}), "d", "a", day(0), day(28), 10, 1.0),
+        PlanOptions(horizon_weeks=4, install_lead_weeks=0), "max-value", 5_040.0, idle_total=0.0),
 }
 
 
@@ -256,6 +292,22 @@ def test_worked_example_loan_details():
     values = plan["kpis"]["value_usd"]
     assert sum(values.values()) == pytest.approx(383_600.0)
     assert values["a"] == pytest.approx(352_800 + 300 * H * 2.0 - 20_000)
+
+
+def test_plan_json_carries_supply_failures_and_loan_days():
+    """Enough to check conservation from the JSON alone: GPUs held and expected to fail per week,
+    the GPUs that did fail at each site; a loan's end is the first day back, last_day the day before."""
+    case = CASES["failures-shrink-supply"]  # with moves charged, so that failed GPUs leave as failures
+    plan = plan_case(dataclasses.replace(case, options=dataclasses.replace(case.options, move_cost_usd=100.0)))
+    (supply,) = plan["supply"]
+    assert (supply["owner"], supply["model"]) == ("a", "h100")
+    assert supply["available_gpus"] == pytest.approx([10.0, 9.0, 8.1])
+    assert supply["expected_failures"] == pytest.approx([1.0, 1.0, 0.9])  # f * A[t-1], A[0] in week 0
+    failed = {f["week"]: f["gpus"] for f in plan["failures"]}
+    assert failed == pytest.approx({1: 1.0, 2: 0.9})  # installed 10 -> 9 -> 8.1 as A falls
+    plan = make_plan(problem_from_state(worked_example().state(), START, WORKED), "max-value")
+    (loan,) = plan["loans"]
+    assert (loan["start"], loan["last_day"], loan["end"]) == ("2024-01-08", "2024-01-28", "2024-01-29")
 
 
 def test_binding_site_has_a_shadow_price():

@@ -3,6 +3,12 @@
 Two entities are related when one person holds a role (director, officer, >=5% holder,
 controlling shareholder; or as family of someone who does) in both, or when one
 controls the other through the chain of parents.
+
+A role held by P "as family of" F relates the entity to both P and F: an entity where P holds a
+role as F's family is related to every entity where P holds a role, and to every entity where F
+holds one, directly or through other family (SEC Regulation S-K Item 404 counts a director's
+immediate family as related persons themselves, so the link runs both ways). Approvals read
+the same link: either person is interested in a transaction that benefits the other's entity.
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ def related_parties(state: FleetState) -> dict[frozenset[str], str]:
             found.setdefault(frozenset((entity, parent)), f"{parent} controls {entity} through its parents")
     by_person: dict[str, dict[str, str]] = {}
     for person, entity, role, family_of in sorted(state.roles):
-        holder = family_of or person
         basis = f"{person} ({role}" + (f", family of {family_of})" if family_of else ")")
-        by_person.setdefault(holder, {}).setdefault(entity, basis)
+        for holder in (person, family_of) if family_of else (person,):
+            by_person.setdefault(holder, {}).setdefault(entity, basis)
     for holder, entities in sorted(by_person.items()):
         for a, b in combinations(sorted(entities), 2):
             found.setdefault(frozenset((a, b)),

@@ -93,7 +93,8 @@ def check_plan(problem, lay, v, objective_usd: float, lent_now=None) -> None:
 
 
 def _check_reclaims(problem, lay, v, lent_now, tol, fail) -> None:
-    """A loan shrinks only by a counted reclaim, or for free as far as the borrower's demand falls."""
+    """A loan shrinks only by a counted reclaim, or for free as far as the borrower's demand falls
+    (in week 0: as far as the GPUs lent on the as-of date exceed the borrower's demand)."""
     for l_ in range(len(lay.lc)):
         previous = 0.0 if lent_now is None else lent_now[l_]
         for t in range(lay.T):
@@ -102,9 +103,11 @@ def _check_reclaims(problem, lay, v, lent_now, tol, fail) -> None:
                 fail(f"a loan shrinks in week {t} without its reclaim being counted")
             previous = now
     for u in range(len(problem.entities)):
+        lent_to_u = sum(lent_now[l_] for l_ in range(len(lay.lc)) if lay.lu[l_] == u) if lent_now is not None else 0.0
         for t in range(lay.T):
-            wanted_before = sum(problem.demand_gpus[d][max(0, t - 1)] for d in range(len(problem.demand_ids))
-                                if problem.demand_entity[d] == u)
+            # week 0: GPUs lent on the as-of date beyond the borrower's demand come back for free
+            wanted_before = lent_to_u if t == 0 else sum(
+                problem.demand_gpus[d][t - 1] for d in range(len(problem.demand_ids)) if problem.demand_entity[d] == u)
             wanted_now = sum(problem.demand_gpus[d][t] for d in range(len(problem.demand_ids))
                              if problem.demand_entity[d] == u)
             returned = sum(v.ret[l_][t] for l_ in range(len(lay.lc)) if lay.lu[l_] == u)

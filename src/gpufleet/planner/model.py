@@ -139,10 +139,15 @@ def define_install_chain(rows: _Rows, p: PlanningProblem, lay: Layout) -> None:
                 np.concatenate(vals), P * T, rhs, rhs)
 
 
+def expected_failures(p: PlanningProblem) -> np.ndarray:
+    """[C, T]: GPUs of each cohort expected to fail in week t, f * A[c,t-1] (A[c,0] for t = 0)."""
+    return p.options.failure_rate_per_gpu_week * np.concatenate([p.avail[:, :1], p.avail[:, :-1]], axis=1)
+
+
 def define_failures(rows: _Rows, p: PlanningProblem, lay: Layout) -> None:
-    """sum_{p of c} out[p,t] <= f * A[c,t-1] (A[c,0] for t = 0): failed GPUs leave their site for free."""
+    """sum_{p of c} out[p,t] <= expected_failures[c,t]: failed GPUs leave their site for free."""
     i, t = _grid(len(lay.pc), lay.T)
-    expected = p.options.failure_rate_per_gpu_week * np.concatenate([p.avail[:, :1], p.avail[:, :-1]], axis=1)
+    expected = expected_failures(p)
     rows.family("failures", lay.pc[i] * lay.T + t, lay.cols("out", i, t), 1.0, expected.size, -np.inf,
                 expected.ravel())
 
@@ -214,18 +219,26 @@ def define_reclaims(rows: _Rows, p: PlanningProblem, lay: Layout, lent_now: np.n
                 len(lay.lc) * T, -np.inf, np.where(tl == 0, -lent_now[l], 0.0))
 
 
-def demand_drop(p: PlanningProblem) -> np.ndarray:
-    """[E, T]: how much each entity's demand falls from week t-1 to week t (0 for t = 0)."""
+def demand_drop(p: PlanningProblem, lay: Layout, lent_now: np.ndarray) -> np.ndarray:
+    """[E, T]: the lent GPUs each borrower may give back for free in week t.
+
+    For t >= 1, how far its demand falls from week t-1 to week t. In week 0, the GPUs lent to it
+    on the as-of date beyond its demand in week 0: they serve no work of the borrower's, so
+    taking them back loses none (a borrower whose demand ended before the plan starts returns
+    everything it holds for free).
+    """
     wanted = np.zeros((len(p.entities), p.weeks))
     np.add.at(wanted, p.demand_entity, p.demand_gpus)
-    return np.clip(np.diff(wanted, axis=1, prepend=wanted[:, :1]) * -1.0, 0.0, None)
+    lent_to = np.bincount(lay.lu, weights=lent_now, minlength=len(p.entities))
+    before = np.concatenate([lent_to[:, None], wanted[:, :-1]], axis=1)
+    return np.clip(before - wanted, 0.0, None)
 
 
-def define_free_returns(rows: _Rows, p: PlanningProblem, lay: Layout) -> None:
-    """sum_{l of borrower u} ret[l,t] <= demand_drop[u,t]: a loan may end for free only as the
-    borrower's own demand falls; any other return is a reclaim, which costs the borrower work."""
+def define_free_returns(rows: _Rows, p: PlanningProblem, lay: Layout, lent_now: np.ndarray) -> None:
+    """sum_{l of borrower u} ret[l,t] <= demand_drop[u,t]: a loan may end for free only as far as
+    the borrower's demand falls (week 0: beyond its demand); any other return is a reclaim."""
     l, t = _grid(len(lay.lc), lay.T)
-    drop = demand_drop(p)
+    drop = demand_drop(p, lay, lent_now)
     rows.family("free_returns", lay.lu[l] * lay.T + t, lay.cols("ret", l, t), 1.0, drop.size, -np.inf,
                 drop.ravel())
 
@@ -244,8 +257,9 @@ def build(problem: PlanningProblem, *, allow_loans: bool = True, min_served: np.
     lent_now = np.zeros(len(lay.lc)) if lent_now is None else lent_now
     rows = _Rows()
     for define in (define_install_chain, define_failures, define_holding, define_site_slots, define_site_power,
-                   define_burn_in, define_demand_balance, define_free_returns):
+                   define_burn_in, define_demand_balance):
         define(rows, problem, lay)
+    define_free_returns(rows, problem, lay, lent_now)
     define_reclaims(rows, problem, lay, lent_now)
 
     n = lay.n + (1 if maximize_share else 0) + (len(lay.qp) * T if problem.options.integral else 0)

@@ -6,11 +6,12 @@ Every plan is checked by :mod:`gpufleet.planner.checker` before it is returned.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 
 from gpufleet.planner.checker import check_plan
-from gpufleet.planner.model import Layout
+from gpufleet.planner.model import Layout, expected_failures
 from gpufleet.planner.policies import Decision, get_policy
 from gpufleet.planner.problem import PlanningProblem
 from gpufleet.planner.solver import SolveOptions
@@ -75,6 +76,8 @@ def _report(problem: PlanningProblem, policy: str, decision: Decision, v: Variab
         "reclaims": _reclaims(problem, lay, v),
         "installs": _per_pair(problem, lay, v.add),
         "moves": _per_pair(problem, lay, v.rem),
+        "supply": _supply(problem),
+        "failures": _per_pair(problem, lay, v.out, GPU_EPS, 6),
         "shadow_prices": _shadow_prices(problem, decision),
         "solve": {
             "build_s": round(decision.build_s, 4), "solve_s": round(decision.solve_s, 4),
@@ -137,6 +140,7 @@ def _loans(problem: PlanningProblem, lay: Layout, v: Variables) -> list[dict]:
                 "lender": problem.entities[lender], "borrower": problem.entities[u],
                 "model": problem.cohort_model[c], "site": problem.sites[s], "gpus": round(gpus, 3),
                 "start": problem.week_start(start).isoformat(), "end": problem.week_start(end).isoformat(),
+                "last_day": (problem.week_start(end) - timedelta(days=1)).isoformat(),
                 "gpu_weeks": round(float(series[start:end].sum()), 3),
                 "fee_usd_per_gpu_hour": problem.options.loan_fee_usd_per_gpu_hour,
                 "reason": _reason(problem, lender, u, start, end, gpus),
@@ -165,14 +169,25 @@ def _reclaims(problem: PlanningProblem, lay: Layout, v: Variables) -> list[dict]
     return out
 
 
-def _per_pair(problem: PlanningProblem, lay: Layout, values: np.ndarray) -> list[dict]:
+def _per_pair(problem: PlanningProblem, lay: Layout, values: np.ndarray, above: float = 0.5,
+              digits: int = 3) -> list[dict]:
     out = []
-    for i, t in zip(*np.nonzero(values > 0.5), strict=True):
+    for i, t in zip(*np.nonzero(values > above), strict=True):
         c = lay.pc[i]
         out.append({"owner": problem.entities[problem.cohort_owner[c]], "model": problem.cohort_model[c],
                     "site": problem.sites[lay.ps[i]], "week": int(t), "date": problem.week_start(t).isoformat(),
-                    "gpus": round(float(values[i, t]), 3)})
+                    "gpus": round(float(values[i, t]), digits)})
     return out
+
+
+def _supply(problem: PlanningProblem) -> list[dict]:
+    """Per cohort and week: GPUs held (``A[c,t]``) and expected to fail (``f * A[c,max(t-1,0)]``), the
+    bound of the failures row; with ``failures`` (the GPUs that did leave their site), a plan's
+    conservation can be checked from its JSON alone."""
+    expected = expected_failures(problem)
+    return [{"owner": problem.entities[o], "model": m, "available_gpus": [round(float(x), 6) for x in problem.avail[c]],
+             "expected_failures": [round(float(x), 6) for x in expected[c]]}
+            for c, (o, m) in enumerate(zip(problem.cohort_owner, problem.cohort_model, strict=True))]
 
 
 def _shadow_prices(problem: PlanningProblem, decision: Decision) -> dict:
