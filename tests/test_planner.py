@@ -30,7 +30,7 @@ from gpufleet.errors import InputError, PlanInfeasible
 from gpufleet.planner import checker
 from gpufleet.planner.model import TIE_BREAK_USD, stage_slack
 from gpufleet.planner.plan import Variables, make_plan, objective_usd
-from gpufleet.planner.policies import POLICIES, Decision, get_policy, own_served, solve_stage
+from gpufleet.planner.policies import POLICIES, Decision, get_policy, own_served, smallest_share, solve_stage
 from gpufleet.planner.problem import PlanningProblem, PlanOptions, problem_from_state
 from gpufleet.planner.solver import SolveOptions
 from gpufleet.services import planning
@@ -591,7 +591,7 @@ def test_reference_refuses_a_point_that_breaks_a_row():
 EXACT = SolveOptions(mip_rel_gap=1e-9)
 
 
-def smallest_share(problem: PlanningProblem, decision: Decision) -> float:
+def smallest_share_met(problem: PlanningProblem, decision: Decision) -> float:
     wanted = np.bincount(problem.demand_entity, weights=problem.demand_gpus.sum(axis=1),
                          minlength=len(problem.entities))
     served = np.bincount(problem.demand_entity, weights=variables(decision).sv.sum(axis=1),
@@ -601,8 +601,8 @@ def smallest_share(problem: PlanningProblem, decision: Decision) -> float:
 
 def first_share(problem: PlanningProblem, lent_now, options: SolveOptions = SolveOptions()) -> float:
     """fair's stage 1: the largest smallest share HiGHS finds (z, the model's last column)."""
-    return float(solve_stage(None, "max-min share", problem, options, maximize_share=True,
-                             lent_now=lent_now).solution.x[-1])
+    return smallest_share(solve_stage(None, "max-min share", problem, options, maximize_share=True,
+                                      lent_now=lent_now))
 
 
 def example_problem(as_of: date, weeks: int, **changes) -> tuple[PlanningProblem, np.ndarray | None]:
@@ -620,7 +620,7 @@ def test_fair_reaches_the_largest_smallest_share_on_the_bundled_example():
         solve_reference(problem, lent_now=lent_now, stage=Stage(fixed_share=best + 1e-7))
     assert first_share(problem, lent_now) == pytest.approx(best, abs=1e-7)
     plan, decision = planned(problem, "fair", lent_now)
-    assert smallest_share(problem, decision) >= best - 1e-7
+    assert smallest_share_met(problem, decision) >= best - 1e-7
     assert plan["solve"]["stages"][1] == "max value, every share >= 0.7238"
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from gpufleet.planner.policies import Decision, solve_stage, get_policy
+from gpufleet.planner.policies import Decision, get_policy, smallest_share, solve_stage
 from gpufleet.planner.problem import PlanningProblem
 from gpufleet.planner.solver import SolveOptions
 
@@ -128,7 +128,7 @@ def solve_by_groups(problem: PlanningProblem, policy: str = "max-value",
     split_s = time.perf_counter() - started
     if policy == "fair":
         first = [solve_stage(None, "max-min share", p, options, maximize_share=True) for p in parts]
-        share = min((float(-d.solution.objective) for d in first), default=1.0)
+        share = min((smallest_share(d) for d in first), default=1.0)
         decisions = [solve_stage(d, f"max value, every share >= {share:.4f}", p, options, share_floor=share)
                      for d, p in zip(first, parts, strict=True)]
     else:

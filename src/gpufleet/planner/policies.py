@@ -75,6 +75,11 @@ def own_served(problem: PlanningProblem, decision: Decision) -> np.ndarray:
     return out
 
 
+def smallest_share(decision: Decision) -> float:
+    """``z`` of a max-min share stage (its model's last column): the smallest share of demand met."""
+    return float(decision.solution.x[-1])
+
+
 @register
 class Hold:
     name = "hold"
@@ -111,6 +116,6 @@ class Fair:
 
     def decide(self, problem, options, lent_now=None):
         first = solve_stage(None, "max-min share", problem, options, maximize_share=True, lent_now=lent_now)
-        share = float(first.solution.x[-1]) if len(first.solution.x) else 1.0  # z, the last column
+        share = smallest_share(first)
         return solve_stage(first, f"max value, every share >= {share:.4f}", problem, options, share_floor=share,
                       lent_now=lent_now)
