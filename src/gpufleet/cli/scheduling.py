@@ -13,7 +13,7 @@ from gpufleet.cli import render
 from gpufleet.cli.app import _fleet, app
 from gpufleet.cli.render import console
 from gpufleet.scheduler import POLICIES, PolicyOptions, SimulationResult
-from gpufleet.services import scheduling
+from gpufleet.services import job_output, scheduling
 
 TraceFormat = StrEnum("TraceFormat", {name: name for name in scheduling.READERS})
 PolicyName = StrEnum("PolicyName", {name: name for name in POLICIES})
@@ -67,8 +67,12 @@ def simulate(
     loans: LoansOpt = False,
     skip_bad_rows: SkipOpt = False,
     fmt: Annotated[Output, typer.Option("--format", "-f", help="table or json")] = Output.table,
+    jobs_out: Annotated[Path | None, typer.Option(
+        "--jobs-out", help="also write one row per job and policy to this .csv or .parquet file")] = None,
 ) -> None:
     """Replay a GPU cluster trace under a multi-tenant scheduling policy and report what it does to each tenant."""
+    if jobs_out is not None:
+        job_output.check_jobs_out(jobs_out)
     setup = _setup(trace, trace_format, cluster, quotas, loans, skip_bad_rows, checkpoint_s, restart_s)
     names = list(POLICIES) if compare else [policy.value]
     options = PolicyOptions(backfill=backfill, max_preemptions=max_preemptions)
@@ -79,6 +83,9 @@ def simulate(
         render.print_json(_json(setup, results))
     else:
         _print(setup, results)
+    if jobs_out is not None:
+        rows = job_output.write_jobs(jobs_out, results)
+        render.errors.print(f"wrote {rows:,} rows (jobs x policies) to {jobs_out}", highlight=False)
 
 
 def _progress(jobs: int):

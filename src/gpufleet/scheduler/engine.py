@@ -38,6 +38,7 @@ class JobRecords:
     lost_milli_s: list[float] = field(default_factory=list)      # held without lasting progress
     preempted_milli_s: list[float] = field(default_factory=list)  # held by runs that were preempted
     guarantee_wait_s: list[float] = field(default_factory=list)  # longest wait while within its quota
+    model: list[int] = field(default_factory=list)  # the model of its latest run (-1: it never started)
     # One per run that has ended, in the order they ended: (job, start_s, end_s), end_s when its
     # capacity came or comes back (a preempted run holds it for the grace period)
     runs: list[tuple[int, float, float]] = field(default_factory=list)
@@ -47,6 +48,7 @@ class JobRecords:
             column.append(math.nan)
         for column in (self.busy_milli_s, self.lost_milli_s, self.preempted_milli_s, self.guarantee_wait_s):
             column.append(0.0)
+        self.model.append(-1)
 
 
 class Scheduler:
@@ -158,6 +160,7 @@ class Scheduler:
         state.running[j] = state.running_of[t][j] = run
         if math.isnan(self.records.first_start_s[j]):
             self.records.first_start_s[j] = now
+        self.records.model[j] = a.model
         if not math.isnan(since := self._entitled_since[j]):
             self.records.guarantee_wait_s[j] = max(self.records.guarantee_wait_s[j], now - since)
             self._entitled_since[j] = math.nan

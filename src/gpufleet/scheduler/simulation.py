@@ -15,6 +15,7 @@ from gpufleet.scheduler.fairness import Fairness, Intervals
 from gpufleet.scheduler.kernel import Kernel
 from gpufleet.scheduler.metrics import Figures, figures, nominal_gpu_s
 from gpufleet.scheduler.model import MILLI, Cluster, QuotaChange, Tenant, Workload
+from gpufleet.scheduler.outcomes import JobOutcomes, job_outcomes
 from gpufleet.scheduler.policies import Policy
 from gpufleet.scheduler.state import ClusterState
 
@@ -30,6 +31,7 @@ class SimulationResult:
     wall_s: float
     busy_integral_gpu_s: float  # GPUs held integrated over time, measured apart from the job records
     log: list[LogLine] = field(default_factory=list)
+    jobs: JobOutcomes | None = None  # one row per job (scheduler/outcomes.py)
 
     def to_dict(self) -> dict:
         """The documented JSON form (docs/scheduling.md): overall figures at the top level."""
@@ -63,7 +65,8 @@ def simulate(workload: Workload, cluster: Cluster, tenants: list[Tenant], policy
         alone_jct_s = fairness.alone_jct_s(workload, cluster, tenants, quota_changes=quota_changes,
                                            options=policy.options, reclaim_grace_s=reclaim_grace_s)
     return SimulationResult(policy.name, overall, per_tenant, _fairness(scheduler, alone_jct_s), scheduler.kernel.steps,
-                            scheduler.decisions, wall_s, scheduler.busy_integral_milli_s / MILLI, log or [])
+                            scheduler.decisions, wall_s, scheduler.busy_integral_milli_s / MILLI, log or [],
+                            job_outcomes(scheduler))
 
 
 def _check_every_job_can_start(state: ClusterState, policy: Policy, workload: Workload,
