@@ -13,6 +13,7 @@ the model's milli-GPUs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from itertools import combinations
 from typing import Sequence
 
 from hypothesis import strategies as st
@@ -52,10 +53,11 @@ def quota_change(at: float, tenant_name: str, nominal: float, model: str = DEFAU
 # -- jobs ----------------------------------------------------------------------------------------
 def job(id: str, tenant_name: str, at: float = 0, gpus: float = 1, run: float = 100,
         checkpoint: float | None = None, restart: float = 0, priority: int = 0, model: str | None = None,
-        line: int = 0) -> Job:
+        line: int = 0, models: Sequence[str] = ()) -> Job:
+    """A job of ``model`` (one), or of any of ``models`` (several; neither: any model)."""
     return Job(id=id, tenant=tenant_name, arrival_s=float(at), milli_gpus=gpus_to_milli(gpus),
-               service_s=float(run), priority=priority, model=model, checkpoint_s=checkpoint,
-               restart_s=float(restart), line=line)
+               service_s=float(run), priority=priority, models=(model,) if model else tuple(models),
+               checkpoint_s=checkpoint, restart_s=float(restart), line=line)
 
 
 # -- a scenario ----------------------------------------------------------------------------------
@@ -134,13 +136,14 @@ def _ceiling_milli(sc_cluster: Cluster, tenants: list[Tenant], t: Tenant, model:
 
 
 @st.composite
-def random_scenario(draw, policy: str = "static", roomy: bool = False) -> Scenario:
+def random_scenario(draw, policy: str = "static", roomy: bool = False, model_sets: bool = False) -> Scenario:
     """A random cluster (1-3 pools of 1-4 nodes x 1-8 GPUs), 1-4 tenants whose nominal quotas sum to at
     most each pool, optional borrowing and lending limits and cohorts, and 1-25 jobs (whole and fractional
     GPUs, checkpoints, restart costs, priorities), each no larger than its tenant could ever hold under
     ``policy``, so every job can eventually run.
 
-    ``roomy``: a cluster and quotas far larger than the total demand (every job starts on arrival)."""
+    ``roomy``: a cluster and quotas far larger than the total demand (every job starts on arrival).
+    ``model_sets``: jobs may also name two or more models (any of which they may run on)."""
     n_pools = draw(st.integers(1, 3))
     pools = [NodePool(f"m{i}", draw(st.integers(1, 4)), draw(st.integers(1, 8))) for i in range(n_pools)]
     n_tenants = draw(st.integers(1, 4))
@@ -177,6 +180,10 @@ def random_scenario(draw, policy: str = "static", roomy: bool = False) -> Scenar
                 options.append((t.name, model, most))
         if ceilings and max(ceilings.values()) >= 100:
             options.append((t.name, None, max(ceilings.values())))
+        if model_sets:  # every set of two models or more
+            sets = [models for k in range(2, len(ceilings) + 1) for models in combinations(ceilings, k)]
+            options += [(t.name, models, most) for models in sets
+                        if (most := max(ceilings[m] for m in models)) >= 100]
     if not options:  # nobody could run anything: the first tenant gets the first pool, the others none of it
         m0 = pools[0].model
         tenants = [Tenant(t.name, {m0: TenantQuota(float(pools[0].gpus))} if i == 0 else
@@ -193,7 +200,7 @@ def random_scenario(draw, policy: str = "static", roomy: bool = False) -> Scenar
         run = draw(st.sampled_from([0, 10, 25, 60, 100, 250, 1000]) | st.integers(1, 500))
         jobs.append(Job(id=f"j{i}", tenant=name, arrival_s=float(draw(st.integers(0, 400))), milli_gpus=milli,
                         service_s=float(run), priority=draw(st.sampled_from([0, 0, 0, 1, 2])),
-                        model=model,
+                        models=(model,) if isinstance(model, str) else tuple(model or ()),
                         checkpoint_s=draw(st.none() | st.sampled_from([5.0, 20.0, 50.0])),
                         restart_s=float(draw(st.sampled_from([0, 0, 5, 30]))), line=i + 1))
     return Scenario(the_cluster, tenants, jobs, grace=float(draw(st.sampled_from([0, 10, 30]))))

@@ -141,7 +141,7 @@ def test_alibaba_pods_become_fractional_gpu_jobs_by_qos(tmp_path):
         Job(id="pod-0", tenant="LS", arrival_s=0.0, milli_gpus=1000, service_s=100.0, priority=2, line=2),
         Job(id="pod-5", tenant="Guaranteed", arrival_s=10.0, milli_gpus=8000, service_s=8.0, priority=3, line=7),
         Job(id="pod-4", tenant="Burstable", arrival_s=20.0, milli_gpus=2000, service_s=50.0, priority=1,
-            model="V100M16", line=6),
+            models=("V100M16",), line=6),
         Job(id="pod-1", tenant="BE", arrival_s=50.0, milli_gpus=460, service_s=440.0, priority=0, line=3),
     )
 
@@ -161,6 +161,8 @@ ALIBABA_BAD = [  # (bad row, field, skip reason)
     pytest.param("pod-x,1,1,1,1000,,LS,Running,0,,0", "deletion_time", "bad deletion_time", id="no-deletion-time"),
     pytest.param(",1,1,1,1000,,LS,Running,0,10,0", "name", "empty name", id="empty-name"),
     pytest.param("pod-a,1,1,1,1000,,LS,Running,0,10,0", "name", "duplicate name", id="duplicate-name"),
+    pytest.param("pod-x,1,1,1,1000,T4||A10,LS,Running,0,10,0", "gpu_spec", "bad gpu_spec",
+                 id="empty-gpu-spec-alternative"),
 ]
 
 

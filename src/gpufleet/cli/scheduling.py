@@ -38,7 +38,8 @@ QuotasOpt = Annotated[Path | None, typer.Option(
     "--quotas", help="tenants' quotas: YAML, or a Helios per-day CSV; default: docs/scheduling.md")]
 LoansOpt = Annotated[bool, typer.Option(
     "--loans/--no-loans", help="apply the ledger's dated loans (--db) as quota transfers between tenants")]
-SkipOpt = Annotated[bool, typer.Option("--skip-bad-rows", help="skip malformed trace rows and count them")]
+SkipOpt = Annotated[bool, typer.Option(
+    "--skip-bad-rows", help="skip trace rows that are malformed or name no GPU model of the cluster, and count them")]
 
 
 def _setup(trace: Path, trace_format: TraceFormat, cluster: str | None, quotas: Path | None, loans: bool,
@@ -46,7 +47,7 @@ def _setup(trace: Path, trace_format: TraceFormat, cluster: str | None, quotas: 
     workload = scheduling.read_workload(trace, trace_format.value, skip_bad_rows=skip_bad_rows,
                                         checkpoint_s=checkpoint_s or None, restart_s=restart_s)
     state = _fleet().state() if loans else None
-    return scheduling.prepare(workload, cluster_spec=cluster, quotas=quotas, loans=state)
+    return scheduling.prepare(workload, cluster_spec=cluster, quotas=quotas, loans=state, skip_bad_rows=skip_bad_rows)
 
 
 @app.command()

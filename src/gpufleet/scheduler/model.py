@@ -122,6 +122,7 @@ class Job:
     ``service_s`` is the work in seconds at full speed; ``checkpoint_s`` is how often it
     saves progress (``None``: never, a preemption loses everything since its start);
     ``restart_s`` is paid again, without progress, each time it restarts after a preemption.
+    ``models``: the GPU models it may run on, each named once (empty: any model of the cluster).
     ``line`` is the trace line it came from, for error messages and event logs.
     """
 
@@ -131,7 +132,7 @@ class Job:
     milli_gpus: int
     service_s: float
     priority: int = 0
-    model: str | None = None
+    models: tuple[str, ...] = ()
     checkpoint_s: float | None = None
     restart_s: float = 0.0
     line: int = 0
@@ -144,6 +145,8 @@ class Job:
             raise InputError(f"{where}: times must be >= 0", field="service_s")
         if self.checkpoint_s is not None and self.checkpoint_s <= 0:
             raise InputError(f"{where}: checkpoint interval must be > 0", field="checkpoint_s")
+        if not all(self.models) or len(set(self.models)) != len(self.models):
+            raise InputError(f"{where}: GPU models must be named once each, got {self.models}", field="models")
 
     @property
     def gpus(self) -> float:
@@ -157,3 +160,4 @@ class Workload:
     jobs: tuple[Job, ...]
     epoch: str | None = None  # ISO time of second 0, where the trace has absolute times
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows skipped
+    source: str | None = None  # the file it was read from, for messages naming file:line

@@ -163,11 +163,18 @@ class Policy(ABC):
     def quota_allows(self, snap: Snapshot, t: int, m: int, milli: int) -> bool: ...
 
     def admit(self, snap: Snapshot, t: int, j: int) -> Admission | None:
-        milli = snap.milli(j)
+        """Start ``j`` where its tenant's quota allows and it can be placed: a job that names no model
+        (or one) on the first of its models in pool order; a job that names several on the best fit
+        among them (``Snapshot.fit_key``; ties: pool order), so that they act as one set of nodes."""
+        milli, picks, best = snap.milli(j), snap.state.job_picks_model[j], None
         for m in snap.state.models_for(j):
             if milli <= snap.free_total[m] and self.quota_allows(snap, t, m, milli) and (where := snap.placement_for(j, m)):
-                return snap.take(t, j, m, where)
-        return None
+                if not picks:
+                    return snap.take(t, j, m, where)
+                key = snap.fit_key(j, m, where)
+                if best is None or key < best[0]:
+                    best = (key, m, where)
+        return None if best is None else snap.take(t, j, best[1], best[2])
 
     def make_room(self, snap: Snapshot, t: int, j: int) -> list[int]:
         """Jobs to preempt so that ``j`` can start once they are gone (none: it waits)."""

@@ -83,10 +83,9 @@ def _check_every_job_can_start(state: ClusterState, policy: Policy, workload: Wo
     for job in workload.jobs:
         state.check_job(job)
         t = state.tenant_index[job.tenant]
-        key = (t, job.model)
+        key = (t, job.models)
         if key not in ceilings:
-            models = range(len(state.models)) if job.model is None else (state.model_index[job.model],)
-            ceilings[key] = max(policy.ceiling(state, peak, t, m) for m in models)
+            ceilings[key] = max(policy.ceiling(state, peak, t, m) for m in state.model_indices(job))
         if job.milli_gpus > ceilings[key]:
             raise InputError(f"job {job.id} (line {job.line}) needs {job.gpus:g} GPUs, but under "
                              f"'{policy.name}' tenant {job.tenant} can never hold more than "

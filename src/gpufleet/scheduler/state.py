@@ -100,7 +100,8 @@ class ClusterState:
         self.running_sizes = [[Counter() for _ in self.models] for _ in tenants]
         self.jobs: list[Job] = []
         self.job_tenant: list[int] = []
-        self.job_models: list[tuple[int, ...]] = []  # the models each job may run on, in preference order
+        self.job_models: list[tuple[int, ...]] = []  # the models each job may run on, in pool order
+        self.job_picks_model: list[bool] = []  # whether a job chooses among the models it names (best fit)
         self.remaining_s: list[float] = []
         self.preemptions: list[int] = []
 
@@ -168,7 +169,8 @@ class ClusterState:
         self.check_job(job)
         self.jobs.append(job)
         self.job_tenant.append(self.tenant_index[job.tenant])
-        self.job_models.append(tuple(range(len(self.models))) if job.model is None else (self.model_index[job.model],))
+        self.job_models.append(self.model_indices(job))
+        self.job_picks_model.append(len(job.models) > 1)
         self.remaining_s.append(job.service_s)
         self.preemptions.append(0)
         return len(self.jobs) - 1
@@ -178,12 +180,19 @@ class ClusterState:
         if job.tenant not in self.tenant_index:
             raise InputError(f"job {job.id} (line {job.line}) belongs to tenant {job.tenant!r}, "
                              "which has no quota", field="tenant")
-        if job.model is not None and job.model not in self.model_index:
-            raise InputError(f"job {job.id} (line {job.line}) asks for GPU model {job.model!r}, "
+        unknown = [m for m in job.models if m not in self.model_index]
+        if unknown:
+            raise InputError(f"job {job.id} (line {job.line}) asks for GPU model {', '.join(map(repr, unknown))}, "
                              "which the cluster does not have", field="model")
 
+    def model_indices(self, job: Job) -> tuple[int, ...]:
+        """The models ``job`` may run on, in pool order: those it names, or every model if it names none."""
+        if not job.models:
+            return tuple(range(len(self.models)))
+        return tuple(sorted(self.model_index[m] for m in job.models))
+
     def models_for(self, j: int) -> tuple[int, ...]:
-        """The models job ``j`` may run on, in preference order."""
+        """The models job ``j`` may run on, in pool order (the cluster's preference)."""
         return self.job_models[j]
 
     def enqueue(self, j: int) -> None:
@@ -343,6 +352,12 @@ class Snapshot:
         if reserved and reserved[0] == m and all(free[node] >= amount for node, amount in reserved[1]):
             return reserved[1]
         return None
+
+    def fit_key(self, j: int, m: int, where: Placement) -> tuple[bool, int, int]:
+        """How well ``where`` on model ``m`` suits job ``j``, lowest best: the nodes set aside for it
+        first, then the fewest nodes, then the least free capacity left on them (best fit across pools)."""
+        free = self.free
+        return (self.state.reserved.get(j) != (m, where), len(where), sum(int(free[n]) - a for n, a in where))
 
     def placement(self, m: int, milli: int, free: np.ndarray | None = None) -> Placement | None:
         s = self.state

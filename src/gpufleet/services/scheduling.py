@@ -53,8 +53,11 @@ def read_workload(trace: Path, trace_format: str, *, skip_bad_rows: bool = False
 
 
 def prepare(workload: Workload, *, cluster_spec: str | None = None, quotas: Path | None = None,
-            loans: FleetState | None = None, loan_models: dict[str, str | None] | None = None) -> Setup:
-    """Cluster and quotas from the files given, or sized from the trace; the ledger's loans on top."""
+            loans: FleetState | None = None, loan_models: dict[str, str | None] | None = None,
+            skip_bad_rows: bool = False) -> Setup:
+    """Cluster and quotas from the files given, or sized from the trace; the ledger's loans on top.
+    The jobs' GPU models are matched to the cluster's (``traces.match_models``; ``skip_bad_rows``: a
+    job the cluster has no model for is skipped and counted instead of refused)."""
     if quotas is not None and cluster_spec is None:
         raise InputError("a quotas file needs --cluster too (its quotas are per GPU model of that cluster)",
                          field="cluster")
@@ -63,8 +66,10 @@ def prepare(workload: Workload, *, cluster_spec: str | None = None, quotas: Path
         changes: list[QuotaChange] = []
         sizing = (f"sized from the trace: {cluster.gpus} GPUs = each tenant's offered load / 0.8, "
                   "at least its largest job, rounded up to 8-GPU nodes")
+        workload = traces.match_models(workload, cluster, skip_bad_rows=skip_bad_rows)
     else:
         cluster = traces.read_cluster(cluster_spec)
+        workload = traces.match_models(workload, cluster, skip_bad_rows=skip_bad_rows)
         tenants, changes = (traces.read_quotas(quotas, cluster, epoch=workload.epoch) if quotas
                             else _even_shares(workload, cluster))
         sizing = "given" if quotas else ("given cluster; each pool shared in proportion to the quotas the "

@@ -4,6 +4,8 @@ Trace readers (Philly, Alibaba 2023) return a :class:`Workload`. A row they cann
 :class:`InputError` naming ``file:line``, the column and the reason; with ``skip_bad_rows`` such
 rows are skipped instead and counted in ``Workload.skipped`` under a short reason. Rows that are
 valid but are no GPU work (Alibaba CPU-only pods, pods never scheduled) are always skipped and counted.
+Once the cluster is known, :func:`match_models` names each job's GPU models as the cluster's pools;
+a row none of whose models the cluster has is refused (or skipped) the same way.
 
 Units: GPUs in the files are whole GPUs (Alibaba ``gpu_milli``: thousandths of one GPU);
 times are seconds.
@@ -15,6 +17,7 @@ import csv
 import math
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 QOS_PRIORITY = {"Guaranteed": 3, "LS": 2, "Burstable": 1, "BE": 0}  # Alibaba qos class -> priority
 NO_GPU = "no GPU requested"
 NEVER_SCHEDULED = "never scheduled in the trace"
+UNKNOWN_MODEL = "unknown GPU model"
 _UNIX, _UNIX_UTC = datetime(1970, 1, 1), datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -120,7 +124,7 @@ def _workload(path: Path, jobs: list[Job], skipped: dict[str, int], epoch: str |
     if not jobs:
         detail = f" (skipped: {skipped})" if skipped else ""
         raise InputError(f"the trace has no jobs{detail}", location=path.name)
-    return Workload(jobs=tuple(jobs), epoch=epoch, skipped=skipped)
+    return Workload(jobs=tuple(jobs), epoch=epoch, skipped=skipped, source=path.name)
 
 
 # --- Philly ---------------------------------------------------------------------------------
@@ -209,7 +213,17 @@ def _alibaba_job(row: list[str], line: int, seen: set[str]) -> Job:
         raise _BadRow("deletion_time", "deleted before scheduled",
                       f"deletion_time {end} is before scheduled_time {start}")
     return Job(id=name, tenant=qos.strip(), arrival_s=float(arrival), milli_gpus=gpus * share,
-               service_s=float(end - start), priority=priority, model=spec.strip() or None, line=line)
+               service_s=float(end - start), priority=priority, models=_gpu_spec(spec), line=line)
+
+
+def _gpu_spec(text: str) -> tuple[str, ...]:
+    """The GPU models a pod may run on: ``gpu_spec`` split at ``|``, each once (empty: any model)."""
+    if not text.strip():
+        return ()
+    models = tuple(dict.fromkeys(part.strip() for part in text.split("|")))  # V100M32|V100M32 occurs
+    if not all(models):
+        raise _BadRow("gpu_spec", "bad gpu_spec", f"gpu_spec {text!r} has an empty model name")
+    return models
 
 
 def _unique_name(text: str, seen: set[str]) -> str:
@@ -225,6 +239,42 @@ def _qos_priority(text: str) -> int:
     if qos not in QOS_PRIORITY:
         raise _BadRow("qos", "bad qos", f"qos {qos!r} is not one of {', '.join(QOS_PRIORITY)}")
     return QOS_PRIORITY[qos]
+
+
+# --- GPU models of a trace on a cluster -------------------------------------------------------
+
+def pools_named(model: str, cluster: Cluster) -> tuple[str, ...]:
+    """The cluster's pools a trace's GPU model means, in pool order: the pool named ``model``, and
+    any named ``model-G`` where G is its GPUs per node (a node list names a model that comes in
+    several node sizes so: ``T4`` is ``T4-2`` and ``T4-4``)."""
+    return tuple(p.model for p in cluster.pools if p.model in (model, f"{model}-{p.gpus_per_node}"))
+
+
+def match_models(workload: Workload, cluster: Cluster, *, skip_bad_rows: bool = False) -> Workload:
+    """``workload`` with each job's GPU models named as the cluster's pools (:func:`pools_named`).
+    A model the cluster lacks is dropped from a job's alternatives; a job left with none is a bad
+    row (Alibaba's ``gpu_spec``), skipped and counted with ``skip_bad_rows``."""
+    if not any(job.models for job in workload.jobs):
+        return workload
+    skipped, jobs, pools = dict(workload.skipped), [], {}
+    for job in workload.jobs:
+        if not job.models:
+            jobs.append(job)
+            continue
+        if job.models not in pools:
+            named = {pool for model in job.models for pool in pools_named(model, cluster)}
+            pools[job.models] = tuple(m for m in cluster.models if m in named)
+        if pools[job.models]:
+            jobs.append(job if pools[job.models] == job.models else replace(job, models=pools[job.models]))
+        elif skip_bad_rows:
+            skipped[UNKNOWN_MODEL] = skipped.get(UNKNOWN_MODEL, 0) + 1
+        else:
+            raise InputError(f"gpu_spec {'|'.join(job.models)!r} of pod {job.id} names no GPU model of the cluster "
+                             f"(it has {', '.join(cluster.models)})", field="gpu_spec",
+                             location=f"{workload.source}:{job.line}" if workload.source else None)
+    if not jobs:
+        raise InputError(f"the trace has no jobs the cluster can run (skipped: {skipped})", location=workload.source)
+    return replace(workload, jobs=tuple(jobs), skipped=skipped)
 
 
 # --- Helios per-day quotas ------------------------------------------------------------------
