@@ -100,6 +100,11 @@ def test_the_cli_names_file_line_and_field_of_an_unknown_model_or_skips_and_coun
     assert (trace["jobs"], trace["skipped_rows"]) == (2, {"unknown GPU model": 1})
 
 
+def test_a_trace_with_gpu_models_on_a_cluster_sized_from_it_asks_for_a_cluster(tmp_path):
+    proc = run("simulate", pods(tmp_path, "", "T4"), "--trace-format", "alibaba")
+    assert proc.returncode == 3 and "pods.csv:3" in proc.stderr and "give --cluster" in proc.stderr, proc.stderr
+
+
 # -- scheduling a job of several models --------------------------------------------------------------
 def owner(**nominal: float):
     return tenant("a", nominal)

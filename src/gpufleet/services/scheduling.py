@@ -66,7 +66,9 @@ def prepare(workload: Workload, *, cluster_spec: str | None = None, quotas: Path
         changes: list[QuotaChange] = []
         sizing = (f"sized from the trace: {cluster.gpus} GPUs = each tenant's offered load / 0.8, "
                   "at least its largest job, rounded up to 8-GPU nodes")
-        workload = traces.match_models(workload, cluster, skip_bad_rows=skip_bad_rows)
+        workload = traces.match_models(workload, cluster, skip_bad_rows=skip_bad_rows,
+                                       hint="; a cluster sized from the trace has one model: give --cluster "
+                                            "(for Alibaba, the trace's node list)")
     else:
         cluster = traces.read_cluster(cluster_spec)
         workload = traces.match_models(workload, cluster, skip_bad_rows=skip_bad_rows)

@@ -250,10 +250,10 @@ def pools_named(model: str, cluster: Cluster) -> tuple[str, ...]:
     return tuple(p.model for p in cluster.pools if p.model in (model, f"{model}-{p.gpus_per_node}"))
 
 
-def match_models(workload: Workload, cluster: Cluster, *, skip_bad_rows: bool = False) -> Workload:
+def match_models(workload: Workload, cluster: Cluster, *, skip_bad_rows: bool = False, hint: str = "") -> Workload:
     """``workload`` with each job's GPU models named as the cluster's pools (:func:`pools_named`).
     A model the cluster lacks is dropped from a job's alternatives; a job left with none is a bad
-    row (Alibaba's ``gpu_spec``), skipped and counted with ``skip_bad_rows``."""
+    row (Alibaba's ``gpu_spec``), skipped and counted with ``skip_bad_rows``; ``hint`` ends its message."""
     if not any(job.models for job in workload.jobs):
         return workload
     skipped, jobs, pools = dict(workload.skipped), [], {}
@@ -270,7 +270,7 @@ def match_models(workload: Workload, cluster: Cluster, *, skip_bad_rows: bool = 
             skipped[UNKNOWN_MODEL] = skipped.get(UNKNOWN_MODEL, 0) + 1
         else:
             raise InputError(f"gpu_spec {'|'.join(job.models)!r} of pod {job.id} names no GPU model of the cluster "
-                             f"(it has {', '.join(cluster.models)})", field="gpu_spec",
+                             f"(it has {', '.join(cluster.models)}){hint}", field="gpu_spec",
                              location=f"{workload.source}:{job.line}" if workload.source else None)
     if not jobs:
         raise InputError(f"the trace has no jobs the cluster can run (skipped: {skipped})", location=workload.source)
