@@ -19,7 +19,8 @@ Rows (``A`` = avail, ``I0`` = installed0, ``L`` = install lead weeks)::
     burn_in         sum_u serve[c,s,u,t] <= inst[c,s,t] - sum_{k=t-L+1..t} add[c,s,k]
     demand_balance  sum_{c,s} serve[c,s,u,t] = sum_{d of u} sv[d,t],   0 <= sv[d,t] <= D[d,t]
     reclaims        lend[c,u,t-1] - lend[c,u,t] <= recl[c,u,t] + ret[c,u,t]   (lend = sum_s serve; lend[-1] = lent_now)
-    free_returns    sum_c ret[c,u,t] <= max(0, D_u[t-1] - D_u[t])   (D_u = u's demand; D_u[-1] = lent_now to u)
+    free_returns    sum_c ret[c,u,t] <= max(0, D_u[t-1] - D_u[t]) + ends[u,t]
+                    (D_u = u's demand; D_u[-1] = lent_now to u; ends: open loans reaching their end_date)
     whole_servers   serve[c,s,u,t] = server_gpus * n[c,s,u,t], n integer   (lent triples; integral only)
 
 Objective (maximized): ``sum v_d * h * sv - move_cost * sum rem - reclaim_cost * sum recl``,
@@ -263,7 +264,8 @@ def _free_returns(problem: PlanningProblem, sets: IndexSets, x: Table, lent_now:
             lent_to_u = sum(float(lent_now[k]) for k, (_c, u2) in enumerate(sets.loans) if u2 == u)
             before = lent_to_u if t == 0 else sum(float(problem.demand_gpus[d, t - 1]) for d in mine)
             now = sum(float(problem.demand_gpus[d, t]) for d in mine)
-            yield "free_returns", _total(returns), "<=", max(0.0, before - now)
+            ending = 0.0 if problem.loan_ends is None else float(problem.loan_ends[u, t])  # at their end_date
+            yield "free_returns", _total(returns), "<=", max(0.0, before - now) + ending
 
 
 def _burn_in(problem: PlanningProblem, sets: IndexSets, x: Table) -> Iterator[Row]:

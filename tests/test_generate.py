@@ -168,4 +168,7 @@ def _side_by_side(a, b):
         demand_value=np.concatenate([a.demand_value, b.demand_value]),
         demand_gpus=np.vstack([a.demand_gpus, b.demand_gpus]),
         demand_ids=[f"a:{d}" for d in a.demand_ids] + [f"b:{d}" for d in b.demand_ids],
+        loan_ends=np.vstack([a.loan_ends, b.loan_ends]),
+        notice_locked=a.notice_locked | {(c + len(a.cohort_owner), u + ea): row
+                                         for (c, u), row in b.notice_locked.items()},
     )

@@ -124,6 +124,15 @@ def borrower_done(reverse_use: bool = False) -> Story:
     return demand(story, "db", "b", "2023-12-25", day(0), 10, 2.0)
 
 
+def loan_ends_as_owner_needs() -> Story:
+    """existing_loan, but the loan ends on day 14 and a wants its 10 GPUs only from then, at $3."""
+    story = Story(START.isoformat()).entity("a").entity("b").model().site("s1", "a", 100, 1.0)
+    holds(story, "a", 10, site="s1")
+    story.lend("ln1", "a", "b", "s1", 10, end=day(14))
+    demand(story, "da", "a", day(14), day(28), 10, 3.0)
+    return demand(story, "db", "b", day(0), day(28), 10, 2.0)
+
+
 WORKED = PlanOptions(horizon_weeks=12, install_lead_weeks=1, move_cost_usd=200)
 
 
@@ -238,6 +247,13 @@ CASES = {
     "open-loan-permits-one-direction": Case(lambda: borrower_done(reverse_use=True), PlanOptions(horizon_weeks=4),
                                             "max-value", 6_720.0, via_service=True, idle_total=40.0,
                                             extra={"reclaims": 0}),
+    # The loan ends on day 14; a wants its GPUs from then at $3, more than b's $2: they are lent in
+    # weeks 0-1 (2 x 10 x 168 x $2 = 6,720) and come back for free at the end date to serve a in
+    # weeks 2-3 (2 x 10 x 168 x $3 = 10,080): 16,800, no reclaim. (While the model ignored end_date,
+    # taking them back cost 10 x $500, so they stayed with b: 13,440.)
+    "loan-returns-free-at-its-end-date": Case(loan_ends_as_owner_needs, PlanOptions(horizon_weeks=4), "max-value",
+                                              16_800.0, loans=1, via_service=True, idle_total=0.0,
+                                              extra={"reclaims": 0}),
     # A demand's end is the first day it no longer covers: day 0 to day 6 covers 6 days of week 0,
     # 10 x 6/7 GPU-weeks x 168 = 1,440.
     "demand-end-day-excluded": Case(
@@ -308,6 +324,20 @@ def test_plan_json_carries_supply_failures_and_loan_days():
     plan = make_plan(problem_from_state(worked_example().state(), START, WORKED), "max-value")
     (loan,) = plan["loans"]
     assert (loan["start"], loan["last_day"], loan["end"]) == ("2024-01-08", "2024-01-28", "2024-01-29")
+
+
+def test_a_reclaim_inside_a_loans_notice_is_flagged():
+    """The model does not hold reclaims to notice periods (a hard limit made plans infeasible as soon as
+    lent GPUs failed); a reclaim inside one names the GPUs still under notice, for the lender to wait."""
+    plan = planning.plan(existing_loan().state(), START, PlanOptions(horizon_weeks=4), "hold")
+    assert [r["under_notice_gpus"] for r in plan["reclaims"]] == [0.0]
+    story = Story(START.isoformat()).entity("a").entity("b").model().site("s1", "a", 100, 1.0)
+    holds(story, "a", 10, site="s1").lend("ln1", "a", "b", "s1", 10, end=day(60), notice_days=14)
+    demand(story, "da", "a", day(0), day(28), 10, 1.0)
+    plan = planning.plan(demand(story, "db", "b", day(0), day(28), 10, 2.0).state(), START,
+                         PlanOptions(horizon_weeks=4), "hold")
+    (reclaim,) = plan["reclaims"]
+    assert (reclaim["week"], reclaim["gpus"], reclaim["under_notice_gpus"]) == (0, 10.0, 10.0)
 
 
 def test_binding_site_has_a_shadow_price():
@@ -427,7 +457,8 @@ def fleets(draw, integral: bool | None = False, scale: int = 1) -> Fleet:
     for k, (lender, site, n) in enumerate(installed):  # GPUs lent on the as-of date
         if draw(st.integers(0, 3)) == 0:
             borrower = draw(st.sampled_from([e for e in ents if e != lender]))
-            story.lend(f"ln{k}", lender, borrower, site, draw(st.integers(1, n)), end=day(60))
+            story.lend(f"ln{k}", lender, borrower, site, draw(st.integers(1, n)), end=day(draw(st.integers(1, 80))),
+                       notice_days=draw(st.sampled_from([0, 0, 7, 14, 30])))
 
     for k in range(draw(st.integers(1, 5))):  # at least one, or the model may be empty (see xfail above)
         first = draw(st.integers(-7, 7 * horizon))

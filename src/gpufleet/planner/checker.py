@@ -94,7 +94,8 @@ def check_plan(problem, lay, v, objective_usd: float, lent_now=None) -> None:
 
 def _check_reclaims(problem, lay, v, lent_now, tol, fail) -> None:
     """A loan shrinks only by a counted reclaim, or for free as far as the borrower's demand falls
-    (in week 0: as far as the GPUs lent on the as-of date exceed the borrower's demand)."""
+    (in week 0: as far as the GPUs lent on the as-of date exceed the borrower's demand) or as an
+    open loan reaches its end_date."""
     for l_ in range(len(lay.lc)):
         previous = 0.0 if lent_now is None else lent_now[l_]
         for t in range(lay.T):
@@ -111,5 +112,6 @@ def _check_reclaims(problem, lay, v, lent_now, tol, fail) -> None:
             wanted_now = sum(problem.demand_gpus[d][t] for d in range(len(problem.demand_ids))
                              if problem.demand_entity[d] == u)
             returned = sum(v.ret[l_][t] for l_ in range(len(lay.lc)) if lay.lu[l_] == u)
-            if returned > max(0.0, wanted_before - wanted_now) + tol:
+            ending = 0.0 if problem.loan_ends is None else problem.loan_ends[u][t]  # loans at their end_date
+            if returned > max(0.0, wanted_before - wanted_now) + ending + tol:
                 fail(f"{problem.entities[u]} returns loans for free in week {t} beyond its fall in demand")

@@ -76,6 +76,10 @@ def subproblem(problem: PlanningProblem, ents: np.ndarray, sites: np.ndarray) ->
     demand = np.flatnonzero(e_new[problem.demand_entity] >= 0)
     basis = {(int(e_new[a]), int(e_new[b])): why for (a, b), why in problem.permit_basis.items()
              if e_new[a] >= 0 and e_new[b] >= 0}
+    c_new = np.full(len(problem.cohort_owner), -1)
+    c_new[cohorts] = np.arange(len(cohorts))
+    locked = {(int(c_new[c]), int(e_new[u])): row for (c, u), row in problem.notice_locked.items()
+              if c_new[c] >= 0 and e_new[u] >= 0}
     return replace(
         problem,
         entities=[problem.entities[i] for i in ents], sites=[problem.sites[s] for s in sites],
@@ -87,6 +91,7 @@ def subproblem(problem: PlanningProblem, ents: np.ndarray, sites: np.ndarray) ->
         demand_entity=e_new[problem.demand_entity[demand]], demand_tier=problem.demand_tier[demand],
         demand_value=problem.demand_value[demand], demand_gpus=problem.demand_gpus[demand],
         demand_ids=[problem.demand_ids[d] for d in demand] if problem.demand_ids else [],
+        loan_ends=None if problem.loan_ends is None else problem.loan_ends[ents], notice_locked=locked,
     )
 
 

@@ -225,13 +225,15 @@ def demand_drop(p: PlanningProblem, lay: Layout, lent_now: np.ndarray) -> np.nda
     For t >= 1, how far its demand falls from week t-1 to week t. In week 0, the GPUs lent to it
     on the as-of date beyond its demand in week 0: they serve no work of the borrower's, so
     taking them back loses none (a borrower whose demand ended before the plan starts returns
-    everything it holds for free).
+    everything it holds for free). Plus, in every week, the GPUs of its open loans whose end_date
+    has come (``loan_ends``): the loan agreed they return then.
     """
     wanted = np.zeros((len(p.entities), p.weeks))
     np.add.at(wanted, p.demand_entity, p.demand_gpus)
     lent_to = np.bincount(lay.lu, weights=lent_now, minlength=len(p.entities))
     before = np.concatenate([lent_to[:, None], wanted[:, :-1]], axis=1)
-    return np.clip(before - wanted, 0.0, None)
+    ending = 0.0 if p.loan_ends is None else p.loan_ends
+    return np.clip(before - wanted, 0.0, None) + ending
 
 
 def define_free_returns(rows: _Rows, p: PlanningProblem, lay: Layout, lent_now: np.ndarray) -> None:

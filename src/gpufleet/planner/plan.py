@@ -165,6 +165,10 @@ def _reclaims(problem: PlanningProblem, lay: Layout, v: Variables) -> list[dict]
             "model": problem.cohort_model[lay.lc[l_]], "week": int(t), "date": problem.week_start(t).isoformat(),
             "gpus": round(float(v.recl[l_, t]), 3),
             "cost_usd": round(float(v.recl[l_, t]) * problem.options.reclaim_cost_usd, 2),
+            # GPUs of open loans whose reclaim notice (given on the as-of date) still runs this week:
+            # the model does not hold the plan to notice periods, so the lender must wait for these
+            "under_notice_gpus": round(min(float(v.recl[l_, t]), float(locked[t])), 3)
+            if (locked := problem.notice_locked.get((int(lay.lc[l_]), int(lay.lu[l_])))) is not None else 0.0,
         })
     return out
 

@@ -70,6 +70,12 @@ class PlanningProblem:
     demand_value: np.ndarray  # [D] USD per GPU-hour
     demand_gpus: np.ndarray  # [D, T] GPUs wanted (fractional at the record's edges)
     demand_ids: list[str] = field(default_factory=list)
+    # open loans on the as-of date: GPUs that return to their lender for free at the start of week t
+    # (the first week starting on or after the loan's end_date; week 0 if overdue), per borrower
+    loan_ends: np.ndarray | None = None  # [E, T]
+    # GPUs of open loans the lender may not reclaim before their notice runs out (notice given on
+    # the as-of date): (cohort, borrower) -> [T] GPUs locked in each week
+    notice_locked: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
 
     @property
     def weeks(self) -> int:
@@ -103,8 +109,8 @@ def problem_from_state(state: FleetState, start: date, options: PlanOptions,
     arrivals = np.zeros((len(cohorts), weeks))
     for lot in state.lots.values():
         if lot.status is not LotStatus.DELIVERED:
-            t = next((i for i, d in enumerate(starts) if d >= lot.planned_date), None)
-            if t is not None:
+            t = _first_week_on_or_after(starts, lot.planned_date)
+            if t < weeks:
                 arrivals[c_ix[(lot.owner, lot.model)], t] += lot.gpus
     survive = (1.0 - options.failure_rate_per_gpu_week) ** np.arange(weeks)
     # each batch of GPUs decays from the week it arrives: a convolution with the survival curve
@@ -147,6 +153,20 @@ def problem_from_state(state: FleetState, start: date, options: PlanOptions,
         permit[i, j] = True
         basis[(i, j)] = f"explicit agreement: {lender} may lend to {borrower}"
 
+    loan_ends = np.zeros((len(entities), weeks))
+    locked: dict[tuple[int, int], np.ndarray] = {}
+    for loan in state.loans.values():
+        if loan.closed_on is not None or not loan.gpus_out:
+            continue
+        u = e_ix[loan.borrower]
+        end_week = _first_week_on_or_after(starts, loan.end_date)
+        if end_week < weeks:
+            loan_ends[u, end_week] += loan.gpus_out
+        free_week = min(end_week, _first_week_on_or_after(starts, start + timedelta(days=loan.reclaim_notice_days)))
+        if free_week > 0:
+            row = locked.setdefault((c_ix[(loan.lender, loan.model)], u), np.zeros(weeks))
+            row[:free_week] += loan.gpus_out
+
     ids = sorted(state.demand)
     gpus = np.zeros((len(ids), weeks))
     for i, d in enumerate(ids):
@@ -164,8 +184,13 @@ def problem_from_state(state: FleetState, start: date, options: PlanOptions,
         demand_entity=np.array([e_ix[state.demand[d].entity] for d in ids], dtype=int),
         demand_tier=np.array([state.demand[d].tier for d in ids], dtype=int),
         demand_value=np.array([state.demand[d].value_usd_per_gpu_hour for d in ids], dtype=float),
-        demand_gpus=gpus, demand_ids=ids,
+        demand_gpus=gpus, demand_ids=ids, loan_ends=loan_ends, notice_locked=locked,
     )
+
+
+def _first_week_on_or_after(starts: list[date], day: date) -> int:
+    """The first week starting on or after ``day`` (``len(starts)`` if beyond the horizon)."""
+    return next((t for t, ws in enumerate(starts) if ws >= day), len(starts))
 
 
 def _index(table: dict[str, int], key: str, field_name: str) -> int:
