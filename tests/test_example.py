@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,37 @@ def test_the_demo_command_end_to_end(tmp_path):
     assert {"policies_2023_12_01", "governance", "forecast_2024_04_23_for_2024_12_31"} <= set(body)
     report = Path(body["report"])
     assert report.exists() and "board report" in report.read_text()
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("│").split("│")]
+
+
+def test_the_readme_shows_what_the_demo_prints(tmp_path):
+    """The README's sample of `gpufleet demo`: its event count, head, table rows (a row may leave out
+    trailing columns) and the forecast sentence are what the command prints; and the demo leaves no
+    temporary folder behind."""
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    sample = readme.split("$ gpufleet demo\n", 1)[1].split("```", 1)[0]
+    exe = Path(sys.executable).parent / "gpufleet"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([str(exe), "demo"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout
+    assert list(tmp_path.iterdir()) == [], "the demo left its temporary folder behind"
+    count = re.search(r"redirection: (\d+) events", sample).group(1)
+    assert f"redirection: {count} events" in printed
+    head = re.search(r"head ([0-9a-f]{64})", sample).group(1)
+    assert f"head {head}" in printed
+    rows = [_cells(line) for line in printed.splitlines() if line.startswith("│")]
+    for line in sample.splitlines():
+        if line.startswith("│"):
+            wanted = _cells(line)
+            assert any(row[:len(wanted)] == wanted for row in rows), line
+    sentence = " ".join(sample.split("On 2024-04-23 ", 1)[1].split("\n")[:2])
+    assert "On 2024-04-23 " + sentence in " ".join(printed.split())

@@ -120,16 +120,32 @@ def events(
 @app.command()
 def demo(
     demo_db: Annotated[Path | None, typer.Option("--demo-db", help="where to write the demo ledger "
-                                                 "(default: a new file in a temporary directory)")] = None,
+                                                 "and its board report (default: a temporary directory, removed at the end)")] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Load the bundled 2024 H100 story into a fresh SQLite ledger and show what it records."""
+    """Load the bundled 2024 H100 story into a fresh SQLite ledger and show what it records.
+
+    Without ``--demo-db`` the ledger and the board report live in a temporary directory that is
+    removed when the command ends; give ``--demo-db FILE`` to keep both and explore them.
+    """
+    if demo_db is not None:
+        _demo(demo_db, fmt, kept=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="gpufleet-demo-") as folder:
+        _demo(Path(folder) / "demo.db", fmt, kept=False)
+
+
+def _demo(path: Path, fmt: Format, kept: bool) -> None:
     from gpufleet.reports.board import write_report
 
-    path = demo_db or Path(tempfile.mkdtemp(prefix="gpufleet-demo-")) / "demo.db"
     report = run_demo(str(path))
-    report["report"] = str(write_report(FleetService.open(str(path)), path.with_name("report.html"),
-                                        end=date(2024, 12, 31)))
+    service = FleetService.open(str(path))
+    try:
+        report["report"] = str(write_report(service, path.with_name("report.html"), end=date(2024, 12, 31)))
+    finally:
+        service.engine.dispose()
+    if not kept:
+        report["database"] = report["report"] = None
     if fmt is Format.json:
         render.print_json(report)
         return
@@ -161,8 +177,13 @@ def demo(
                           f"claimed ({claim['claim']}).")
     _print_governance(report["governance"])
     verified = "verifies" if report["verified"] else "DOES NOT VERIFY"
-    console.print(f"ledger {verified}; head {report['head_hash']}\nboard report: {report['report']}\n"
-                  f"explore it: gpufleet --db {path} status --as-of 2024-06-04 --known-at 2024-06-04")
+    console.print(f"ledger {verified}; head {report['head_hash']}")
+    if kept:
+        console.print(f"board report: {report['report']}\n"
+                      f"explore it: gpufleet --db {path} status --as-of 2024-06-04 --known-at 2024-06-04")
+    else:
+        console.print("(the demo ledger was temporary: `gpufleet demo --demo-db demo.db` keeps it and the board "
+                      "report)")
 
 
 def _print_policies(comparison: dict) -> None:
