@@ -13,7 +13,6 @@ times are seconds.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from typing import Any
 
 from gpufleet.errors import InputError
 from gpufleet.scheduler.model import MILLI, Cluster, Job, NodePool, QuotaChange, Tenant, TenantQuota, Workload
+from gpufleet.services import csv_lines
 from gpufleet.services.scenario_io import _read_yaml
 
 PHILLY_COLUMNS = ("timestamp", "duration", "num_gpus", "gpu_time", "cluster")
@@ -55,22 +55,29 @@ class _Skip(Exception):
 
 # --- CSV plumbing ---------------------------------------------------------------------------
 
-def _csv_rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
-    """(line, fields) of each non-blank data row after checking the header; lines are 1-based."""
+def _csv_rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, bytes | None]]:
+    """(line, raw line) of each non-blank data row after checking the header; lines are 1-based.
+    :func:`_fields` splits a raw line (``csv_lines``: one record per physical line)."""
+    header = csv_lines.read_header(path)
+    if tuple(header) != columns:
+        raise InputError(f"expected the header '{','.join(columns)}', got {_shorten(','.join(header))!r}",
+                         location=f"{path.name}:1")
+    return csv_lines.data_lines(path)
+
+
+def _shorten(text: str, chars: int = 200) -> str:
+    return text if len(text) <= chars else f"{text[:chars]}... ({len(text):,} characters)"
+
+
+def _fields(raw: bytes | None, columns: tuple[str, ...]) -> list[str]:
+    """The fields of a data line, as many as ``columns``; else a bad row."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [name.strip() for name in next(reader, [])]
-            if tuple(header) != columns:
-                raise InputError(f"expected the header '{','.join(columns)}', got '{','.join(header)}'",
-                                 location=f"{path.name}:1")
-            for row in reader:
-                if row:
-                    yield reader.line_num, row
-    except FileNotFoundError:
-        raise InputError("no such file", location=str(path)) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"cannot read: {exc}", location=str(path)) from None
+        row = csv_lines.split(raw)
+    except csv_lines.LineError as bad:
+        raise _BadRow(None, bad.reason, f"the line {bad.message}") from None
+    if len(row) != len(columns):
+        _check_width(row, columns)
+    return row
 
 
 def _read_rows(path: Path, columns: tuple[str, ...], parse: Callable[[list[str], int], Any],
@@ -78,11 +85,9 @@ def _read_rows(path: Path, columns: tuple[str, ...], parse: Callable[[list[str],
     """``parse(row, line)`` of every row, and the count of skipped rows by reason."""
     out: list[Any] = []
     skipped: dict[str, int] = {}
-    for line, row in _csv_rows(path, columns):
+    for line, raw in _csv_rows(path, columns):
         try:
-            if len(row) != len(columns):
-                _check_width(row, columns)
-            out.append(parse(row, line))
+            out.append(parse(_fields(raw, columns), line))
         except _Skip as skip:
             skipped[skip.reason] = skipped.get(skip.reason, 0) + 1
         except _BadRow as bad:
@@ -307,9 +312,9 @@ def _quota_table(path: Path) -> tuple[list[str], list[tuple[int, date, list[floa
     """Tenant columns and (line, date, GPUs per tenant) rows, dates strictly increasing."""
     header = _quota_header(path)
     rows: list[tuple[int, date, list[float]]] = []
-    for line, row in _csv_rows(path, tuple(header)):
+    for line, raw in _csv_rows(path, tuple(header)):
         try:
-            _check_width(row, tuple(header))
+            row = _fields(raw, tuple(header))
             day = _quota_date(row[0], rows[-1][1] if rows else None)
             rows.append((line, day, _quota_values(row, header)))
         except _BadRow as bad:
@@ -320,18 +325,12 @@ def _quota_table(path: Path) -> tuple[list[str], list[tuple[int, date, list[floa
 
 
 def _quota_header(path: Path) -> list[str]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            header = [name.strip() for name in next(csv.reader(f), [])]
-    except FileNotFoundError:
-        raise InputError("no such file", location=str(path)) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"cannot read: {exc}", location=str(path)) from None
+    header = csv_lines.read_header(path)
     tenants = header[1:-1] if header[-1:] == ["total"] else header[1:]
     if header[:1] != ["date"] or not tenants or not all(tenants) or len(set(tenants)) != len(tenants) \
             or "total" in tenants:
         raise InputError(f"expected the header 'date,<tenant>,...,<tenant>[,total]' with distinct tenant "
-                         f"names, got '{','.join(header)}'", location=f"{path.name}:1")
+                         f"names, got {_shorten(','.join(header))!r}", location=f"{path.name}:1")
     return header
 
 
