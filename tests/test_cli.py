@@ -302,6 +302,51 @@ def test_claim_void_and_record_write_one_event_each(work_db):
     assert_intact(work_db, ["claim_recorded", "event_voided", "site_capacity_added"])
 
 
+# -- the approval gate ---------------------------------------------------------------------------
+
+# c is a's subsidiary; a holds 60 H100 at s1 serving itself. 60 GPUs for 61 days is USD 432,115 at
+# USD 4.92/GPU-hour, above the USD 120,000 of SEC S-K Item 404(a).
+RELATED_LOAN = {"loan": "ln2", "lender": "a", "borrower": "c", "model": "h100", "site": "s1", "gpus": 60,
+                "end_date": "2024-07-01", "fee_usd_per_gpu_hour": 4.9}
+
+
+def test_record_passes_the_same_approval_gate_as_loan_open(work_db):
+    write(work_db, "record", "entity_registered", "--on", "2024-04-01", "--data",
+          json.dumps({"entity": "c", "name": "C", "parent": "a"}))
+    loan_open = ["loan", "open", "ln2", "--lender", "a", "--borrower", "c", "--model", "h100", "--site", "s1",
+                 "--gpus", 60, "--end", "2024-07-01", "--fee", 4.9, "--on", "2024-05-01"]
+    record = ["record", "loan_opened", "--on", "2024-05-01", "--data", json.dumps(RELATED_LOAN)]
+    by_loan_open = refused(work_db, *loan_open, reason="without the approval of 2 independent directors of a")
+    by_record = refused(work_db, *record, reason="without the approval of 2 independent directors of a")
+    assert by_record == by_loan_open, "one gate, one message"
+    assert "field 'loan'" in by_record
+    write(work_db, *record, "--after-the-fact")
+    rows = json.loads(ok("approvals", "list", "--format", "json", db=work_db).stdout)
+    assert [(r["subject"], r["status"]) for r in rows] == [("loan:ln2", "executed_unapproved")]
+    assert_intact(work_db, ["entity_registered", "loan_opened"])
+
+
+def test_load_keeps_history_and_the_audit_reports_structuring(tmp_path):
+    """Three loans of 20 GPUs for 30 days from a to its subsidiary c: USD 70,848 each, 59% of the
+    threshold, USD 212,544 together. ``load`` records them as history; the audit reports the pattern."""
+    loans = "".join(f"  - {{type: loan_opened, loan: s{i}, lender: a, borrower: c, model: h100, site: s1, gpus: 20, "
+                    f"end_date: 2024-05-02, fee_usd_per_gpu_hour: 4.9, on: 2024-04-02}}\n" for i in (1, 2, 3))
+    scenario = tmp_path / "split.yaml"
+    scenario.write_text(BASE_SCENARIO.replace("  - {entity: b, name: B, source: [1]}\n",
+                                              "  - {entity: b, name: B, source: [1]}\n"
+                                              "  - {entity: c, name: C, parent: a}\n") + loans)
+    db = tmp_path / "split.db"
+    ok("load", scenario, db=db)
+    seqs = [e["seq"] for e in json.loads(ok("events", "--type", "loan_opened", "-f", "json", db=db).stdout)
+            if e["payload"]["borrower"] == "c"]
+    findings = json.loads(ok("audit", "--format", "json", db=db).stdout)
+    (found,) = [f for f in findings if f["kind"] == "structuring"]
+    assert (found["severity"], found["evidence_seqs"]) == ("high", seqs)
+    assert found["value_usd"] == pytest.approx(3 * 20 * 24 * 30 * 4.92)
+    unapproved = [f["title"] for f in findings if f["kind"] == "unapproved_related_party_transaction"]
+    assert [t.split(":")[0] for t in unapproved] == ["loan s2", "loan s3"], "the ones past the threshold"
+
+
 # -- idempotency -----------------------------------------------------------------------------
 
 

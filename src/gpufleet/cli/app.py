@@ -486,9 +486,15 @@ def schema_scenario() -> None:
 # -- recording everyday events -----------------------------------------------------------
 
 
-def _record(event_type: str, data: dict, on: str | None, actor: str | None, key: str | None) -> None:
+def _record(event_type: str, data: dict, on: str | None, actor: str | None, key: str | None,
+            policy: Path | None = None, after_the_fact: bool = False) -> None:
     payload = make_payload(event_type, {k: v for k, v in data.items() if v is not None})
-    event = _fleet().record(payload, parse_date(on, "on"), actor, key)
+    rules = None
+    if policy is not None:
+        from gpufleet.services.governance import load_policy
+
+        rules = load_policy(policy)
+    event = _fleet().record(payload, parse_date(on, "on"), actor, key, policy=rules, after_the_fact=after_the_fact)
     console.print(f"recorded event {event.seq}: {event.event_type} effective {event.effective_date} "
                   f"(hash {event.hash[:16]})")
 
@@ -497,16 +503,20 @@ def _record(event_type: str, data: dict, on: str | None, actor: str | None, key:
 def record(
     event_type: Annotated[str, typer.Argument(help="any event type, e.g. lot_rescheduled")],
     data: Annotated[str, typer.Option("--data", help="the payload as a JSON object")],
+    after_the_fact: Annotated[bool, typer.Option(help="record history without its approval "
+                                                      "(the audit flags it)")] = False,
+    policy: PolicyOpt = None,
     on: OnOpt = None, actor: ActorOpt = None, idempotency_key: KeyOpt = None,
 ) -> None:
-    """Record any event from its JSON payload (see docs/events.md)."""
+    """Record any event from its JSON payload (see docs/events.md); a loan or swap that needs
+    related-party approval is refused without it, as `loan open` refuses it."""
     try:
         fields = json.loads(data)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
     if not isinstance(fields, dict):
         raise typer.BadParameter("must be a JSON object", param_hint="--data")
-    _record(event_type, fields, on, actor, idempotency_key)
+    _record(event_type, fields, on, actor, idempotency_key, policy, after_the_fact)
 
 
 @app.command()

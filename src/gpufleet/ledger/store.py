@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -39,6 +39,9 @@ SNAPSHOT_FORMAT = 3  # bump whenever FleetState.to_dict changes: older snapshots
 # against the head's (seq, hash) before use, so a rollback or another writer simply misses it.
 _HEAD_STATES: dict[str, tuple[int, str, FleetState]] = {}
 _ROW_COLUMNS = (events.c.seq, events.c.effective_date, events.c.type, events.c.payload)
+# A rule every draft must pass, given the head state before it (the services' approval gate);
+# it raises a GpufleetError to refuse the draft, and so the whole batch.
+Gate = Callable[[FleetState, Payload, date], None]
 
 
 @dataclass(frozen=True)
@@ -165,17 +168,18 @@ class Ledger:
 
     # -- appending ----------------------------------------------------------------------
 
-    def append(self, drafts: Sequence[Draft], now: datetime | None = None) -> list[Event]:
+    def append(self, drafts: Sequence[Draft], now: datetime | None = None, gate: Gate | None = None) -> list[Event]:
         """Validate and append ``drafts`` in order; return their events (the stored ones for retries).
 
-        Either every draft is accepted or an error is raised; the caller's transaction
+        Each new draft passes ``gate`` (on the state with the drafts before it) before the fleet's
+        invariants. Either every draft is accepted or an error is raised; the caller's transaction
         then rolls back and nothing is written.
         """
         head = self.head(lock=True)  # taken before reading the clock, so recorded times stay ordered
         now_text = chain.format_instant(now or datetime.now(UTC))
         key = str(self.conn.engine.url)
         cached = _HEAD_STATES.pop(key, None)  # taken out: a failed batch must not leave a half-applied state
-        writer = _Writer(self, head)
+        writer = _Writer(self, head, gate)
         if cached is not None and cached[:2] == (head.seq, head.hash):
             writer.state = cached[2]
         out = []
@@ -321,8 +325,8 @@ def _verify_segment(url: str, first: int, last: int | None) -> Segment:
 class _Writer:
     """One append batch: keeps the head state in memory and buffers inserts."""
 
-    def __init__(self, ledger: Ledger, head: Head):
-        self.ledger, self.conn, self.head = ledger, ledger.conn, head
+    def __init__(self, ledger: Ledger, head: Head, gate: Gate | None = None):
+        self.ledger, self.conn, self.head, self.gate = ledger, ledger.conn, head, gate
         self.state: FleetState | None = None  # fold of every event, loaded lazily
         self.buffer: list[dict] = []
         self.by_key: dict[str, Event] = {}
@@ -344,6 +348,8 @@ class _Writer:
             )
         payload_json = chain.canonical_json(draft.payload)
         effective = self._effective(draft)
+        if self.gate is not None:
+            self.gate(self._head_state(), draft.payload, effective)
         self._check(draft.payload, effective)
         event = chain.seal(self.head.seq + 1, recorded, effective, draft.actor, draft.payload.event_type,
                            payload_json, draft.idempotency_key, self.head.hash)

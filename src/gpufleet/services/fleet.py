@@ -2,6 +2,8 @@
 
 Each public method owns exactly one transaction. The shells (CLI, API) call these
 methods and format what they return; they never touch the database themselves.
+Every write goes through :meth:`FleetService._append`, where each event passes the approval
+gate (:func:`gpufleet.domain.governance.approval_gate`) before the ledger's invariants.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -19,6 +22,7 @@ from sqlalchemy import Engine
 from gpufleet.domain import views
 from gpufleet.domain.chain import Event, end_of_day, format_instant, parse_instant
 from gpufleet.domain.events import Payload, payload_class
+from gpufleet.domain.governance import GovernancePolicy, approval_gate
 from gpufleet.domain.state import FleetState
 from gpufleet.errors import InputError, LedgerCorrupt
 from gpufleet.ledger import db
@@ -65,17 +69,20 @@ class FleetService:
     # -- writes -------------------------------------------------------------------------
 
     def record(self, payload: Payload, on: date | None = None, actor: str | None = None,
-               idempotency_key: str | None = None) -> Event:
-        """Append one event (effective ``on``, default today); refused if it breaks an invariant."""
+               idempotency_key: str | None = None, *, policy: GovernancePolicy | None = None,
+               after_the_fact: bool = False) -> Event:
+        """Append one event (effective ``on``, default today); refused if it breaks an invariant, or
+        executes a transaction that needs approval without it (unless it is history ``after_the_fact``)."""
         draft = Draft(payload, on or datetime.now(UTC).date(), actor or default_actor(), idempotency_key)
         with self.engine.begin() as conn:
-            return Ledger(conn).append([draft])[0]
+            return self._append(Ledger(conn), [draft], policy, after_the_fact)[0]
 
-    def record_many(self, items: Sequence[tuple[Payload, date, str | None]], actor: str | None = None) -> list[Event]:
+    def record_many(self, items: Sequence[tuple[Payload, date, str | None]], actor: str | None = None, *,
+                    policy: GovernancePolicy | None = None, after_the_fact: bool = False) -> list[Event]:
         """Append several events (payload, effective date, idempotency key) in one transaction."""
         drafts = [Draft(p, on, actor or default_actor(), key) for p, on, key in items]
         with self.engine.begin() as conn:
-            return Ledger(conn).append(drafts)
+            return self._append(Ledger(conn), drafts, policy, after_the_fact)
 
     def load(self, path: Path, actor: str | None = None) -> LoadResult:
         """Validate a scenario file and append all of it in one transaction, or nothing."""
@@ -88,10 +95,17 @@ class FleetService:
                         origin=location(path, lines, e.path)) for e in items]
         with self.engine.begin() as conn:
             ledger = Ledger(conn)
-            written = ledger.append(drafts)
+            written = self._append(ledger, drafts, None, after_the_fact=True)  # a scenario is history
             head = ledger.head()
         first = written[0].seq if written else None
         return LoadResult(str(path), len(written), first, written[-1].seq if written else None, head.hash)
+
+    @staticmethod
+    def _append(ledger: Ledger, drafts: Sequence[Draft], policy: GovernancePolicy | None,
+                after_the_fact: bool) -> list[Event]:
+        """The one way events enter the ledger: each passes the approval gate, then the invariants."""
+        gate = partial(approval_gate, policy=policy or GovernancePolicy(), after_the_fact=after_the_fact)
+        return ledger.append(drafts, gate=gate)
 
     # -- reads --------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -16,6 +16,7 @@ from gpufleet.domain.governance import (
     needs_approval,
     off_market,
     status_of,
+    structuring,
     swap_delay_cost,
     transactions,
 )
@@ -58,17 +59,23 @@ def evidence(service: FleetService) -> dict[str, list[int]]:
     return found
 
 
+def recording_order(seqs: dict[str, list[int]]) -> dict[str, int]:
+    """Each transaction's first sequence number: it orders a series within one date."""
+    return {subject: found[0] for subject, found in seqs.items() if found}
+
+
 def approvals(service: FleetService, policy: GovernancePolicy, on: date | None = None) -> list[dict]:
     """Every transaction that needs approval, with its status and votes."""
     state = service.state()
     on = on or datetime.now(UTC).date()
     rows = []
-    for t in transactions(state, policy, on):
+    for t in transactions(state, policy, on, recording_order(evidence(service))):
         if not needs_approval(t, policy):
             continue
         st = status_of(state, t, policy, on)
         rows.append({"subject": t.subject, "kind": t.kind, "giver": t.giver, "receiver": t.receiver,
-                     "on": t.on.isoformat(), "value_usd": round(t.value_usd, 2), "status": st.status,
+                     "on": t.on.isoformat(), "value_usd": round(t.value_usd, 2),
+                     "series_usd": round(t.series_usd, 2), "status": st.status,
                      "approvals": st.approvals, "rejections": st.rejections, "waivers": st.waivers,
                      "related_basis": t.related_basis})
     return rows
@@ -91,24 +98,10 @@ def vote(service: FleetService, subject: str, person: str, decision: str, reason
 
 def open_loan(service: FleetService, payload, on: date, actor: str | None, key: str | None,
               policy: GovernancePolicy, after_the_fact: bool = False):
-    """Open a loan; a related-party loan that needs approval must have it (its proposal, same id,
-    approved by a quorum), unless it is history recorded after the fact, which the audit then flags."""
-    state = service.state()
-    if not after_the_fact and payload.lender in state.entities and payload.borrower in state.entities:
-        related = related_parties(state).get(frozenset((payload.lender, payload.borrower)))
-        hours = payload.gpus * 24.0 * max(0, (payload.end_date - on).days)
-        value = hours * policy.market_price(on).usd_per_gpu_hour
-        if related and value > policy.threshold_usd:
-            votes = [a for a in state.approvals.values() if a.subject in {f"proposal:{payload.loan}",
-                                                                          f"loan:{payload.loan}"}]
-            if any(a.decision == "rejected" for a in votes) or \
-                    sum(a.decision == "approved" for a in votes) < policy.quorum and \
-                    not any(a.decision == "waived" for a in votes):
-                raise InvariantViolation(
-                    f"loan {payload.loan} is a related-party transaction of USD {value:,.0f} ({related}) without "
-                    f"the approval of {policy.quorum} independent directors of {payload.lender}; propose it "
-                    "(plan apply), get it approved, or record history with --after-the-fact", field="loan")
-    return service.record(payload, on, actor, key)
+    """Open a loan: through the approval gate of every write (a related-party loan that needs
+    approval must have it, from its proposal of the same id), unless it is history recorded after
+    the fact, which the audit then flags."""
+    return service.record(payload, on, actor, key, policy=policy, after_the_fact=after_the_fact)
 
 
 def _recheck(state: FleetState, subject: str, policy: GovernancePolicy, on: date) -> None:
@@ -141,19 +134,24 @@ def audit(service: FleetService, policy: GovernancePolicy, on: date | None = Non
     findings: list[dict] = []
 
     def finding(severity: str, kind: str, title: str, detail: str, subject: str | None = None,
-                value_usd: float | None = None) -> None:
+                value_usd: float | None = None, evidence_seqs: list[int] | None = None) -> None:
         findings.append({"severity": severity, "kind": kind, "title": title, "detail": detail,
                          "value_usd": None if value_usd is None else round(value_usd, 2),
-                         "evidence_seqs": seqs.get(subject, []) if subject else []})
+                         "evidence_seqs": evidence_seqs or (seqs.get(subject, []) if subject else [])})
 
-    for t in transactions(state, policy, on):
+    order = recording_order(seqs)
+    txs = transactions(state, policy, on, order)
+    for t in txs:
         st = status_of(state, t, policy, on)
         basis = t.related_basis or "not related parties"
         if st.status == "executed_unapproved":
+            series = f" It makes USD {t.series_usd:,.0f} with {len(t.series)} earlier from {t.giver} to " \
+                f"{t.receiver} in its fiscal year ({', '.join(t.series)}), a series SEC S-K Item 404(a) " \
+                "counts together." if t.series else ""
             finding("high", "unapproved_related_party_transaction",
                     f"{t.kind} {t.id}: {t.giver} -> {t.receiver}, USD {t.value_usd:,.0f}, no recorded approval",
                     f"{basis}. Needs approval by {t.giver}'s independent directors or audit committee "
-                    f"(quorum {policy.quorum}); none is recorded.", t.subject, t.value_usd)
+                    f"(quorum {policy.quorum}); none is recorded.{series}", t.subject, t.value_usd)
         elif st.status == "waived":
             finding("low", "waiver", f"{t.kind} {t.id} was waived", f"waived by {', '.join(st.waivers)}",
                     t.subject, t.value_usd)
@@ -168,6 +166,7 @@ def audit(service: FleetService, policy: GovernancePolicy, on: date | None = Non
             finding("high", "delay_imposed",
                     f"swap {t.id} delayed {t.giver} by {weeks:,.0f} GPU-weeks (USD {usd:,.0f} at market rates)",
                     f"{t.giver} gave up GPUs already shipped and received later delivery slots", t.subject, usd)
+    _structuring_findings(txs, policy, order, seqs, finding)
     _claim_findings(service, state, on, seqs, finding)
     _idle_while_borrowing(state, seqs, finding)
     report = service.verify()
@@ -219,6 +218,19 @@ def _claim_findings(service, state, on, seqs, finding) -> None:
         if row["status"] == "missed":
             finding("high", "claim_missed", f"claim {row['claim']} missed: {row['actual']:,.0f} against "
                     f"{row['target']:,.0f}", f"recorded on {row['deadline']}", subject)
+
+
+def _structuring_findings(txs, policy: GovernancePolicy, order, seqs, finding) -> None:
+    """A series split into transactions each just under the threshold (see ``structuring``)."""
+    for s in structuring(txs, policy, order):
+        last = s.fiscal_year[1] - timedelta(days=1)
+        finding("high", "structuring",
+                f"{len(s.subjects)} transactions {s.giver} -> {s.receiver} from {s.fiscal_year[0]} to {last}, each "
+                f"under USD {policy.threshold_usd:,.0f}, USD {s.total_usd:,.0f} together",
+                f"{s.related_basis}. Each is USD {s.smallest_usd:,.0f} to {s.largest_usd:,.0f}, at least "
+                f"{policy.structuring_floor:.0%} of the threshold: a series split so that no part needs approval "
+                f"alone. SEC S-K Item 404(a) counts a series of similar transactions together.", value_usd=s.total_usd,
+                evidence_seqs=[seqs[x][0] for x in s.subjects if seqs.get(x)])
 
 
 def _idle_while_borrowing(state: FleetState, seqs, finding) -> None:
