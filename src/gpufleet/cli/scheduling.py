@@ -11,12 +11,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gpufleet.cli import render
 from gpufleet.cli.app import _fleet, app
+from gpufleet.cli.options import number
 from gpufleet.cli.render import console
 from gpufleet.scheduler import POLICIES, PolicyOptions, SimulationResult
+from gpufleet.scheduler.limits import MAX_PREEMPTIONS, MAX_TIME_S
 from gpufleet.services import job_output, scheduling
 
 TraceFormat = StrEnum("TraceFormat", {name: name for name in scheduling.READERS})
 PolicyName = StrEnum("PolicyName", {name: name for name in POLICIES})
+SECONDS = number(0, MAX_TIME_S)  # any time or duration option (docs/scheduling.md, "Bounds")
 
 
 class Output(StrEnum):
@@ -59,11 +62,14 @@ def simulate(
     policy: Annotated[PolicyName, typer.Option(help="the scheduling policy")] = PolicyName.borrow,
     compare: Annotated[bool, typer.Option("--compare", help="run every policy on the trace, side by side")] = False,
     backfill: Annotated[bool, typer.Option("--backfill", help="start short jobs behind a blocked head")] = False,
-    max_preemptions: Annotated[int | None, typer.Option(min=1, help="never preempt a job more often")] = None,
-    reclaim_grace_s: Annotated[float, typer.Option(min=0, help="seconds a preempted job keeps its GPUs")] = 30.0,
+    max_preemptions: Annotated[int | None, typer.Option(
+        min=1, max=MAX_PREEMPTIONS, help="never preempt a job more often")] = None,
+    reclaim_grace_s: Annotated[float, typer.Option(
+        parser=SECONDS, help="seconds a preempted job keeps its GPUs")] = 30.0,
     checkpoint_s: Annotated[float, typer.Option(
-        min=0, help="checkpoint interval for jobs the trace gives none (0: never)")] = scheduling.DEFAULT_CHECKPOINT_S,
-    restart_s: Annotated[float, typer.Option(min=0, help="restart cost after a preemption, s")] =
+        parser=SECONDS, help="checkpoint interval for jobs the trace gives none (0: never)")] =
+        scheduling.DEFAULT_CHECKPOINT_S,
+    restart_s: Annotated[float, typer.Option(parser=SECONDS, help="restart cost after a preemption, s")] =
         scheduling.DEFAULT_RESTART_S,
     loans: LoansOpt = False,
     skip_bad_rows: SkipOpt = False,
@@ -155,7 +161,8 @@ def export_cmd(
     engine: Annotated[Engine, typer.Argument(help="kueue (ClusterQueue/Cohort manifests) or slurm (sacctmgr)")],
     cluster: Annotated[str, typer.Option("--cluster", help="nodes as NODESxGPUS[:MODEL],... or a node-list CSV")],
     quotas: Annotated[Path, typer.Option("--quotas", help="tenants' quotas: YAML or a Helios per-day CSV")],
-    at_s: Annotated[float, typer.Option(min=0, help="the quotas in force this many seconds after the epoch")] = 0.0,
+    at_s: Annotated[float, typer.Option(
+        parser=SECONDS, help="the quotas in force this many seconds after the epoch")] = 0.0,
     epoch: Annotated[str | None, typer.Option(help="ISO time of second 0, to place dated quotas and loans")] = None,
     loans: LoansOpt = False,
     namespace: Annotated[str, typer.Option(help="namespace of the Kueue LocalQueues")] = "default",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpufleet.errors import InputError
+from gpufleet.scheduler.limits import MAX_GPUS
 
 MILLI = 1000  # milli-GPUs per GPU
 
@@ -35,6 +36,9 @@ class NodePool:
         if self.nodes < 0 or self.gpus_per_node <= 0:
             raise InputError(f"a node pool needs nodes >= 0 and gpus_per_node > 0, got "
                              f"{self.nodes} x {self.gpus_per_node}", field="cluster")
+        if self.gpus > MAX_GPUS:
+            raise InputError(f"a node pool of {self.nodes:,} x {self.gpus_per_node:,} GPUs is over the most a "
+                             f"cluster may have, {MAX_GPUS:,} GPUs", field="cluster")
 
     @property
     def gpus(self) -> int:
@@ -53,6 +57,9 @@ class Cluster:
             raise InputError("a cluster needs at least one node pool", field="cluster")
         if len(set(models)) != len(models):
             raise InputError(f"GPU models must be listed once each, got {models}", field="cluster")
+        if self.gpus > MAX_GPUS:
+            raise InputError(f"a cluster of {self.gpus:,} GPUs is over the most a cluster may have, {MAX_GPUS:,}",
+                             field="cluster")
 
     @property
     def models(self) -> tuple[str, ...]:

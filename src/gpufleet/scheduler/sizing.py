@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gpufleet.errors import InputError
+from gpufleet.scheduler.limits import MAX_GPUS
 from gpufleet.scheduler.model import MILLI, Cluster, Job, NodePool, Tenant, TenantQuota
 
 _NOISE = 1e-9  # GPUs: float error below this does not round a quota up
@@ -33,6 +34,9 @@ def size_from_workload(jobs: Sequence[Job], *, gpus_per_node: int = 8, target_ut
     """The default cluster and tenant quotas for ``jobs`` (rule in the module docstring)."""
     _check(jobs, gpus_per_node, target_utilization)
     names, nominal = nominal_gpus(jobs, gpus_per_node=gpus_per_node, target_utilization=target_utilization)
+    if nominal.sum() > MAX_GPUS:
+        raise InputError(f"the cluster sized from the trace would hold {int(nominal.sum()):,} GPUs, over the most a "
+                         f"cluster may have, {MAX_GPUS:,}", field="cluster")
     tenants = [Tenant(name, {model: TenantQuota(int(n))}) for name, n in zip(names, nominal)]
     pool = NodePool(model, nodes=int(nominal.sum()) // gpus_per_node, gpus_per_node=gpus_per_node)
     return Cluster(pools=(pool,)), tenants

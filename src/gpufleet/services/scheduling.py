@@ -16,7 +16,8 @@ from gpufleet.scheduler import (Cluster, PolicyOptions, QuotaChange, SimulationR
                                 Workload,
                                 make_policy, simulate)
 from gpufleet.scheduler.fairness import alone_jct_s
-from gpufleet.scheduler.sizing import size_from_workload
+from gpufleet.scheduler.limits import MAX_TIME_S, within
+from gpufleet.scheduler.sizing import nominal_gpus, size_from_workload
 from gpufleet.services import export, traces
 from gpufleet.services.loan_quotas import loan_quota_changes
 
@@ -39,6 +40,8 @@ class Setup:
 def read_workload(trace: Path, trace_format: str, *, skip_bad_rows: bool = False,
                   checkpoint_s: float | None = DEFAULT_CHECKPOINT_S, restart_s: float = DEFAULT_RESTART_S) -> Workload:
     """A trace as jobs; jobs without a checkpoint interval or restart cost get the given defaults."""
+    _check_seconds(checkpoint_s or 0.0, "checkpoint_s")
+    _check_seconds(restart_s, "restart_s")
     try:
         reader = READERS[trace_format]
     except KeyError:
@@ -50,6 +53,11 @@ def read_workload(trace: Path, trace_format: str, *, skip_bad_rows: bool = False
     jobs = tuple(dataclasses.replace(j, checkpoint_s=j.checkpoint_s or checkpoint_s,
                                      restart_s=j.restart_s or restart_s) for j in workload.jobs)
     return dataclasses.replace(workload, jobs=jobs)
+
+
+def _check_seconds(value: float, field: str) -> None:
+    if not within(value, 0.0, MAX_TIME_S):
+        raise InputError(f"must be a finite number of seconds from 0 to {MAX_TIME_S:,.0f}, got {value}", field=field)
 
 
 def prepare(workload: Workload, *, cluster_spec: str | None = None, quotas: Path | None = None,
@@ -86,13 +94,13 @@ def _even_shares(workload: Workload, cluster: Cluster) -> tuple[list[Tenant], li
     """Each pool's GPUs shared among the tenants in proportion to the quotas the default sizing rule
     gives them (offered load / 0.8, at least the largest job; largest remainder, whole GPUs), so every
     model's quotas add up to its pool."""
-    _, sized = size_from_workload(workload.jobs, gpus_per_node=1)
-    weights = [next(iter(t.quotas.values())).nominal_gpus for t in sized]
-    quotas: list[dict[str, TenantQuota]] = [{} for _ in sized]
+    names, nominal = nominal_gpus(workload.jobs, gpus_per_node=1)
+    weights = [float(n) for n in nominal]
+    quotas: list[dict[str, TenantQuota]] = [{} for _ in names]
     for pool in cluster.pools:
         for q, gpus in zip(quotas, _largest_remainder(weights, pool.gpus)):
             q[pool.model] = TenantQuota(gpus)
-    return [Tenant(t.name, q) for t, q in zip(sized, quotas)], []
+    return [Tenant(name, q) for name, q in zip(names, quotas)], []
 
 
 def _largest_remainder(weights: list[float], total: int) -> list[int]:
@@ -129,6 +137,7 @@ def run(setup: Setup, policies: Sequence[str], *, options: PolicyOptions = Polic
 
     Each tenant's jobs alone on its entitlement (for finish-time fairness) are replayed once for
     all the policies first, with ``progress("alone")``."""
+    _check_seconds(reclaim_grace_s, "reclaim_grace_s")
     alone = alone_jct_s(setup.workload, setup.cluster, setup.tenants, quota_changes=setup.quota_changes,
                         options=options, reclaim_grace_s=reclaim_grace_s,
                         progress=progress("alone") if progress else None)
@@ -140,6 +149,7 @@ def run(setup: Setup, policies: Sequence[str], *, options: PolicyOptions = Polic
 
 def export_quotas(setup: Setup, engine: str, *, at_s: float = 0.0, namespace: str = "default") -> str:
     """The quotas in force at ``at_s`` as Kueue manifests (YAML) or Slurm ``sacctmgr`` commands."""
+    _check_seconds(at_s, "at_s")
     tenants = export.quotas_at(setup.tenants, setup.quota_changes, at_s)
     if engine == "kueue":
         return export.kueue_yaml(export.kueue_manifests(setup.cluster, tenants, namespace=namespace))

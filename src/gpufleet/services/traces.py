@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gpufleet.errors import InputError
+from gpufleet.scheduler.limits import MAX_COUNT, MAX_GPU_SECONDS, MAX_GPUS, MAX_TIME_S, MAX_WEIGHT
 from gpufleet.scheduler.model import MILLI, Cluster, Job, NodePool, QuotaChange, Tenant, TenantQuota, Workload
 from gpufleet.services import csv_lines
 from gpufleet.services.scenario_io import _read_yaml
@@ -35,6 +36,7 @@ NO_GPU = "no GPU requested"
 NEVER_SCHEDULED = "never scheduled in the trace"
 UNKNOWN_MODEL = "unknown GPU model"
 _UNIX, _UNIX_UTC = datetime(1970, 1, 1), datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_TIME = datetime.fromtimestamp(MAX_TIME_S, UTC)
 
 
 class _BadRow(Exception):
@@ -104,17 +106,23 @@ def _check_width(row: list[str], columns: tuple[str, ...]) -> None:
                       f"expected {len(columns)} columns ({','.join(columns)}), got {len(row)}")
 
 
-def _num(text: str, column: str, *, integer: bool = False, low: float = 0, high: float = math.inf) -> Any:
-    """``text`` as a finite int (``integer``) or float in [low, high]; else a bad row for ``column``."""
+def _num(text: str, column: str, *, high: float, integer: bool = False, low: float = 0) -> Any:
+    """``text`` as a finite int (``integer``) or float in [low, high]; else a bad row for ``column``.
+    Every column has an upper bound (``scheduler/limits.py``, docs/scheduling.md)."""
     try:
         value = int(text) if integer else float(text)
     except ValueError:
         kind = "an integer" if integer else "a number"
-        raise _BadRow(column, f"bad {column}", f"{column} {text!r} is not {kind}") from None
-    if not (low <= value <= high) or value == math.inf:  # also rejects nan
-        bounds = f"between {low} and {high}" if high < math.inf else f"{'' if integer else 'finite and '}at least {low}"
-        raise _BadRow(column, f"bad {column}", f"{column} {text!r} must be {bounds}")
+        raise _BadRow(column, f"bad {column}", f"{column} {_shorten(text, 40)!r} is not {kind}") from None
+    if not low <= value <= high:  # also rejects nan and the infinities (high is finite)
+        bound = f"at least {_amount(low)}" if value < low else \
+            f"at most {_amount(high)}" if value > high else "a finite number"
+        raise _BadRow(column, f"bad {column}", f"{column} {_shorten(text, 40)!r} must be {bound}")
     return value
+
+
+def _amount(x: float) -> str:
+    return f"{int(x):,}" if x == int(x) else f"{x:,}"
 
 
 def _text(text: str, column: str, reason: str) -> str:
@@ -157,7 +165,8 @@ def _philly_row(row: list[str], line: int) -> tuple[float, int, str, int, float]
         stamp, duration, num_gpus, gpu_time, cluster = row
         t = (datetime.fromisoformat(stamp) - _UNIX).total_seconds()  # naive times only
         seconds, gpus, work, tenant = float(duration), int(num_gpus), float(gpu_time), cluster.strip()
-        if 0 <= seconds < math.inf and gpus >= 1 and 0 <= work < math.inf and tenant:
+        if 0 <= seconds <= MAX_TIME_S and 1 <= gpus <= MAX_GPUS and 0 <= work <= MAX_GPU_SECONDS and tenant \
+                and 0 <= t <= MAX_TIME_S:
             return t, line, tenant, gpus, seconds
     except (ValueError, TypeError):
         pass
@@ -167,20 +176,24 @@ def _philly_row(row: list[str], line: int) -> tuple[float, int, str, int, float]
 def _philly_row_checked(row: list[str], line: int) -> tuple[float, int, str, int, float]:
     stamp, duration, num_gpus, gpu_time, cluster = row
     t = _timestamp(stamp)
-    seconds = _num(duration, "duration")
-    gpus = _num(num_gpus, "num_gpus", integer=True, low=1)
-    _num(gpu_time, "gpu_time")
+    seconds = _num(duration, "duration", high=MAX_TIME_S)
+    gpus = _num(num_gpus, "num_gpus", integer=True, low=1, high=MAX_GPUS)
+    _num(gpu_time, "gpu_time", high=MAX_GPU_SECONDS)
     return t, line, _text(cluster, "cluster", "empty tenant"), gpus, seconds
 
 
 def _timestamp(text: str) -> float:
-    """Seconds since 1970 of an ISO time; a time without a zone is UTC."""
+    """Seconds since 1970 of an ISO time; a time without a zone is UTC. At most ``MAX_TIME_S``."""
     try:
         t = datetime.fromisoformat(text.strip())
     except ValueError:
         raise _BadRow("timestamp", "bad timestamp",
-                      f"timestamp {text!r} is not a time like 2017-10-09 07:01:55") from None
-    return (t - (_UNIX_UTC if t.tzinfo else _UNIX)).total_seconds()
+                      f"timestamp {_shorten(text, 40)!r} is not a time like 2017-10-09 07:01:55") from None
+    seconds = (t - (_UNIX_UTC if t.tzinfo else _UNIX)).total_seconds()
+    if not 0 <= seconds <= MAX_TIME_S:
+        raise _BadRow("timestamp", "bad timestamp", f"timestamp {text.strip()!r} is not between 1970-01-01 and "
+                                                    f"{_LAST_TIME:%Y-%m-%d %H:%M:%S} (UTC)")
+    return seconds
 
 
 # --- Alibaba 2023 ---------------------------------------------------------------------------
@@ -203,17 +216,18 @@ def read_alibaba(path: str | Path, *, skip_bad_rows: bool = False) -> Workload:
 def _alibaba_job(row: list[str], line: int, seen: set[str]) -> Job:
     name, cpu, memory, num_gpu, gpu_milli, spec, qos, _phase, created, deleted, scheduled = row
     name = _unique_name(name, seen)
-    _num(cpu, "cpu_milli")
-    _num(memory, "memory_mib")
-    gpus = _num(num_gpu, "num_gpu", integer=True)
+    _num(cpu, "cpu_milli", high=MAX_COUNT)
+    _num(memory, "memory_mib", high=MAX_COUNT)
+    gpus = _num(num_gpu, "num_gpu", integer=True, high=MAX_GPUS)
     if gpus == 0:
         raise _Skip(NO_GPU)
     share = _num(gpu_milli, "gpu_milli", integer=True, low=1, high=MILLI)
     priority = _qos_priority(qos)
-    arrival = _num(created, "creation_time")
+    arrival = _num(created, "creation_time", high=MAX_TIME_S)
     if not scheduled.strip():
         raise _Skip(NEVER_SCHEDULED)
-    start, end = _num(scheduled, "scheduled_time"), _num(deleted, "deletion_time")
+    start = _num(scheduled, "scheduled_time", high=MAX_TIME_S)
+    end = _num(deleted, "deletion_time", high=MAX_TIME_S)
     if end < start:
         raise _BadRow("deletion_time", "deleted before scheduled",
                       f"deletion_time {end} is before scheduled_time {start}")
@@ -341,6 +355,8 @@ def _quota_date(text: str, before: date | None) -> date:
         day = date.fromisoformat(text.strip())
     except ValueError:
         raise _BadRow("date", "bad date", f"date {text!r} is not a calendar date") from None
+    if not 0 <= (_midnight(day) - _UNIX_UTC).total_seconds() <= MAX_TIME_S:
+        raise _BadRow("date", "bad date", f"date {day} is not between 1970-01-01 and {_LAST_TIME.date()}")
     if before is not None and day <= before:
         raise _BadRow("date", "bad date", f"date {day} does not come after the previous row's {before}")
     return day
@@ -359,9 +375,9 @@ def _quota_values(row: list[str], header: list[str]) -> list[float]:
 
 def _gpus(text: str, column: str) -> float:
     try:
-        return _num(text, column, integer=True)
+        return _num(text, column, integer=True, high=MAX_GPUS)
     except _BadRow:
-        return _num(text, column)
+        return _num(text, column, high=MAX_GPUS)
 
 
 def _epoch(text: str) -> datetime:
@@ -383,17 +399,34 @@ _POOL = re.compile(r"([1-9]\d*)x([1-9]\d*)(?::([A-Za-z0-9._-]+))?")
 
 def read_cluster(spec: str | Path) -> Cluster:
     """A cluster from ``NODESxGPUS[:MODEL],...`` (e.g. ``16x8:A100,4x8:H100``; model "gpu" if
-    omitted) or from an Alibaba node-list CSV (``sn,cpu_milli,memory_mib,gpu,model``)."""
+    omitted) or from an Alibaba node-list CSV (``sn,cpu_milli,memory_mib,gpu,model``); at most
+    ``MAX_GPUS`` GPUs in all."""
     text = str(spec).strip()
     parts = [part.strip() for part in text.split(",")]
     matches = [_POOL.fullmatch(part) for part in parts]
     if all(matches):
-        return _cluster([NodePool(m[3] or "gpu", int(m[1]), int(m[2])) for m in matches])  # type: ignore[index]
-    if text.lower().endswith(".csv") or Path(text).is_file():
+        return _cluster([_pool(m) for m in matches])  # type: ignore[arg-type]
+    if text.lower().endswith(".csv") or _is_file(text):
         return _cluster_from_nodes(Path(text))
     bad = next(part for part, m in zip(parts, matches) if not m)
-    raise InputError(f"bad part {bad!r} in {text!r}: expected NODESxGPUS[:MODEL] (like 60x8:V100), "
-                     f"comma-separated, or a node-list CSV file", field="cluster")
+    raise InputError(f"bad part {_shorten(bad, 40)!r} in {_shorten(text, 80)!r}: expected NODESxGPUS[:MODEL] "
+                     f"(like 60x8:V100), comma-separated, or a node-list CSV file", field="cluster")
+
+
+def _pool(m: re.Match) -> NodePool:
+    """A pool of the spec; digits are counted before they are read, so no size is too large to refuse."""
+    nodes, gpus = m[1], m[2]
+    if len(nodes) + len(gpus) > 2 * len(str(MAX_GPUS)) or int(nodes) * int(gpus) > MAX_GPUS:
+        raise InputError(f"{_shorten(m[0], 40)!r}: {_shorten(nodes, 20)} nodes of {_shorten(gpus, 20)} GPUs are over "
+                         f"the most a cluster may have, {MAX_GPUS:,} GPUs", field="cluster")
+    return NodePool(m[3] or "gpu", int(nodes), int(gpus))
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a name too long, or with a NUL byte, is no file
+        return False
 
 
 def _cluster(pools: list[NodePool]) -> Cluster:
@@ -422,9 +455,9 @@ def _cluster_from_nodes(path: Path) -> Cluster:
 
 def _node_row(row: list[str], line: int) -> tuple[str, int]:
     _text(row[0], "sn", "empty sn")
-    _num(row[1], "cpu_milli")
-    _num(row[2], "memory_mib")
-    gpu = _num(row[3], "gpu", integer=True)
+    _num(row[1], "cpu_milli", high=MAX_COUNT)
+    _num(row[2], "memory_mib", high=MAX_COUNT)
+    gpu = _num(row[3], "gpu", integer=True, high=MAX_GPUS)
     if gpu == 0:
         raise _Skip(NO_GPU)
     return _text(row[4], "model", "empty model"), gpu
@@ -507,11 +540,15 @@ class _QuotaFile:
             raise self.error(at, f"expected a name, got {value!r} (quote it)")
         return value.strip()
 
-    def number(self, value: Any, at: tuple, *, positive: bool = False) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise self.error(at, f"expected a number of GPUs, got {value!r}")
+    def number(self, value: Any, at: tuple, *, positive: bool = False, high: float = MAX_GPUS) -> float:
+        """A finite number in [0, high] (> 0 if ``positive``); GPUs unless ``high`` says otherwise."""
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or (isinstance(value, float) and not math.isfinite(value)):
+            raise self.error(at, f"expected a number, got {_shorten(repr(value), 40)}")
         if value < 0 or (positive and value == 0):
-            raise self.error(at, f"must be {'> 0' if positive else '>= 0'}, got {value}")
+            raise self.error(at, f"must be {'> 0' if positive else '>= 0'}, got {_shorten(str(value), 40)}")
+        if value > high:  # before any int becomes a float: 10**400 would overflow
+            raise self.error(at, f"must be at most {_amount(high)}, got {_shorten(str(value), 40)}")
         return value
 
     def model(self, value: Any, at: tuple) -> str:
@@ -551,7 +588,7 @@ class _QuotaFile:
             raise self.error(at + (exc.field,), exc.message) from None
         return Tenant(self.name(m["name"], at + ("name",)), quotas,
                       cohort=self.name(m.get("cohort", cohort), at + ("cohort",)),
-                      weight=self.number(m.get("weight", 1), at + ("weight",), positive=True))
+                      weight=self.number(m.get("weight", 1), at + ("weight",), positive=True, high=MAX_WEIGHT))
 
     def distinct(self, names: list[str]) -> set[str]:
         for i, name in enumerate(names):
@@ -564,7 +601,7 @@ class _QuotaFile:
         tenant = self.name(m["tenant"], at + ("tenant",))
         if tenant not in names:
             raise self.error(at + ("tenant",), f"unknown tenant {tenant!r}; tenants: {', '.join(sorted(names))}")
-        return QuotaChange(at_s=self.number(m["at_s"], at + ("at_s",)), tenant=tenant,
+        return QuotaChange(at_s=self.number(m["at_s"], at + ("at_s",), high=MAX_TIME_S), tenant=tenant,
                            model=self.model(m.get("model", self.cluster.models[0]), at + ("model",)),
                            nominal_gpus=self.number(m["nominal"], at + ("nominal",)),
                            reason=f"quota file {self.path.name} {at[0]}[{at[1]}]")
