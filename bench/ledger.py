@@ -222,10 +222,28 @@ def timed(fn, runs: int = 3) -> tuple[float, int]:
     return statistics.median(times), len(times)
 
 
-def fresh_engine(path: Path):
-    engine = db.make_engine(str(path))
+def fresh_engine(path: Path, synchronous: str = "FULL"):
+    engine = db.make_engine(str(path), synchronous=synchronous)
     db.upgrade(engine)
     return engine
+
+
+def durability_cost(workdir: Path, seed: int, count: int, chunk: int, progress: Progress,
+                    rounds: int = 3) -> dict[str, float]:
+    """Appends/s under SQLite's synchronous=NORMAL (the old setting) and FULL (the default), ``chunk``
+    events per transaction, each on a fresh ledger; the modes alternate, median of ``rounds``."""
+    rates: dict[str, list[float]] = {"NORMAL": [], "FULL": []}
+    for i in range(rounds):
+        for mode in rates:
+            path = workdir / f"sync-{mode}-{chunk}-{i}.db"
+            engine = fresh_engine(path, mode)
+            spent = append(engine, SyntheticFleet(seed).drafts(count), count, chunk, progress,
+                           f"synchronous={mode}, {chunk:,}/tx, round {i + 1}")
+            engine.dispose()
+            for f in workdir.glob(f"{path.name}*"):
+                f.unlink()
+            rates[mode].append(count / spent)
+    return {mode: statistics.median(r) for mode, r in rates.items()}
 
 
 def main() -> None:
@@ -238,8 +256,10 @@ def main() -> None:
     ap.add_argument("--pg-events", type=int, default=100_000)
     args = ap.parse_args()
     n, single, warm, cold, pg_n = args.events, 2_000, 100, 5, min(args.pg_events, args.events)
+    sync_each, sync_batched = 2_000, 100_000  # events per durability run, 1 tx per event and batched
     if args.quick:
         n, single, warm, cold, pg_n = 50_000, 200, 100, 5, min(pg_n, 20_000)
+        sync_each, sync_batched = 500, 20_000
     console, wall = Console(width=max(130, Console().width)), time.perf_counter()
     workdir = args.db_dir or Path(tempfile.mkdtemp(prefix="gpufleet-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -259,6 +279,8 @@ def main() -> None:
         build_s = time.perf_counter() - t0
         warm_s = append(engine, gen.drafts(warm, setup=False), warm, 1, progress, "per-event, big ledger")
         cold_s = append(engine, gen.drafts(cold, setup=False), cold, 1, progress, "cold per-event", cold=True)
+        sync_rates = {1: durability_cost(workdir, args.seed, sync_each, 1, progress),
+                      args.chunk: durability_cost(workdir, args.seed, sync_batched, args.chunk, progress)}
     rate, each_rate = n / batched_s, single / each_s
     row(f"append, batched ({args.chunk:,}/tx), SQLite, {n:,} events", f"{rate:,.0f} ev/s", "≥ 20,000 ev/s",
         rate >= 20_000)
@@ -269,6 +291,14 @@ def main() -> None:
         f"{1000 * warm_s / warm:,.1f} ms/ev")
     row(f"  the same, cold: no head state cached in the process, as `gpufleet record` ({cold} events)",
         f"{1000 * cold_s / cold:,.0f} ms/ev")
+    for chunk, rates in sync_rates.items():
+        count = sync_each if chunk == 1 else sync_batched
+        label = "1 tx per event" if chunk == 1 else f"batched ({chunk:,}/tx)"
+        row(f"durability: {label}, fresh ledger, {count:,} events, synchronous=NORMAL (the old setting)",
+            f"{rates['NORMAL']:,.0f} ev/s")
+        row(f"  synchronous=FULL (the default: a commit survives power loss), median of 3 alternating",
+            f"{rates['FULL']:,.0f} ev/s")
+        row("  ratio FULL / NORMAL", f"{rates['FULL'] / rates['NORMAL']:.2f}×")
     with engine.connect() as conn:
         for workers in sorted({1, os.cpu_count() or 1}):  # parallel: as `gpufleet ledger verify` does
             t = time.perf_counter()

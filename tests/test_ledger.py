@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from builders import Story, two_party_fleet
 from gpufleet.domain import events as ev
 from gpufleet.errors import ConflictError, InputError, InvariantViolation
+from gpufleet.ledger import db
 from gpufleet.ledger.schema import events, snapshots
 from gpufleet.ledger.store import Draft, Ledger
 
@@ -242,3 +243,12 @@ def test_a_snapshot_of_another_format_is_ignored_not_misread(engine):
         conn.execute(text("UPDATE snapshots SET state = '{\"format\": 1, \"state\": {}}'"))
     assert read(engine, lambda led: led.state()).to_dict() == \
         read(engine, lambda led: led.state(use_snapshots=False)).to_dict()
+
+
+def test_sqlite_commits_are_durable(tmp_path):
+    """synchronous=FULL: in WAL mode NORMAL may lose the last acknowledged commits on power loss."""
+    engine = db.make_engine(str(tmp_path / "durable.db"))
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()

@@ -19,8 +19,16 @@ def database_url(db: str) -> str:
     return db if "://" in db else f"sqlite:///{db}"
 
 
-def make_engine(db: str = DEFAULT_DB, *, must_exist: bool = False) -> Engine:
-    """An engine for ``db``. With ``must_exist``, a missing SQLite file is an error, not a new file."""
+# An acknowledged event must survive power loss and an OS crash: in WAL mode, NORMAL can lose the
+# last commits (fsync only at checkpoints); FULL syncs the WAL at every commit (bench/ledger.py: cost).
+SQLITE_SYNCHRONOUS = ("FULL", "EXTRA", "NORMAL")
+
+
+def make_engine(db: str = DEFAULT_DB, *, must_exist: bool = False, synchronous: str = "FULL") -> Engine:
+    """An engine for ``db``. With ``must_exist``, a missing SQLite file is an error, not a new file.
+    ``synchronous`` is SQLite's setting (FULL, the durable default; NORMAL only to measure its cost)."""
+    if synchronous not in SQLITE_SYNCHRONOUS:
+        raise InputError(f"'{synchronous}' is not one of {', '.join(SQLITE_SYNCHRONOUS)}", field="synchronous")
     url = database_url(db)
     if must_exist and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         path = Path(url.removeprefix("sqlite:///"))
@@ -31,11 +39,11 @@ def make_engine(db: str = DEFAULT_DB, *, must_exist: bool = False) -> Engine:
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise InputError(f"cannot open database '{db}': {exc}", field="db") from None
     if engine.dialect.name == "sqlite":
-        _serialize_sqlite_writers(engine)
+        _serialize_sqlite_writers(engine, synchronous)
     return engine
 
 
-def _serialize_sqlite_writers(engine: Engine) -> None:
+def _serialize_sqlite_writers(engine: Engine, synchronous: str) -> None:
     """Every SQLite transaction takes the write lock up front (BEGIN IMMEDIATE).
 
     That gives SQLite the same guarantee as ``SELECT ... FOR UPDATE`` on the head row
@@ -47,7 +55,7 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
         dbapi_connection.isolation_level = None  # let us emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.close()
 
