@@ -6,6 +6,7 @@ import json
 import sys
 import tempfile
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -13,8 +14,10 @@ from typing import Annotated
 import typer
 
 from gpufleet.cli import render
+from gpufleet.cli.options import number
 from gpufleet.cli.render import Format, console
 from gpufleet.ledger.db import DEFAULT_DB
+from gpufleet.planner.problem import MAX_COST_USD, MAX_FEE_USD_PER_GPU_HOUR
 from gpufleet.services.demo import run_demo
 from gpufleet.services.fleet import FleetService, make_payload, parse_date
 
@@ -225,6 +228,8 @@ def _print_governance(gov: dict) -> None:
 _DEMO_COLUMNS = ["owned", "active", "in_warehouse", "lent", "borrowed", "on_order", "in_transit"]
 
 
+Method = StrEnum("Method", {name: name for name in ("choose", "simplex", "ipm", "pdlp")})  # planner.solver.METHODS
+MAX_TIME_LIMIT_S = 1e6  # planner.solver.MAX_TIME_LIMIT_S (not imported here: it imports HiGHS)
 plan_app = typer.Typer(help="Propose the best use of every GPU (HiGHS); `plan apply` records a plan's proposals.")
 app.add_typer(plan_app, name="plan")
 
@@ -239,13 +244,18 @@ def plan_cmd(
     integral: Annotated[bool, typer.Option(help="lend whole servers (MILP)")] = False,
     scenario: Annotated[Path | None, typer.Option(help="plan a scenario file instead of the ledger")] = None,
     lead_weeks: Annotated[int, typer.Option(help="install lead time (burn-in), weeks")] = 2,
-    move_cost: Annotated[float, typer.Option(help="USD per GPU moved between sites")] = 2000.0,
-    reclaim_cost: Annotated[float, typer.Option(help="USD per lent GPU taken back (work lost)")] = 500.0,
-    fee: Annotated[float | None, typer.Option(help="loan fee, USD per GPU-hour (default: the market "
-                                                     "reference of the approval policy on the start date)")] = None,
-    failure_rate: Annotated[float, typer.Option(help="expected failures per GPU-week")] = 0.0,
-    method: Annotated[str, typer.Option(help="HiGHS method: choose, simplex, ipm or pdlp")] = "choose",
-    time_limit: Annotated[float, typer.Option(help="seconds")] = 600.0,
+    move_cost: Annotated[float, typer.Option(parser=number(0, MAX_COST_USD),
+                                             help="USD per GPU moved between sites")] = 2000.0,
+    reclaim_cost: Annotated[float, typer.Option(parser=number(0, MAX_COST_USD),
+                                                help="USD per lent GPU taken back (work lost)")] = 500.0,
+    fee: Annotated[float | None, typer.Option(
+        parser=number(0, MAX_FEE_USD_PER_GPU_HOUR), help="loan fee, USD per GPU-hour (default: the market "
+                                                         "reference of the approval policy on the start date)")] = None,
+    failure_rate: Annotated[float, typer.Option(parser=number(0, 1, below=True),
+                                                help="expected failures per GPU-week")] = 0.0,
+    method: Annotated[Method, typer.Option(help="HiGHS method")] = Method.choose,
+    time_limit: Annotated[float, typer.Option(parser=number(0, MAX_TIME_LIMIT_S, above=True),
+                                              help="seconds")] = 600.0,
     out: Annotated[Path | None, typer.Option(help="also write the JSON plan here")] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -257,7 +267,7 @@ def plan_cmd(
     from gpufleet.services import planning
 
     start = parse_date(as_of, "as_of")
-    solver = SolveOptions(method=method, time_limit_s=time_limit)
+    solver = SolveOptions(method=method.value, time_limit_s=time_limit)
     state = planning.scenario_state(scenario, start) if scenario else _fleet().state(start)
     if fee is None:  # an arm's-length fee, so that the proposals pass the price check
         from gpufleet.domain.governance import GovernancePolicy

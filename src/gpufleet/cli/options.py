@@ -12,17 +12,21 @@ from collections.abc import Callable
 import typer
 
 
-def number(low: float, high: float, *, above: bool = False) -> Callable[[str], float]:
-    """A parser for ``typer.Option(parser=...)``: a finite float from ``low`` (``above``: more than
-    ``low``) to ``high``."""
-    bounds = f"{'more than' if above else 'from'} {_amount(low)} {'and at most' if above else 'to'} {_amount(high)}"
+def number(low: float, high: float, *, above: bool = False, below: bool = False) -> Callable[[str], float]:
+    """A parser for ``typer.Option(parser=...)``: a finite float from ``low`` to ``high``, excluding
+    ``low`` if ``above`` and ``high`` if ``below``."""
+    if above or below:
+        bounds = f"{'above' if above else 'at least'} {_amount(low)} and {'below' if below else 'at most'} {_amount(high)}"
+    else:
+        bounds = f"from {_amount(low)} to {_amount(high)}"
 
     def parse(text: str | float) -> float:
         try:
             value = float(text)
         except (TypeError, ValueError):
             raise typer.BadParameter(f"{text!r} is not a number") from None
-        if not (math.isfinite(value) and (low < value if above else low <= value) and value <= high):
+        if not (math.isfinite(value) and (low < value if above else low <= value)
+                and (value < high if below else value <= high)):
             raise typer.BadParameter(f"{text} is not a finite number {bounds}")
         return value
 

@@ -18,6 +18,10 @@ from gpufleet.domain.types import LotStatus
 from gpufleet.errors import InputError
 
 HOURS_PER_WEEK = 168.0
+# Upper bounds of the costs (docs/planning-model.md): far above any real figure (an H100 costs about
+# USD 30,000 and rents for about USD 2 an hour), and finite, so that no inf or nan reaches the model.
+MAX_COST_USD = 10_000_000.0  # to move or to take back one GPU
+MAX_FEE_USD_PER_GPU_HOUR = 10_000.0
 
 
 @dataclass(frozen=True)
@@ -40,12 +44,14 @@ class PlanOptions:
                                 ("server_gpus", 1, 1024)]:
             if not low <= getattr(self, name) <= high:
                 raise InputError(f"must be between {low} and {high}", field=name)
-        if not 0.0 <= self.failure_rate_per_gpu_week < 1.0:
-            raise InputError("must be at least 0 and below 1 (a share of GPUs per week)",
-                             field="failure_rate_per_gpu_week")
-        for name in ("move_cost_usd", "reclaim_cost_usd", "loan_fee_usd_per_gpu_hour"):
-            if not getattr(self, name) >= 0.0:
-                raise InputError("must not be negative", field=name)
+        if not 0.0 <= self.failure_rate_per_gpu_week < 1.0:  # also refuses nan
+            raise InputError(f"must be at least 0 and below 1 (a share of GPUs per week), got "
+                             f"{self.failure_rate_per_gpu_week}", field="failure_rate_per_gpu_week")
+        for name, high in [("move_cost_usd", MAX_COST_USD), ("reclaim_cost_usd", MAX_COST_USD),
+                           ("loan_fee_usd_per_gpu_hour", MAX_FEE_USD_PER_GPU_HOUR)]:
+            if not 0.0 <= getattr(self, name) <= high:  # also refuses nan and the infinities
+                raise InputError(f"must be a finite number from 0 to {high:,.0f}, got {getattr(self, name)}",
+                                 field=name)
 
 
 @dataclass(frozen=True)

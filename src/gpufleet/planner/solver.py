@@ -14,18 +14,34 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 
-from gpufleet.errors import PlanInfeasible, PlanNotOptimal, PlanUnbounded
+from gpufleet.errors import InputError, PlanInfeasible, PlanNotOptimal, PlanUnbounded
 from gpufleet.planner.model import LinearModel
+
+
+METHODS = ("choose", "simplex", "ipm", "pdlp")  # HiGHS' "solver" option for LPs
+MAX_TIME_LIMIT_S = 1e6  # 11.6 days
 
 
 @dataclass(frozen=True)
 class SolveOptions:
-    method: str = "choose"  # choose | simplex | ipm | pdlp; HiGHS picks dual simplex for these LPs (bench/planner.py)
+    method: str = "choose"  # one of METHODS; HiGHS picks dual simplex for these LPs (bench/planner.py)
     crossover: bool = True
-    time_limit_s: float = 600.0
+    time_limit_s: float = 600.0  # more than 0, at most MAX_TIME_LIMIT_S
     mip_rel_gap: float = 1e-4
     threads: int = 0  # 0: HiGHS decides
     log: bool = False
+
+    def __post_init__(self):
+        # HiGHS answers an unknown method or a time limit of -1 with an error status and goes on with its defaults
+        if self.method not in METHODS:
+            raise InputError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}", field="method")
+        if not 0.0 < self.time_limit_s <= MAX_TIME_LIMIT_S:
+            raise InputError(f"must be a finite number of seconds above 0 and at most {MAX_TIME_LIMIT_S:,.0f}, "
+                             f"got {self.time_limit_s}", field="time_limit_s")
+        if not 0.0 <= self.mip_rel_gap <= 1.0:
+            raise InputError(f"must be from 0 to 1, got {self.mip_rel_gap}", field="mip_rel_gap")
+        if self.threads < 0:
+            raise InputError(f"must be at least 0, got {self.threads}", field="threads")
 
 
 @dataclass(frozen=True)
