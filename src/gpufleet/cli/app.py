@@ -20,6 +20,7 @@ from gpufleet.ledger.db import DEFAULT_DB
 from gpufleet.planner.problem import MAX_COST_USD, MAX_FEE_USD_PER_GPU_HOUR
 from gpufleet.services.demo import run_demo
 from gpufleet.services.fleet import FleetService, make_payload, parse_date
+from gpufleet.services.outputs import check_writable, write_text
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="gpufleet: the system of record and planner for a GPU fleet shared by several entities.")
@@ -266,6 +267,8 @@ def plan_cmd(
     from gpufleet.planner.solver import SolveOptions
     from gpufleet.services import planning
 
+    if out:
+        check_writable(out, "out")
     start = parse_date(as_of, "as_of")
     solver = SolveOptions(method=method.value, time_limit_s=time_limit)
     state = planning.scenario_state(scenario, start) if scenario else _fleet().state(start)
@@ -280,7 +283,7 @@ def plan_cmd(
         [planning.plan(state, start, options, policy, solver)]
     body = plans if compare else plans[0]
     if out:
-        out.write_text(json.dumps(body, indent=2) + "\n")
+        write_text(out, json.dumps(body, indent=2) + "\n", "out")
     if fmt is Format.json:
         render.print_json(body)
     elif compare:
@@ -319,9 +322,11 @@ def generate(
 
     if size not in SIZES:
         raise typer.BadParameter(f"must be one of {', '.join(SIZES)}", param_hint="SIZE")
+    if out:
+        check_writable(out, "out")
     text = yaml.safe_dump(generate_scenario(size, seed), sort_keys=False, width=120)
     if out:
-        out.write_text(text)
+        write_text(out, text, "out")
         console.print(f"wrote the {size} fleet (seed {seed}) to {out}")
     else:
         sys.stdout.write(text)
@@ -443,6 +448,7 @@ def report(
     from gpufleet.reports.board import write_report
     from gpufleet.services import governance
 
+    check_writable(out, "out")
     path = write_report(_fleet(), out, governance.load_policy(policy), parse_date(start, "start"),
                         parse_date(end, "end"))
     console.print(f"wrote {path}")

@@ -16,6 +16,7 @@ from gpufleet.cli.render import console
 from gpufleet.scheduler import POLICIES, PolicyOptions, SimulationResult
 from gpufleet.scheduler.limits import MAX_PREEMPTIONS, MAX_TIME_S
 from gpufleet.services import job_output, scheduling
+from gpufleet.services.outputs import check_writable, write_text
 
 TraceFormat = StrEnum("TraceFormat", {name: name for name in scheduling.READERS})
 PolicyName = StrEnum("PolicyName", {name: name for name in POLICIES})
@@ -169,11 +170,13 @@ def export_cmd(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write here instead of stdout")] = None,
 ) -> None:
     """Write the quotas (with the ledger's loans at that time) for an existing engine to enforce."""
+    if out is not None:
+        check_writable(out, "out")
     setup = scheduling.prepare_quotas(cluster, quotas, epoch=epoch, loans=_fleet().state() if loans else None)
     text = scheduling.export_quotas(setup, engine.value, at_s=at_s, namespace=namespace)
     if out is None:
         console.out(text, end="", highlight=False)
     else:
-        out.write_text(text)
+        write_text(out, text, "out")
         console.print(f"wrote {out}")
 

@@ -27,6 +27,7 @@ from gpufleet.domain.state import FleetState
 from gpufleet.services import governance
 from gpufleet.services.costs import chargeback
 from gpufleet.services.fleet import FleetService
+from gpufleet.services.outputs import write_text
 
 # (Holding field, legend label, colour): the states a GPU of the entity's own can be in.
 FLEET_STATES = (("on_order", "on order", "#b0bec5"), ("in_transit", "in transit", "#64b5f6"),
@@ -87,7 +88,7 @@ def write_report(service: FleetService, out: Path, policy: GovernancePolicy | No
                 _chargeback_section(chargeback(service), start, end),
                 _findings_section(governance.audit(service, policy, judged_on), judged_on)]
     out = Path(out)
-    out.write_text(_page(service, end, sections), encoding="utf-8")
+    write_text(out, _page(service, end, sections), "out")
     return out
 
 

@@ -12,16 +12,16 @@ from typing import Sequence
 
 from gpufleet.errors import InputError
 from gpufleet.scheduler import SimulationResult
+from gpufleet.services.outputs import check_writable
 
 FORMATS = (".csv", ".parquet")
 
 
 def check_jobs_out(path: Path) -> None:
-    """Refuse, before anything runs, a file whose extension names no format or whose folder is missing."""
+    """Refuse, before anything runs, a file whose extension names no format or that could not be written."""
     if path.suffix.lower() not in FORMATS:
         raise InputError(f"{path.name}: the extension must be {' or '.join(FORMATS)}", field="jobs-out")
-    if not path.parent.is_dir():
-        raise InputError(f"no such folder: {path.parent}", field="jobs-out")
+    check_writable(path, "jobs-out")
 
 
 def write_jobs(path: Path, results: Sequence[SimulationResult]) -> int:
