@@ -32,7 +32,7 @@ from rich.table import Table
 
 from gpufleet.domain import events as ev
 from gpufleet.domain.types import ClaimMetric, Workload
-from gpufleet.ledger import db, store
+from gpufleet.ledger import db, snapshots, store
 from gpufleet.ledger.store import Draft, Ledger
 from gpufleet.services.fleet import FleetService
 
@@ -308,6 +308,10 @@ def main() -> None:
             row(f"verify, {report.events_checked:,} events, {workers} process(es)", f"{vrate:,.0f} ev/s",
                 "≥ 200,000 ev/s", vrate >= 200_000)
         snaps, snap_bytes = conn.exec_driver_sql("SELECT count(*), max(length(state)) FROM snapshots").one()
+        t = time.perf_counter()
+        checked, bad = snapshots.check_all(conn)
+        assert bad is None, bad
+        row(f"  of which checking the {checked} snapshots (chain hash, digest)", f"{time.perf_counter() - t:,.2f} s")
     service, last = FleetService(engine), gen.day
     for name, on in [("latest", last), ("middle", START + (last - START) / 2), ("early", START + (last - START) / 20)]:
         s, runs = timed(lambda on=on: service.status(as_of=on))

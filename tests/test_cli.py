@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import tampering
 from gpufleet.domain.chain import GENESIS_HASH, event_hash
 
 GPUFLEET = Path(sys.executable).parent / "gpufleet"
@@ -431,8 +432,8 @@ TAMPERS = [
 def tamper(base_db: Path, tmp_path: Path, attack) -> Path:
     db = copy_db(base_db, tmp_path / "tampered.db")
     con = sqlite3.connect(db)
-    con.execute("DROP TRIGGER events_no_update")  # an attacker with write access to the file can
-    con.execute("DROP TRIGGER events_no_delete")
+    for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        con.execute(f'DROP TRIGGER "{name}"')  # an attacker with write access to the file can
     attack(con)
     con.commit()
     con.close()
@@ -463,6 +464,34 @@ def test_truncation_with_rewritten_head_needs_the_anchor(base_db, tmp_path):
     assert proc.returncode == 1
     assert first_bad(proc.stderr) == BASE_EVENTS - 1
     assert "not the expected" in proc.stderr
+
+
+def test_a_forged_snapshot_is_reported_by_status_verify_and_audit(tmp_path):
+    """5 GPUs taken off the newest snapshot: status warns naming it and shows the figures of the events;
+    verify exits 1 naming it; the audit reports a ledger that does not verify, not one that does."""
+    from gpufleet.ledger.db import make_engine, upgrade
+    from gpufleet.ledger.store import Ledger
+    from gpufleet.services.fleet import FleetService
+    from test_ledger import story
+
+    db = tmp_path / "snapshots.db"
+    engine = make_engine(str(db))
+    upgrade(engine)
+    with engine.begin() as conn:
+        Ledger(conn, snapshot_every=1).append(story().drafts())
+    truth = FleetService(engine).status(as_of=None)
+    with engine.begin() as conn:
+        tampering.disable_guards(conn)
+        tampering.edit_last_snapshot(conn)
+    engine.dispose()
+    status = ok("status", "--format", "json", db=db)
+    assert "warning: the snapshot at event 10 was altered" in status.stderr
+    assert json.loads(status.stdout)["holdings"] == truth["holdings"]
+    verify = run("ledger", "verify", db=db)
+    assert verify.returncode == 1
+    assert "ledger does NOT verify: the snapshot at event 10 was altered" in verify.stderr
+    kinds = [f["kind"] for f in json.loads(ok("audit", "--format", "json", db=db).stdout)]
+    assert "ledger_tampered" in kinds and "ledger_verified" not in kinds
 
 
 def test_events_are_append_only_in_the_database(base_db, tmp_path):

@@ -3,17 +3,22 @@ snapshots, replay equality and tamper detection."""
 
 from __future__ import annotations
 
+import json
+import warnings
 from datetime import date
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
+import tampering
 from builders import Story, two_party_fleet
 from gpufleet.domain import events as ev
 from gpufleet.errors import ConflictError, InputError, InvariantViolation
+from gpufleet.domain.state import FleetState
 from gpufleet.ledger import db
 from gpufleet.ledger.schema import events, snapshots
+from gpufleet.ledger.snapshots import SNAPSHOT_FORMAT, SnapshotDistrusted
 from gpufleet.ledger.store import Draft, Ledger
 
 
@@ -240,9 +245,86 @@ def test_a_parallel_verify_finds_what_a_single_walk_finds(engine, monkeypatch, t
 def test_a_snapshot_of_another_format_is_ignored_not_misread(engine):
     append(engine, story().drafts(), snapshot_every=1)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE snapshots SET state = '{\"format\": 1, \"state\": {}}'"))
-    assert read(engine, lambda led: led.state()).to_dict() == \
-        read(engine, lambda led: led.state(use_snapshots=False)).to_dict()
+        tampering.disable_guards(conn)
+        tampering.reseal_snapshots(conn, edit=lambda _: '{"format": 1, "state": {}}')  # digests that match
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SnapshotDistrusted)
+        assert read(engine, lambda led: led.state()).to_dict() == \
+            read(engine, lambda led: led.state(use_snapshots=False)).to_dict()
+
+
+# -- what a reader trusts: snapshots and the head --------------------------------------------------
+
+
+def test_a_forged_snapshot_is_reported_and_the_figures_come_from_the_events(engine):
+    """The issue's forgery: 5 GPUs taken off the newest snapshot. Without the check, the state read
+    through it shows 60 installed at s1 for a where the events say 65, and verify passes; with it, a
+    warning names the snapshot, the state is the fold of the events, verify names the snapshot, and
+    older snapshots are still used."""
+    append(engine, story().drafts(), snapshot_every=1)
+    truth = read(engine, lambda led: led.state(use_snapshots=False)).to_dict()
+    with engine.begin() as conn:
+        tampering.disable_guards(conn)
+        tampering.edit_last_snapshot(conn)
+    with pytest.warns(SnapshotDistrusted, match="snapshot at event 10 was altered") as caught:
+        assert read(engine, lambda led: led.state()).to_dict() == truth
+    assert caught[0].message.seq == 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SnapshotDistrusted)  # once per process: not again
+        assert read(engine, lambda led: led.state()).to_dict() == truth
+        early = read(engine, lambda led: led.state(date(2024, 3, 15)))  # through the snapshot at 7
+    assert early.to_dict() == read(engine, lambda led: led.state(date(2024, 3, 15), use_snapshots=False)).to_dict()
+    report = read(engine, lambda led: led.verify())
+    assert (report.ok, report.bad_snapshot_seq, report.first_bad_seq, report.snapshots_checked) == \
+        (False, 10, 10, 2)
+    assert "does not match its digest" in report.reason
+
+
+def test_snapshots_written_before_the_digest_are_ignored(db_url):
+    """A snapshot from revision 0001 has no digest: after the upgrade it is never read, even a wrong one."""
+    from alembic import command
+
+    engine = db.make_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(db.alembic_config(conn), "0001")
+        ghost = FleetState()
+        ghost.apply(ev.EntityRegistered(entity="ghost", name="Ghost"), date(2024, 1, 1))
+        image = json.dumps({"format": SNAPSHOT_FORMAT, "state": ghost.to_dict()})
+        conn.execute(snapshots.insert().values(seq=11, effective_date="2024-05-01", state=image))
+    db.upgrade(engine)
+    append(engine, story().drafts(), snapshot_every=10**6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SnapshotDistrusted)
+        state = read(engine, lambda led: led.state())
+    assert "ghost" not in state.entities
+    assert state.to_dict() == read(engine, lambda led: led.state(use_snapshots=False)).to_dict()
+    report = read(engine, lambda led: led.verify())
+    assert report.ok and report.snapshots_checked == 0
+    engine.dispose()
+
+
+HEAD_WRITES = {
+    "delete": "DELETE FROM ledger_head",
+    "second row": "INSERT INTO ledger_head (id, seq, hash, recorded_at) VALUES (2, 0, 'x', '')",
+    "rewind seq": "UPDATE ledger_head SET seq = seq - 1",
+    "rewind to an earlier event": "UPDATE ledger_head SET seq = 10, hash = (SELECT hash FROM events WHERE seq = 10)",
+    "hash of no event": "UPDATE ledger_head SET hash = 'ffff'",
+    "past the chain": "UPDATE ledger_head SET seq = 12",
+    "snapshot update": "UPDATE snapshots SET state = '{}'",
+    "snapshot delete": "DELETE FROM snapshots",
+}
+
+
+@pytest.mark.parametrize("statement", HEAD_WRITES.values(), ids=HEAD_WRITES.keys())
+def test_the_head_only_moves_forward_and_snapshots_never_change(engine, statement):
+    append(engine, story().drafts(), snapshot_every=1)
+    before = read(engine, lambda led: led.head())
+    with pytest.raises(DBAPIError, match="append-only"):
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+    assert read(engine, lambda led: led.head()) == before
+    append(engine, [Draft(ev.EntityRegistered(entity="c", name="C"), date(2024, 6, 1), "t")])  # appends go on
+    assert read(engine, lambda led: led.verify()).ok
 
 
 def test_sqlite_commits_are_durable(tmp_path):
@@ -252,3 +334,15 @@ def test_sqlite_commits_are_durable(tmp_path):
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     engine.dispose()
+
+
+def test_the_migration_goes_down_and_up_again(engine):
+    from alembic import command
+
+    append(engine, story().drafts(), snapshot_every=1)
+    with engine.begin() as conn:
+        command.downgrade(db.alembic_config(conn), "0001")
+    db.upgrade(engine)
+    assert read(engine, lambda led: led.verify()).ok  # the old snapshots are now ignored
+    assert read(engine, lambda led: led.state()).to_dict() == \
+        read(engine, lambda led: led.state(use_snapshots=False)).to_dict()

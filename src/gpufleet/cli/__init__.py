@@ -6,18 +6,29 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from rich.text import Text
 
 from gpufleet.cli.app import app
 from gpufleet.cli.render import errors
 from gpufleet.errors import GpufleetError
+from gpufleet.ledger.snapshots import SnapshotDistrusted
 
 __all__ = ["app", "main"]
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """A distrusted snapshot is told to the user on stderr as one line; other warnings as Python shows them."""
+    if issubclass(category, SnapshotDistrusted):
+        errors.print(Text.assemble(("warning: ", "bold yellow"), str(message)), highlight=False, soft_wrap=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
     """Run the CLI; typer handles usage errors, this turns gpufleet errors into exit codes."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except GpufleetError as exc:

@@ -475,10 +475,14 @@ def verify(
     if fmt is Format.json:
         render.print_json(out)
     elif out["ok"]:
-        console.print(f"ledger OK: {report.events_checked:,} events, head {report.head_hash}")
+        console.print(f"ledger OK: {report.events_checked:,} events, {report.snapshots_checked:,} snapshots, "
+                      f"head {report.head_hash}")
     else:
-        where = f"first bad event: {report.first_bad_seq}: {report.reason}" if not report.ok else \
-            "replay: " + "; ".join(out["replay_problems"])
+        where = "replay: " + "; ".join(out.get("replay_problems", []))
+        if report.bad_snapshot_seq is not None:
+            where = str(report.reason)
+        elif not report.ok:
+            where = f"first bad event: {report.first_bad_seq}: {report.reason}"
         render.errors.print(f"ledger does NOT verify: {where}", markup=False, highlight=False)
     if not out["ok"]:
         raise typer.Exit(1)

@@ -39,10 +39,14 @@ ledger_head = Table(
 )
 
 # Derived caches: the state of all events with seq <= seq and effective_date <= effective_date.
+# chain_hash is event seq's hash when the snapshot was written; digest covers seq, effective_date,
+# chain_hash and state (ledger.snapshots). Snapshots without a digest (written before 0002) are ignored.
 snapshots = Table(
     "snapshots",
     metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("effective_date", String(10), nullable=False),
     Column("state", Text, nullable=False),
+    Column("chain_hash", String(64), nullable=True),
+    Column("digest", String(64), nullable=True),
 )

@@ -16,11 +16,10 @@ prefix of the chain, and every prefix was checked when it was written.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Connection, and_, func, insert, select, update
@@ -31,10 +30,11 @@ from gpufleet.domain.events import EventVoided, Payload
 from gpufleet.domain.fold import Row, fold, voided_seqs
 from gpufleet.domain.state import FleetState
 from gpufleet.errors import ConflictError, GpufleetError, InputError, InvariantViolation
+from gpufleet.ledger import snapshots as snapshot_store
 from gpufleet.ledger.schema import events, ledger_head, snapshots
+from gpufleet.ledger.snapshots import SNAPSHOT_FORMAT
 
 SNAPSHOT_EVERY = 5_000  # events between snapshots; a query folds at most about this many
-SNAPSHOT_FORMAT = 3  # bump whenever FleetState.to_dict changes: older snapshots are then ignored
 # The head state each database had after this process's last append, keyed by URL and checked
 # against the head's (seq, hash) before use, so a rollback or another writer simply misses it.
 _HEAD_STATES: dict[str, tuple[int, str, FleetState]] = {}
@@ -72,6 +72,8 @@ class VerifyReport:
     head_hash: str
     first_bad_seq: int | None = None
     reason: str | None = None
+    snapshots_checked: int = 0
+    bad_snapshot_seq: int | None = None  # set when the problem is the snapshot at this seq, not an event
 
 
 class Ledger:
@@ -118,11 +120,11 @@ class Ledger:
         return self._state(as_of, self.known_seq(known_at), use_snapshots=use_snapshots)
 
     def _state(self, as_of: date | None, known: int, extra_voided: set[int] = frozenset(),
-               use_snapshots: bool = True) -> FleetState:
+               use_snapshots: bool = True, snapshot_before: int | None = None) -> FleetState:
         voided = self._voided(known) | extra_voided
         base, base_date = FleetState(), None
         if use_snapshots:
-            found = self._usable_snapshot(as_of, known)
+            found = self._usable_snapshot(as_of, known, snapshot_before)
             if found is not None:
                 base, base_date = found
         rows = self._rows(known, after=base_date, upto=as_of)
@@ -142,26 +144,32 @@ class Ledger:
         query = select(events.c.payload).where(events.c.type == EventVoided.event_type, events.c.seq <= known)
         return voided_seqs(self.conn.execute(query).scalars())
 
-    def _usable_snapshot(self, as_of: date | None, known: int) -> tuple[FleetState, date] | None:
+    def _usable_snapshot(self, as_of: date | None, known: int,
+                         before: int | None = None) -> tuple[FleetState, date] | None:
         """The newest snapshot that is exactly the fold of its prefix for this query.
 
         A snapshot ``(S, D)`` holds every event with seq <= S and effective <= D. It is
         usable when ``S <= known``, ``D <= as_of``, no event in ``(S, known]`` is effective
         on or before D. Voids are stored with the voided event's effective date, so a
-        later correction of an event inside the snapshot makes it unusable too.
+        later correction of an event inside the snapshot makes it unusable too. A snapshot
+        that fails its check (``snapshots.load``) is reported and passed over; one with no
+        digest (written before the digest existed) is ignored. ``before``: only snapshots
+        with ``S < before``.
         """
-        query = select(snapshots.c.seq, snapshots.c.effective_date).where(snapshots.c.seq <= known)
+        query = select(snapshots.c.seq, snapshots.c.effective_date).where(
+            snapshots.c.seq <= known, snapshots.c.digest.is_not(None))
         if as_of is not None:
             query = query.where(snapshots.c.effective_date <= as_of.isoformat())
+        if before is not None:
+            query = query.where(snapshots.c.seq < before)
         for seq, eff in self.conn.execute(query.order_by(snapshots.c.seq.desc()).limit(4)).all():
             later = select(events.c.seq).where(
                 and_(events.c.seq > seq, events.c.seq <= known, events.c.effective_date <= eff)
             ).limit(1)
             if self.conn.execute(later).first() is not None:
                 continue
-            text = self.conn.execute(select(snapshots.c.state).where(snapshots.c.seq == seq)).scalar_one()
-            image = json.loads(text)
-            if image.get("format") != SNAPSHOT_FORMAT:
+            image = snapshot_store.load(self.conn, seq)
+            if image is None or image.get("format") != SNAPSHOT_FORMAT:
                 continue  # written by another version of the state: a cache, so fold past it
             return FleetState.from_dict(image["state"]), date.fromisoformat(eff)
         return None
@@ -210,7 +218,8 @@ class Ledger:
             cursor.close()
 
     def verify(self, expect_head: str | None = None, workers: int = 1) -> VerifyReport:
-        """Walk the chain; report the first event that was edited, deleted, inserted or moved.
+        """Walk the chain; report the first event that was edited, deleted, inserted or moved; then
+        check every snapshot (its chain hash and digest, as a reader checks it).
 
         With ``workers > 1`` and a large file-backed ledger, contiguous ranges of the chain are
         hashed in parallel processes and stitched: each range must start from the previous
@@ -225,7 +234,30 @@ class Ledger:
                                          bounds[:-1], [b - 1 if b else None for b in bounds[1:]]))
         else:
             segments = [self.segment(1, None)]
-        return _stitch(segments, head, expect_head)
+        report = _stitch(segments, head, expect_head)
+        if report.ok:
+            report = self._check_snapshots(report)
+        return report
+
+    def _check_snapshots(self, report: VerifyReport) -> VerifyReport:
+        checked, bad = snapshot_store.check_all(self.conn)
+        if bad is None:
+            return replace(report, snapshots_checked=checked)
+        return replace(report, ok=False, first_bad_seq=bad[0], reason=bad[1], snapshots_checked=checked,
+                       bad_snapshot_seq=bad[0])
+
+    def snapshot_mismatch(self) -> int | None:
+        """The first snapshot whose state is not the fold of events 1..S, or None. Each is rebuilt
+        from the snapshot before it, checked in the same pass, so a forged one is never a base.
+        This catches a forgery whose digest was recomputed, which the digest cannot."""
+        for seq in list(snapshot_store.seqs(self.conn)):
+            image = snapshot_store.load(self.conn, seq)
+            if image is None or image.get("format") != SNAPSHOT_FORMAT:
+                continue  # not used by readers either
+            rebuilt = self._state(None, seq, snapshot_before=seq)
+            if FleetState.from_dict(image["state"]).to_dict() != rebuilt.to_dict():
+                return seq
+        return None
 
     def segment(self, first: int, last: int | None) -> Segment:
         """Check the events ``first..last`` (to the end if None) among themselves."""
@@ -436,9 +468,7 @@ class _Writer:
 
     def _snapshot(self, state: FleetState, seq: int, on: date) -> None:
         self._flush()
-        text = json.dumps({"format": SNAPSHOT_FORMAT, "state": state.to_dict()}, separators=(",", ":"),
-                          check_circular=False)
-        self.conn.execute(insert(snapshots).values(seq=seq, effective_date=on.isoformat(), state=text))
+        snapshot_store.write(self.conn, state, seq, on, chain_hash=self.head.hash)  # the head is event seq
         self.last_snapshot = seq
 
     # -- idempotency --------------------------------------------------------------------

@@ -144,7 +144,8 @@ class FleetService:
 
     def replay(self) -> ReplayReport:
         """Rebuild the state from the first event, with no snapshot, and compare it with the
-        state built through the snapshots; also recount every invariant from scratch."""
+        state built through the snapshots; rebuild every snapshot from the events and compare
+        it with what is stored; also recount every invariant from scratch."""
         with self.engine.connect() as conn:
             ledger = Ledger(conn)
             report = ledger.verify()
@@ -152,9 +153,13 @@ class FleetService:
                 raise LedgerCorrupt(report.reason or "ledger does not verify", seq=report.first_bad_seq)
             scratch = ledger.state(use_snapshots=False)
             cached = ledger.state()
+            forged = ledger.snapshot_mismatch()
         problems = scratch.conservation_errors()
         if scratch.to_dict() != cached.to_dict():
             problems.append("the state built from snapshots differs from a full replay")
+        if forged is not None:
+            problems.append(f"the snapshot at event {forged} is not the fold of events 1..{forged}: it was "
+                            "forged with its digest recomputed")
         return ReplayReport(not problems, problems)
 
 
