@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Pipes and CI logs get wide tables rather than 80 columns of wrapped cells.
@@ -60,4 +61,4 @@ def _cell(value: Any) -> str:
         if abs(value) >= 100:
             return f"{value:,.0f}"
         return f"{value:.2g}" if 0 < abs(value) < 0.005 else f"{value:,.2f}"  # small is not shown as zero
-    return str(value)
+    return escape(str(value))  # a name from a file, shown as written: "[/x]" is no Rich markup
