@@ -169,13 +169,13 @@ def head_hash_edited(conn: Connection) -> None:
     conn.execute(text("UPDATE ledger_head SET hash = :h"), {"h": "f" * 64})
 
 
-def consistent_rewrite(seq: int, reseal_snapshots: bool = True) -> Attack:
+def consistent_rewrite(seq: int, reseal: bool = True) -> Attack:
     """Rewrite who recorded event ``seq`` and recompute every later hash and the head (and, with
-    ``reseal_snapshots``, the snapshots' chain hashes and digests): the chain is whole again."""
+    ``reseal``, the snapshots' chain hashes and digests): the chain is whole again."""
     def attack(conn):
         conn.execute(text("UPDATE events SET actor = 'mallory' WHERE seq = :s"), {"s": seq})
         _rehash(conn, seq)
-        if reseal_snapshots:
+        if reseal:
             reseal_snapshots(conn, seq)
     return attack
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
 import tampering
 from gpufleet.domain.chain import GENESIS_HASH, event_hash
@@ -237,7 +238,7 @@ def test_ledger_verify_and_head_on_a_good_ledger(base_db):
     head = ok("ledger", "head", db=base_db).stdout.split()
     assert head[0] == str(BASE_EVENTS) and re.fullmatch(r"[0-9a-f]{64}", head[1])
     assert head[1] == stored_head(base_db)[1]
-    assert "ledger OK" in ok("ledger", "verify", "--expect-head", head[1], db=base_db).stdout
+    assert "anchors matched: 1" in ok("ledger", "verify", "--expect", " ".join(head), db=base_db).stdout
 
 
 # -- everyday writes ---------------------------------------------------------------------------
@@ -363,80 +364,28 @@ def test_idempotency_key_writes_once_and_conflicts_on_other_data(work_db):
     assert event_types(work_db, after=BASE_EVENTS) == ["lot_shipped"]
 
 
-# -- tampering with the database file -------------------------------------------------------
-
-
-def _rows(con: sqlite3.Connection, seq: int) -> dict:
-    con.row_factory = sqlite3.Row
-    return dict(con.execute("SELECT * FROM events WHERE seq = ?", (seq,)).fetchone())
-
-
-def edit_payload(con):
-    con.execute("UPDATE events SET payload = replace(payload, '\"gpus\":100', '\"gpus\":1000') WHERE seq = 8")
-    assert con.total_changes == 1
-
-
-def delete_middle(con):
-    con.execute("DELETE FROM events WHERE seq = 5")
-
-
-def insert_forged_by_renumbering(con):
-    """Shift events 5.. up by one and slip in a forged event 5 that links to event 4 with a valid hash.
-
-    The forged event itself is self-consistent, so the first link that breaks is event 6's.
-    """
-    con.execute("UPDATE events SET seq = -(seq + 1) WHERE seq >= 5")
-    con.execute("UPDATE events SET seq = -seq WHERE seq < 0")
-    prev = _rows(con, 4)
-    payload = '{"entity":"x","kind":"company","name":"X","parent":null}'
-    digest = event_hash(5, prev["recorded_at"], prev["effective_date"], "mallory", "entity_registered", None,
-                        prev["hash"], payload)
-    con.execute("INSERT INTO events (seq, recorded_at, effective_date, actor, type, payload, idempotency_key, "
-                "prev_hash, hash) VALUES (5, ?, ?, 'mallory', 'entity_registered', ?, NULL, ?, ?)",
-                (prev["recorded_at"], prev["effective_date"], payload, prev["hash"], digest))
-    con.execute("UPDATE ledger_head SET seq = seq + 1")
-
-
-def swap_two_events(con):
-    """Swap everything but the sequence numbers of events 7 and 8."""
-    seven, eight = _rows(con, 7), _rows(con, 8)
-    cols = [c for c in seven if c != "seq"]
-    sets = ", ".join(f"{c} = ?" for c in cols)
-    con.execute(f"UPDATE events SET {sets} WHERE seq = 7", [eight[c] for c in cols])
-    con.execute(f"UPDATE events SET {sets} WHERE seq = 8", [seven[c] for c in cols])
-
-
-def truncate_last(con):
-    con.execute(f"DELETE FROM events WHERE seq = {BASE_EVENTS}")
-
-
-def head_seq_edited(con):
-    con.execute(f"UPDATE ledger_head SET seq = {BASE_EVENTS - 1}")
-
-
-def head_hash_edited(con):
-    con.execute("UPDATE ledger_head SET hash = '" + "f" * 64 + "'")
-
+# -- tampering with the database file (the whole table, on both databases: test_tampering.py) --------
 
 TAMPERS = [
-    pytest.param(edit_payload, 8, "altered", id="edit-payload"),
-    pytest.param(delete_middle, 5, "missing", id="delete-middle-event"),
-    pytest.param(insert_forged_by_renumbering, 6, "does not link", id="insert-forged-event-renumbering"),
-    pytest.param(swap_two_events, 7, "does not link", id="swap-two-events"),
-    pytest.param(truncate_last, BASE_EVENTS, "head", id="truncate-last-event"),
-    pytest.param(head_seq_edited, BASE_EVENTS, "head", id="ledger-head-seq-edited"),
-    pytest.param(head_hash_edited, BASE_EVENTS, "head's hash", id="ledger-head-hash-edited"),
+    pytest.param(tampering.edit_payload(8), 8, "altered", id="edit-payload"),
+    pytest.param(tampering.delete_event(5), 5, "missing", id="delete-middle-event"),
+    pytest.param(tampering.insert_forged_by_renumbering(5), 6, "does not link", id="insert-forged-event-renumbering"),
+    pytest.param(tampering.swap_contents(7, 8), 7, "does not link", id="swap-two-events"),
+    pytest.param(tampering.truncate(BASE_EVENTS - 1), BASE_EVENTS, "head", id="truncate-last-event"),
+    pytest.param(tampering.head_seq_minus_one, BASE_EVENTS, "head", id="ledger-head-seq-edited"),
+    pytest.param(tampering.head_hash_edited, BASE_EVENTS, "head's hash", id="ledger-head-hash-edited"),
 ]
 
 
-def tamper(base_db: Path, tmp_path: Path, attack) -> Path:
-    db = copy_db(base_db, tmp_path / "tampered.db")
-    con = sqlite3.connect(db)
-    for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
-        con.execute(f'DROP TRIGGER "{name}"')  # an attacker with write access to the file can
-    attack(con)
-    con.commit()
-    con.close()
+def tamper(source: Path, tmp_path: Path, attack) -> Path:
+    """A copy of ``source`` after ``attack``, by someone with write access to the file (who can drop
+    the append-only triggers)."""
+    db = copy_db(source, tmp_path / "tampered.db")
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        tampering.disable_guards(conn)
+        attack(conn)
+    engine.dispose()
     return db
 
 
@@ -450,20 +399,33 @@ def test_tampering_is_detected(base_db, tmp_path, attack, bad_seq, reason):
     assert reason in proc.stderr
 
 
-def test_truncation_with_rewritten_head_needs_the_anchor(base_db, tmp_path):
-    """Dropping the last event and rewinding the head is only caught against an anchored head hash."""
-    anchor = stored_head(base_db)[1]
-
-    def cut(con):
-        con.execute(f"DELETE FROM events WHERE seq = {BASE_EVENTS}")
-        prev = _rows(con, BASE_EVENTS - 1)
-        con.execute("UPDATE ledger_head SET seq = ?, hash = ?", (BASE_EVENTS - 1, prev["hash"]))
-
-    db = tamper(base_db, tmp_path, cut)
-    proc = run("ledger", "verify", "--expect-head", anchor, db=db)
+def test_an_anchor_survives_later_writes_and_finds_a_cut_that_rebuilt_the_head(work_db, tmp_path):
+    """What `ledger head` printed is accepted back as it is, or as SEQ:HASH, after more events; once
+    the ledger is cut below it and the head rebuilt, only that anchor finds the cut."""
+    published = ok("ledger", "head", db=work_db).stdout.strip()
+    write(work_db, "ship", "l2", "--on", "2024-05-01")
+    for form in (published, published.replace(" ", ":")):
+        assert "anchors matched: 1" in ok("ledger", "verify", "--expect", form, db=work_db).stdout
+    cut = tamper(work_db, tmp_path, tampering.truncate(BASE_EVENTS - 1, rebuild_head=True))
+    assert "ledger OK" in ok("ledger", "verify", db=cut).stdout  # nothing inside the database shows it
+    proc = run("ledger", "verify", "--expect", published, db=cut)
     assert proc.returncode == 1
-    assert first_bad(proc.stderr) == BASE_EVENTS - 1
-    assert "not the expected" in proc.stderr
+    assert first_bad(proc.stderr) == BASE_EVENTS and f"event {BASE_EVENTS} is not in the ledger" in proc.stderr
+
+
+def test_expect_head_is_deprecated_and_an_older_head_still_verifies(work_db):
+    older = stored_head(work_db)[1]
+    write(work_db, "ship", "l2", "--on", "2024-05-01")
+    proc = ok("ledger", "verify", "--expect-head", older, db=work_db)
+    assert "ledger OK" in proc.stdout and "--expect-head is deprecated" in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["9", f"nine:{'0' * 64}", f"9:{'g' * 64}", f"-1:{'0' * 64}", f"9:{'0' * 63}"],
+                         ids=["no-hash", "seq-not-a-number", "hash-not-hex", "negative-seq", "hash-too-short"])
+def test_a_malformed_anchor_names_the_field(base_db, value):
+    proc = run("ledger", "verify", "--expect", value, db=base_db)
+    assert proc.returncode == 3, proc.stderr
+    assert "field 'expect'" in proc.stderr and "is not SEQ:HASH" in proc.stderr
 
 
 def test_a_forged_snapshot_is_reported_by_status_verify_and_audit(tmp_path):

@@ -19,7 +19,7 @@ from gpufleet.cli.render import Format, console
 from gpufleet.ledger.db import DEFAULT_DB
 from gpufleet.planner.problem import MAX_COST_USD, MAX_FEE_USD_PER_GPU_HOUR
 from gpufleet.services.demo import run_demo
-from gpufleet.services.fleet import FleetService, make_payload, parse_date
+from gpufleet.services.fleet import FleetService, make_payload, parse_anchor, parse_date
 from gpufleet.services.outputs import check_writable, write_text
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -459,15 +459,24 @@ def report(
 
 @ledger_app.command("verify")
 def verify(
-    expect_head: Annotated[str | None, typer.Option(help="the head hash you anchored earlier")] = None,
+    expect: Annotated[list[str] | None, typer.Option(
+        "--expect", help="SEQ:HASH published earlier ('SEQ HASH', as `gpufleet ledger head` prints it): event "
+                         "SEQ must still have HASH; repeatable")] = None,
+    expect_head: Annotated[str | None, typer.Option(help="deprecated, use --expect SEQ:HASH: a hash that some "
+                                                         "event of the chain must have")] = None,
     replay: Annotated[bool, typer.Option(help="also replay every event and recount the invariants")] = False,
     workers: Annotated[int | None, typer.Option(help="processes hashing in parallel on large ledgers "
                                                      "(default: CPUs, at most 4)")] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Check the hash chain; exit 1 naming the first bad sequence number."""
+    """Check the hash chain, the anchors given and every snapshot; exit 1 naming the first bad one."""
+    anchors = [parse_anchor(text) for text in expect or []]
+    if expect_head is not None:
+        anchors.append(parse_anchor(expect_head, "expect_head", seq_optional=True))
+        render.errors.print("note: --expect-head is deprecated: pass --expect SEQ:HASH, as `gpufleet ledger head` "
+                            "prints it", markup=False, highlight=False)
     service = _fleet()
-    report = service.verify(expect_head, workers)
+    report = service.verify(anchors, workers)
     out = asdict(report)
     if report.ok and replay:
         rep = service.replay()
@@ -475,8 +484,9 @@ def verify(
     if fmt is Format.json:
         render.print_json(out)
     elif out["ok"]:
-        console.print(f"ledger OK: {report.events_checked:,} events, {report.snapshots_checked:,} snapshots, "
-                      f"head {report.head_hash}")
+        anchored = f", anchors matched: {report.anchors_checked}" if anchors else ""
+        console.print(f"ledger OK: {report.events_checked:,} events, {report.snapshots_checked:,} snapshots"
+                      f"{anchored}, head {report.head_hash}")
     else:
         where = "replay: " + "; ".join(out.get("replay_problems", []))
         if report.bad_snapshot_seq is not None:
@@ -490,7 +500,7 @@ def verify(
 
 @ledger_app.command("head")
 def head() -> None:
-    """Print the head's sequence number and hash (anchor it somewhere else to detect truncation)."""
+    """Print the head's sequence number and hash: publish it, and check it later with `ledger verify --expect`."""
     h = _fleet().head()
     console.print(f"{h.seq} {h.hash}")
 

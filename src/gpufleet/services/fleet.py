@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -26,7 +27,7 @@ from gpufleet.domain.governance import GovernancePolicy, approval_gate
 from gpufleet.domain.state import FleetState
 from gpufleet.errors import InputError, LedgerCorrupt
 from gpufleet.ledger import db
-from gpufleet.ledger.store import Draft, Ledger, VerifyReport
+from gpufleet.ledger.store import Anchor, Draft, Ledger, VerifyReport
 
 
 def default_actor() -> str:
@@ -135,12 +136,12 @@ class FleetService:
         with self.engine.connect() as conn:
             return Ledger(conn).head()
 
-    def verify(self, expect_head: str | None = None, workers: int | None = None) -> VerifyReport:
-        """Check the hash chain; ``workers`` processes hash ranges of a large ledger in parallel
-        (default: one per CPU, at most 4)."""
+    def verify(self, anchors: Sequence[Anchor] = (), workers: int | None = None) -> VerifyReport:
+        """Check the hash chain, each anchor (see :func:`parse_anchor`) and every snapshot; ``workers``
+        processes hash ranges of a large ledger in parallel (default: one per CPU, at most 4)."""
         workers = workers or min(os.cpu_count() or 1, 4)
         with self.engine.connect() as conn:
-            return Ledger(conn).verify(expect_head, workers)
+            return Ledger(conn).verify(anchors, workers)
 
     def replay(self) -> ReplayReport:
         """Rebuild the state from the first event, with no snapshot, and compare it with the
@@ -195,6 +196,22 @@ def make_payload(event_type: str, data: dict) -> Payload:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or None
         raise InputError(err["msg"], field=field) from None
+
+
+_ANCHOR = re.compile(r"\s*([0-9]+)(?:\s*:\s*|\s+)([0-9a-fA-F]{64})\s*")
+
+
+def parse_anchor(text: str, field: str = "expect", *, seq_optional: bool = False) -> Anchor:
+    """``SEQ:HASH`` or ``SEQ HASH`` (as ``gpufleet ledger head`` prints it): event SEQ had HASH.
+    With ``seq_optional``, a bare HASH too: some event had it (the older ``--expect-head``)."""
+    if seq_optional and re.fullmatch(r"\s*[0-9a-fA-F]{64}\s*", text):
+        return Anchor(None, text.strip().lower())
+    found = _ANCHOR.fullmatch(text)
+    if found is None:
+        also = "a 64-digit hex hash or " if seq_optional else ""
+        raise InputError(f"'{text}' is not {also}SEQ:HASH (a sequence number and a 64-digit hex hash, as "
+                         "`gpufleet ledger head` prints them)", field=field)
+    return Anchor(int(found[1]), found[2].lower())
 
 
 def parse_date(text: str | None, field: str) -> date | None:
