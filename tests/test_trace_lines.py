@@ -9,6 +9,7 @@ import pytest
 
 from gpufleet.errors import InputError
 from gpufleet.scheduler.limits import MAX_FIELD_CHARS, MAX_LINE_BYTES
+from gpufleet.services import csv_lines
 from gpufleet.services.traces import read_alibaba, read_cluster, read_philly, read_quota_csv
 
 PHILLY_HEADER = b"timestamp,duration,num_gpus,gpu_time,cluster"
@@ -68,6 +69,14 @@ def test_a_quote_left_open_no_longer_swallows_the_rest_of_the_trace(tmp_path):
 ])
 def test_well_formed_quoting_and_line_ends_still_read(tmp_path, lines, tenants):
     assert [j.tenant for j in read_philly(philly_bytes(tmp_path, PHILLY_HEADER + b"\r", *lines)).jobs] == tenants
+
+
+def test_a_file_of_more_rows_than_the_bound_is_refused_at_the_first_too_many(tmp_path, monkeypatch):
+    monkeypatch.setattr(csv_lines, "MAX_ROWS", 2)  # the bound is 10^7: a file that large is slow to write
+    path = philly_bytes(tmp_path, PHILLY_HEADER, GOOD, b"", GOOD, GOOD)
+    with pytest.raises(InputError, match="more than 2 rows") as exc:
+        read_philly(path, skip_bad_rows=True)
+    assert exc.value.location == "p.csv:5"
 
 
 def test_a_byte_order_mark_before_the_header_is_ignored(tmp_path):

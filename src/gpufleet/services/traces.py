@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gpufleet.errors import InputError
-from gpufleet.scheduler.limits import MAX_COUNT, MAX_GPU_SECONDS, MAX_GPUS, MAX_TIME_S, MAX_WEIGHT
+from gpufleet.scheduler.limits import MAX_COUNT, MAX_GPU_SECONDS, MAX_GPUS, MAX_TIME_S, MAX_WEIGHT, MIN_WEIGHT
 from gpufleet.scheduler.model import MILLI, Cluster, Job, NodePool, QuotaChange, Tenant, TenantQuota, Workload
 from gpufleet.services import csv_lines
 from gpufleet.services.scenario_io import _read_yaml
@@ -540,8 +540,9 @@ class _QuotaFile:
             raise self.error(at, f"expected a name, got {value!r} (quote it)")
         return value.strip()
 
-    def number(self, value: Any, at: tuple, *, positive: bool = False, high: float = MAX_GPUS) -> float:
-        """A finite number in [0, high] (> 0 if ``positive``); GPUs unless ``high`` says otherwise."""
+    def number(self, value: Any, at: tuple, *, positive: bool = False, high: float = MAX_GPUS,
+               low: float = 0.0) -> float:
+        """A finite number in [low, high] (> 0 if ``positive``); GPUs unless ``high`` says otherwise."""
         if isinstance(value, bool) or not isinstance(value, int | float) \
                 or (isinstance(value, float) and not math.isfinite(value)):
             raise self.error(at, f"expected a number, got {_shorten(repr(value), 40)}")
@@ -549,6 +550,8 @@ class _QuotaFile:
             raise self.error(at, f"must be {'> 0' if positive else '>= 0'}, got {_shorten(str(value), 40)}")
         if value > high:  # before any int becomes a float: 10**400 would overflow
             raise self.error(at, f"must be at most {_amount(high)}, got {_shorten(str(value), 40)}")
+        if value < low:
+            raise self.error(at, f"must be at least {low:g}, got {value}")
         return value
 
     def model(self, value: Any, at: tuple) -> str:
@@ -588,7 +591,8 @@ class _QuotaFile:
             raise self.error(at + (exc.field,), exc.message) from None
         return Tenant(self.name(m["name"], at + ("name",)), quotas,
                       cohort=self.name(m.get("cohort", cohort), at + ("cohort",)),
-                      weight=self.number(m.get("weight", 1), at + ("weight",), positive=True, high=MAX_WEIGHT))
+                      weight=self.number(m.get("weight", 1), at + ("weight",), positive=True, high=MAX_WEIGHT,
+                                         low=MIN_WEIGHT))
 
     def distinct(self, names: list[str]) -> set[str]:
         for i, name in enumerate(names):
