@@ -181,7 +181,8 @@ def random_payload(op: tuple, loans: list[str], day: date) -> ev.Payload:
         case "repair":
             return ev.GpusRepaired(owner=a[0], model="h100", gpus=a[1])
         case "retire":
-            return ev.GpusRetired(owner=a[0], model="h100", site=a[1], from_failed=a[2], gpus=a[3])
+            return ev.GpusRetired(owner=a[0], model="h100", site=a[1], from_failed=a[2] and a[1] is None,
+                                  gpus=a[3])
         case "lend":
             borrower = a[1] if a[1] != a[0] else OWNERS[(OWNERS.index(a[0]) + 1) % 3]
             return ev.LoanOpened(loan=f"n{len(loans)}", lender=a[0], borrower=borrower, model="h100", site=a[2],

@@ -91,7 +91,8 @@ class Namer:
             case "repair":
                 return ev.GpusRepaired(owner=a[0], model="h100", gpus=a[1])
             case "retire":
-                return ev.GpusRetired(owner=a[0], model="h100", site=a[1], from_failed=a[2], gpus=a[3])
+                return ev.GpusRetired(owner=a[0], model="h100", site=a[1], from_failed=a[2] and a[1] is None,
+                                      gpus=a[3])
             case "lend":
                 self.made += 1
                 loan = f"n{self.made}"

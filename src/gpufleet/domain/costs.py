@@ -48,6 +48,7 @@ throughout (as if bought on the opening date).
 
 from __future__ import annotations
 
+import calendar
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -55,11 +56,13 @@ from datetime import date, timedelta
 
 from gpufleet.domain import events as ev
 from gpufleet.domain.state import FleetState
-from gpufleet.domain.types import LotStatus
+from gpufleet.domain.types import FIRST_DAY, LAST_DAY, LotStatus
 from gpufleet.domain.views import unit_prices
 from gpufleet.errors import InputError
 
 HOURS_PER_DAY = 24
+MAX_LIFE_YEARS = 100
+MAX_USD_PER_KWH = 100.0
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,17 @@ class CostPolicy:
     (h100-2024-facts.md, source [32]: https://www.eia.gov/electricity/monthly/epm_table_grapher.php?t=epmt_5_06_b)."""
 
     def __post_init__(self) -> None:
+        # bounded (and NaN refused: it fails every comparison), so every figure stays finite
         if not self.life_years > 0:
             raise InputError(f"the useful life must be positive, not {self.life_years}", field="life_years")
+        if not 1 / 365 <= self.life_years <= MAX_LIFE_YEARS:
+            raise InputError(f"the useful life must be from one day to {MAX_LIFE_YEARS} years, not {self.life_years}",
+                             field="life_years")
         if not self.usd_per_kwh >= 0:
             raise InputError(f"the electricity price cannot be negative ({self.usd_per_kwh})", field="usd_per_kwh")
+        if not self.usd_per_kwh <= MAX_USD_PER_KWH:
+            raise InputError(f"the electricity price must be at most USD {MAX_USD_PER_KWH} per kWh, not "
+                             f"{self.usd_per_kwh}", field="usd_per_kwh")
 
     @property
     def life_days(self) -> float:
@@ -304,9 +314,8 @@ def month_bounds(month: str) -> tuple[date, date]:
         first = date(int(year), int(number), 1)
     except ValueError:
         raise InputError(f"'{month}' is not a month (YYYY-MM)", field="month") from None
-    return first, _next_month(first) - timedelta(days=1)
-
-
-def _next_month(first: date) -> date:
-    return date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    last = date(first.year, first.month, calendar.monthrange(first.year, first.month)[1])
+    if not FIRST_DAY <= first <= last <= LAST_DAY:
+        raise InputError(f"'{month}' is outside the dates gpufleet takes, {FIRST_DAY} to {LAST_DAY}", field="month")
+    return first, last
 

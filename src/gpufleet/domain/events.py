@@ -9,15 +9,17 @@ starts); payloads carry only the other dates.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gpufleet.domain.types import (
+    MAX_CLAIM_TARGET,
     ClaimMetric,
+    Day,
     Decision,
     EntityId,
+    Gpus,
     Id,
     LoanId,
     LotId,
@@ -26,9 +28,11 @@ from gpufleet.domain.types import (
     PositiveGpus,
     PurchaseOrderId,
     Role,
+    Seq,
     SiteId,
     StepId,
     Usd,
+    UsdPerGpuHour,
     Workload,
 )
 from gpufleet.errors import InputError
@@ -37,9 +41,10 @@ Text = Annotated[str, Field(max_length=2000)]
 
 
 class Payload(BaseModel):
-    """Base of all payloads: immutable, unknown fields refused."""
+    """Base of all payloads: immutable, unknown fields refused, every number finite and bounded
+    (strict: a boolean is not a number, a text is not parsed as one)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     event_type: ClassVar[str]
 
 
@@ -96,8 +101,8 @@ class GpuModelRegistered(Payload):
 
     model: ModelId
     name: Text
-    watts: Annotated[float, Field(gt=0, le=100_000, description="board power per GPU, W")]
-    memory_gb: Annotated[float, Field(gt=0, le=100_000)]
+    watts: Annotated[float, Field(strict=True, gt=0, le=100_000, description="board power per GPU, W")]
+    memory_gb: Annotated[float, Field(strict=True, gt=0, le=100_000, description="memory per GPU, GB")]
 
 
 # -- sites -----------------------------------------------------------------------------
@@ -106,11 +111,11 @@ class GpuModelRegistered(Payload):
 class CapacityStep(BaseModel):
     """Capacity that comes online at a site on ``online_date`` (which can slip)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     step: StepId
-    online_date: date
-    slots: Annotated[int, Field(ge=0, description="GPU slots (rack positions)")]
-    mw: Annotated[float, Field(ge=0, le=100_000, description="IT+cooling power budget, MW")]
+    online_date: Day
+    slots: Annotated[Gpus, Field(description="GPU slots (rack positions)")]
+    mw: Annotated[float, Field(strict=True, ge=0, le=100_000, description="IT+cooling power budget, MW")]
 
 
 @event("site_registered")
@@ -120,7 +125,7 @@ class SiteRegistered(Payload):
     site: SiteId
     name: Text
     owner: EntityId
-    pue: Annotated[float, Field(ge=1.0, le=5.0, description="power usage effectiveness")] = 1.3
+    pue: Annotated[float, Field(strict=True, ge=1.0, le=5.0, description="power usage effectiveness")] = 1.3
     capacity: list[CapacityStep] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -143,7 +148,7 @@ class SiteCapacitySlipped(Payload):
 
     site: SiteId
     step: StepId
-    online_date: date
+    online_date: Day
     reason: Text = ""
 
 
@@ -151,10 +156,12 @@ class SiteCapacitySlipped(Payload):
 
 
 class LotSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """A delivery lot of a purchase order, planned for ``planned_date``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     lot: LotId
     gpus: PositiveGpus
-    planned_date: date
+    planned_date: Day
 
 
 @event("purchase_order_placed")
@@ -179,7 +186,7 @@ class LotRescheduled(Payload):
     """A lot's planned delivery date changes (it has not been delivered)."""
 
     lot: LotId
-    planned_date: date
+    planned_date: Day
     reason: Text = ""
 
 
@@ -274,7 +281,13 @@ class GpusRetired(Payload):
     model: ModelId
     gpus: PositiveGpus
     site: SiteId | None = None
-    from_failed: bool = False
+    from_failed: Annotated[bool, Field(strict=True)] = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GpusRetired:
+        if self.site is not None and self.from_failed:
+            raise ValueError("give site (installed GPUs) or from_failed (failed GPUs), not both")
+        return self
 
 
 # -- use -------------------------------------------------------------------------------
@@ -290,9 +303,9 @@ class LoanOpened(Payload):
     model: ModelId
     site: SiteId
     gpus: PositiveGpus
-    end_date: date
-    fee_usd_per_gpu_hour: Usd = 0.0
-    reclaim_notice_days: Annotated[int, Field(ge=0, le=3650)] = 0
+    end_date: Day
+    fee_usd_per_gpu_hour: UsdPerGpuHour = 0.0
+    reclaim_notice_days: Annotated[int, Field(strict=True, ge=0, le=3650)] = 0
 
     @model_validator(mode="after")
     def _two_parties(self) -> LoanOpened:
@@ -307,7 +320,7 @@ class LoanReclaimed(Payload):
 
     loan: LoanId
     gpus: PositiveGpus
-    notice_given_on: date
+    notice_given_on: Day
 
 
 @event("loan_closed")
@@ -323,12 +336,12 @@ class DemandRecorded(Payload):
 
     demand: Id
     entity: EntityId
-    start: date
-    end: date
+    start: Day
+    end: Day
     gpus: PositiveGpus
-    value_usd_per_gpu_hour: Usd
+    value_usd_per_gpu_hour: UsdPerGpuHour
     workload: Workload = Workload.TRAINING
-    tier: Annotated[int, Field(ge=0, le=9, description="0 is the most important")] = 1
+    tier: Annotated[int, Field(strict=True, ge=0, le=9, description="0 is the most important")] = 1
 
     @model_validator(mode="after")
     def _ordered(self) -> DemandRecorded:
@@ -347,9 +360,9 @@ class LoanProposed(Payload):
     model: ModelId
     site: SiteId
     gpus: PositiveGpus
-    start: date
-    end_date: date
-    fee_usd_per_gpu_hour: Usd = 0.0
+    start: Day
+    end_date: Day
+    fee_usd_per_gpu_hour: UsdPerGpuHour = 0.0
     plan: Annotated[str, Field(max_length=200, description="the plan it comes from (policy and hash)")] = ""
     reason: Text = ""
 
@@ -370,7 +383,7 @@ class InstallPlanned(Payload):
     model: ModelId
     site: SiteId
     gpus: PositiveGpus
-    planned_date: date
+    planned_date: Day
     plan: Annotated[str, Field(max_length=200)] = ""
 
 
@@ -386,11 +399,17 @@ class ClaimRecorded(Payload):
     person: PersonId | None = None
     metric: ClaimMetric
     model: ModelId | None = None
-    target: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    deadline: date
-    period_start: date | None = None
+    target: Annotated[float, Field(strict=True, ge=0, le=MAX_CLAIM_TARGET, description="GPUs or USD")]
+    deadline: Day
+    period_start: Day | None = None
     source_url: Annotated[str, Field(max_length=500)] = ""
     quote: Text = ""
+
+    @model_validator(mode="after")
+    def _period_before_deadline(self) -> ClaimRecorded:
+        if self.period_start is not None and self.period_start > self.deadline:
+            raise ValueError(f"period_start {self.period_start} is after the deadline {self.deadline}")
+        return self
 
 
 @event("approval_recorded")
@@ -408,7 +427,7 @@ class ApprovalRecorded(Payload):
 class EventVoided(Payload):
     """A correction: the event ``seq`` is treated as never having happened, from now on."""
 
-    seq: Annotated[int, Field(ge=1)]
+    seq: Seq
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
 
 

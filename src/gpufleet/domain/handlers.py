@@ -65,7 +65,10 @@ def _role(s: FleetState, p: ev.RoleAssigned, on: date) -> None:
     s.entity(p.entity)
     if p.family_of is not None:
         _get(s.persons, p.family_of, "person", "family_of")
-    s.roles.add((p.person, p.entity, Role(p.role).value, p.family_of or ""))
+    role = Role(p.role).value
+    if any(held[:3] == (p.person, p.entity, role) for held in s.roles):
+        raise InvariantViolation(f"'{p.person}' already holds the role {role} in '{p.entity}'", field="role")
+    s.roles.add((p.person, p.entity, role, p.family_of or ""))
 
 
 @handles(ev.GpuModelRegistered)

@@ -19,18 +19,37 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from gpufleet.domain import events as ev
+from gpufleet.domain.types import FIRST_DAY, LAST_DAY, Day, EnvelopeText
 
 
 SourceId = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)]
 
 
+def _exactly_one(value: Any) -> Any:
+    """The version is the integer 1: ``true`` and ``1.0`` compare equal to 1 but are not it."""
+    if type(value) is not int:
+        raise ValueError(f"the format version must be the integer 1, not {value!r}")
+    return value
+
+
+Version = Annotated[Literal[1], BeforeValidator(_exactly_one)]
+
+
+def _recorded_in_range(value: datetime | date | None) -> datetime | date | None:
+    day = value.date() if isinstance(value, datetime) else value
+    if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError(f"must be from {FIRST_DAY} to {LAST_DAY}")
+    return value
+
+
 class Provenance(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    on: date | None = Field(default=None, description="effective date; defaults per section")
-    recorded: datetime | date | None = Field(default=None, description="recorded time (ISO date or date-time, UTC)")
+    on: Day | None = Field(default=None, description="effective date; defaults per section")
+    recorded: Annotated[datetime | date | None, AfterValidator(_recorded_in_range)] = Field(
+        default=None, description="recorded time (ISO date or date-time, UTC)")
     source: list[SourceId] = Field(default_factory=list, description="ids from the file's `sources`")
     assumption: str | None = Field(default=None, description="why a number without a source is what it is")
 
@@ -42,11 +61,9 @@ def _item(payload: type[ev.Payload], with_type: bool) -> type[BaseModel]:
     return create_model(f"{payload.__name__}Item", __base__=(payload, Provenance), **fields)
 
 
-class PersonItem(Provenance):
+class PersonItem(_item(ev.PersonRegistered, False)):  # type: ignore[misc]
     """A person and the roles they hold (each role becomes a ``role_assigned`` event)."""
 
-    person: str
-    name: str
     roles: list[_item(ev.RoleAssigned, False)] = Field(default_factory=list)  # type: ignore[valid-type]
 
 
@@ -71,11 +88,11 @@ class Scenario(BaseModel):
     """A scenario file. ``start`` is the default effective date of the registrations."""
 
     model_config = ConfigDict(extra="forbid")
-    gpufleet: Literal[1] = Field(description="format version")
+    gpufleet: Version = Field(description="format version")
     name: str
     description: str = ""
-    start: date
-    actor: str = Field(default="scenario", max_length=200)
+    start: Day
+    actor: EnvelopeText = "scenario"
     sources: dict[SourceId, str] = Field(default_factory=dict, description="source id -> URL or citation")
     entities: list[_item(ev.EntityRegistered, False)] = Field(default_factory=list)  # type: ignore[valid-type]
     persons: list[PersonItem] = Field(default_factory=list)

@@ -6,10 +6,11 @@ megawatts, ``watts`` is watts per GPU, ``_days`` / ``_hours`` are durations.
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 Id = Annotated[
     str,
@@ -25,9 +26,45 @@ PurchaseOrderId = Id
 LotId = Id
 LoanId = Id
 
-Gpus = Annotated[int, Field(ge=0, description="a number of GPUs")]
-PositiveGpus = Annotated[int, Field(gt=0, description="a number of GPUs, at least 1")]
-Usd = Annotated[float, Field(ge=0, allow_inf_nan=False, description="US dollars")]
+# Upper bounds of every quantity (docs/scenario-format.md, "Bounds"). Each is far above any real
+# fleet yet keeps every derived figure finite: fees to date, hardware values and power stay below
+# 1e20 even at the bounds, over any span of dates, so no Infinity or NaN reaches the output.
+MAX_GPUS = 10_000_000  # GPUs in one event, lot or capacity step
+MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit integers in both databases
+MAX_UNIT_PRICE_USD = 10_000_000.0  # per GPU (a whole server per GPU is well under this)
+MAX_USD_PER_GPU_HOUR = 10_000.0  # loan fees and the value of demand
+MAX_CLAIM_TARGET = 1e15  # GPUs or USD
+MAX_ENVELOPE_CHARS = 200  # actor and idempotency key (the ledger's column width)
+# Dates: a ledger's days are walked one by one (costs, reports), and date arithmetic past 9999-12-31
+# fails, so every date that enters (payloads, effective dates, --as-of, --month) is in this range.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2199, 12, 31)
+
+# Numbers are strict: a boolean or a text is refused, not read as 1.0 or parsed; an integer field
+# refuses 5.0. Floats are finite (``allow_inf_nan=False``): NaN and Infinity are refused as such.
+Gpus = Annotated[int, Field(strict=True, ge=0, le=MAX_GPUS, description="a number of GPUs")]
+PositiveGpus = Annotated[int, Field(strict=True, gt=0, le=MAX_GPUS, description="a number of GPUs, at least 1")]
+Usd = Annotated[float, Field(strict=True, ge=0, le=MAX_UNIT_PRICE_USD, allow_inf_nan=False,
+                             description="US dollars per GPU")]
+UsdPerGpuHour = Annotated[float, Field(strict=True, ge=0, le=MAX_USD_PER_GPU_HOUR, allow_inf_nan=False,
+                                       description="US dollars per GPU-hour")]
+Seq = Annotated[int, Field(strict=True, ge=1, le=MAX_SEQ, description="a ledger sequence number")]
+Day = Annotated[date, Field(ge=FIRST_DAY, le=LAST_DAY)]
+
+
+# The envelope: who records an event, and a retry's key. Checked before the database sees them, so
+# SQLite (which would store any length) and PostgreSQL (which refuses over 200) answer alike.
+def _envelope_text(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > MAX_ENVELOPE_CHARS:
+        raise ValueError(f"is {len(value):,} characters long; at most {MAX_ENVELOPE_CHARS}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+EnvelopeText = Annotated[str, AfterValidator(_envelope_text),
+                         Field(description=f"at most {MAX_ENVELOPE_CHARS} characters, no control characters")]
 
 
 class Role(StrEnum):
