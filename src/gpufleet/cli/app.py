@@ -16,6 +16,7 @@ import typer
 from gpufleet.cli import render
 from gpufleet.cli.options import number
 from gpufleet.cli.render import Format, console
+from gpufleet.domain.types import MAX_SEQ
 from gpufleet.ledger.db import DEFAULT_DB
 from gpufleet.planner.problem import MAX_COST_USD, MAX_FEE_USD_PER_GPU_HOUR
 from gpufleet.services.demo import run_demo
@@ -67,7 +68,9 @@ def init() -> None:
 @app.command()
 def load(file: Path, actor: ActorOpt = None) -> None:
     """Validate a scenario file and append it to the ledger in one transaction (all or nothing)."""
-    result = _fleet(create=True).load(file, actor)
+    from gpufleet.services.fleet import load_scenario
+
+    result = load_scenario(Settings.db, file, actor)
     console.print(f"loaded {result.events} events from {file} (seq {result.first_seq}..{result.last_seq}); "
                   f"head {result.head_hash[:16]}")
 
@@ -101,10 +104,10 @@ def _print_status(report: dict) -> None:
 
 @app.command()
 def events(
-    since: Annotated[int, typer.Option(help="after this sequence number")] = 0,
-    until: Annotated[int | None, typer.Option(help="up to this sequence number")] = None,
+    since: Annotated[int, typer.Option(min=0, max=MAX_SEQ, help="after this sequence number")] = 0,
+    until: Annotated[int | None, typer.Option(min=0, max=MAX_SEQ, help="up to this sequence number")] = None,
     type_: Annotated[list[str] | None, typer.Option("--type", help="only these event types")] = None,
-    limit: Annotated[int | None, typer.Option(help="at most this many")] = None,
+    limit: Annotated[int | None, typer.Option(min=0, max=MAX_SEQ, help="at most this many")] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """List ledger events in sequence order."""
@@ -297,13 +300,9 @@ def plan_apply(file: Annotated[Path, typer.Argument(help="a plan written by `gpu
                actor: ActorOpt = None) -> None:
     """Record a plan's loans as proposals (they await approval) and its installs as planned."""
     from gpufleet.services import planning
+    from gpufleet.services.plan_file import read_plan
 
-    try:
-        body = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise typer.BadParameter(f"cannot read a plan from {file}: {exc}", param_hint="FILE") from None
-    if not isinstance(body, dict) or "loans" not in body:
-        raise typer.BadParameter("not a single plan (write one with --out, without --compare)", param_hint="FILE")
+    body = read_plan(file)
     written = planning.apply_plan(_fleet(), body, actor)
     console.print(f"recorded {len(written)} proposals from the {body['policy']} plan "
                   f"(events {written[0].seq}..{written[-1].seq})" if written else "the plan proposes nothing")
@@ -544,6 +543,8 @@ def record(
         fields = json.loads(data)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
+    except RecursionError:
+        raise typer.BadParameter("nested too deeply to read", param_hint="--data") from None
     if not isinstance(fields, dict):
         raise typer.BadParameter("must be a JSON object", param_hint="--data")
     _record(event_type, fields, on, actor, idempotency_key, policy, after_the_fact)

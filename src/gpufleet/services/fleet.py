@@ -8,8 +8,11 @@ gate (:func:`gpufleet.domain.governance.approval_gate`) before the ledger's inva
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+import secrets
+import sqlite3
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,15 +20,17 @@ from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine
+from sqlalchemy.exc import DatabaseError
 
 from gpufleet.domain import views
 from gpufleet.domain.chain import Event, end_of_day, format_instant, parse_instant
 from gpufleet.domain.events import Payload, payload_class
 from gpufleet.domain.governance import GovernancePolicy, approval_gate
 from gpufleet.domain.state import FleetState
-from gpufleet.errors import InputError, LedgerCorrupt
+from gpufleet.domain.types import FIRST_DAY, LAST_DAY, EnvelopeText
+from gpufleet.errors import ConflictError, InputError, LedgerCorrupt, NotInitialized
 from gpufleet.ledger import db
 from gpufleet.ledger.store import Anchor, Draft, Ledger, VerifyReport
 
@@ -61,10 +66,11 @@ class FleetService:
     @classmethod
     def open(cls, database: str = db.DEFAULT_DB, *, create: bool = False) -> FleetService:
         engine = db.make_engine(database, must_exist=not create)
-        if create:
-            db.upgrade(engine)
-        else:
-            db.require_schema(engine)
+        with _opening(database):
+            if create:
+                db.upgrade(engine)
+            else:
+                db.require_schema(engine)
         return cls(engine)
 
     # -- writes -------------------------------------------------------------------------
@@ -74,27 +80,36 @@ class FleetService:
                after_the_fact: bool = False) -> Event:
         """Append one event (effective ``on``, default today); refused if it breaks an invariant, or
         executes a transaction that needs approval without it (unless it is history ``after_the_fact``)."""
-        draft = Draft(payload, on or datetime.now(UTC).date(), actor or default_actor(), idempotency_key)
+        draft = Draft(payload, on or datetime.now(UTC).date(), *_envelope(actor, idempotency_key))
         with self.engine.begin() as conn:
             return self._append(Ledger(conn), [draft], policy, after_the_fact)[0]
 
     def record_many(self, items: Sequence[tuple[Payload, date, str | None]], actor: str | None = None, *,
                     policy: GovernancePolicy | None = None, after_the_fact: bool = False) -> list[Event]:
         """Append several events (payload, effective date, idempotency key) in one transaction."""
-        drafts = [Draft(p, on, actor or default_actor(), key) for p, on, key in items]
+        drafts = [Draft(p, on, *_envelope(actor, key)) for p, on, key in items]
         with self.engine.begin() as conn:
             return self._append(Ledger(conn), drafts, policy, after_the_fact)
 
-    def load(self, path: Path, actor: str | None = None) -> LoadResult:
-        """Validate a scenario file and append all of it in one transaction, or nothing."""
+    def load(self, path: Path, actor: str | None = None, *, parsed: tuple | None = None,
+             migrate: bool = False) -> LoadResult:
+        """Validate a scenario file and append all of it in one transaction, or nothing; ``parsed``:
+        what :func:`read_scenario` returned for it; ``migrate``: create or migrate the schema in that
+        same transaction (so a refused load leaves no schema behind either)."""
         from gpufleet.domain.scenario import scenario_events  # builds many models: import when needed
         from gpufleet.services.scenario_io import location, read_scenario
 
-        scenario, lines = read_scenario(path)
+        scenario, lines = parsed or read_scenario(path)
         items = sorted(scenario_events(scenario), key=_recorded)
-        drafts = [Draft(e.payload, e.effective_date, actor or scenario.actor, recorded_at=_recorded(e),
+        actor = _envelope(actor, None)[0] if actor else scenario.actor
+        drafts = [Draft(e.payload, e.effective_date, actor, recorded_at=_recorded(e),
                         origin=location(path, lines, e.path)) for e in items]
         with self.engine.begin() as conn:
+            if migrate:
+                from alembic import command
+
+                with _opening(str(self.engine.url)):
+                    command.upgrade(db.alembic_config(conn), "head")
             ledger = Ledger(conn)
             written = self._append(ledger, drafts, None, after_the_fact=True)  # a scenario is history
             head = ledger.head()
@@ -165,6 +180,90 @@ class FleetService:
 
 
 
+def load_scenario(database: str, path: Path, actor: str | None = None) -> LoadResult:
+    """``gpufleet load``: a refused file or event leaves the database as it was, and a new SQLite
+    file appears only whole: it is built beside its path and linked into place after the commit."""
+    from gpufleet.services.scenario_io import read_scenario
+
+    parsed = read_scenario(path)  # a bad file touches no database
+    target = _new_sqlite_file(database)
+    if target is None:
+        engine = db.make_engine(database)
+        try:
+            with _opening(database):
+                db.require_schema(engine)
+            migrate = False
+        except NotInitialized:
+            migrate = True
+        return FleetService(engine).load(path, actor, parsed=parsed, migrate=migrate)
+    building = target.with_name(f".{target.name}.{secrets.token_hex(6)}.loading")
+    name = str(building)
+    try:  # created as SQLite would create it (the umask applies), and only if new
+        os.close(os.open(building, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except OSError as exc:
+        raise InputError(f"cannot create database '{database}': {exc.strerror or exc}", field="db") from None
+    try:
+        engine = db.make_engine(name)
+        try:
+            result = FleetService(engine).load(path, actor, parsed=parsed, migrate=True)
+        finally:
+            engine.dispose()
+        with contextlib.closing(sqlite3.connect(building)) as con:  # the WAL into the one file, emptied
+            busy = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:
+            raise ConflictError(f"'{building}' is in use by another process; nothing was written", field="db")
+        _link_new(building, target)
+    finally:
+        for leftover in ("", "-wal", "-shm", "-journal"):
+            Path(name + leftover).unlink(missing_ok=True)
+    return result
+
+
+def _new_sqlite_file(database: str) -> Path | None:
+    """The path of ``database`` if it is an SQLite file that does not exist yet."""
+    url = db.database_url(database)
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    return None if path.exists() else path
+
+
+def _link_new(built: Path, target: Path) -> None:
+    """Give ``built`` the name ``target`` in one step, never over a file that appeared meanwhile."""
+    try:
+        os.link(built, target)
+    except FileExistsError:
+        raise ConflictError(f"'{target}' was created by someone else during the load; nothing was written "
+                            "to it", field="db") from None
+    except OSError:  # a file system without hard links
+        if target.exists():
+            raise ConflictError(f"'{target}' was created by someone else during the load", field="db") from None
+        os.replace(built, target)
+
+
+@contextlib.contextmanager
+def _opening(database: str):
+    """A file that is not a database (or a damaged one) is bad ``--db`` input, not a crash."""
+    try:
+        yield
+    except DatabaseError as exc:
+        raise InputError(f"'{database}' cannot be opened as a gpufleet database: {exc.orig}", field="db") from None
+
+
+_ENVELOPE = TypeAdapter(EnvelopeText)
+
+
+def _envelope(actor: str | None, idempotency_key: str | None) -> tuple[str, str | None]:
+    """The actor (default: the user's name) and key, checked before the database sees them."""
+    checked = []
+    for field, value in (("actor", actor or default_actor()), ("idempotency_key", idempotency_key)):
+        try:
+            checked.append(None if value is None else _ENVELOPE.validate_python(value))
+        except ValidationError as exc:
+            raise InputError(exc.errors()[0]["msg"].removeprefix("Value error, "), field=field) from None
+    return checked[0], checked[1]
+
+
 def _recorded(item) -> str:
     """A scenario event's recorded instant in the ledger's format."""
     value = item.recorded if item.recorded is not None else item.effective_date
@@ -180,11 +279,10 @@ def _instant(known_at: str | None) -> str | None:
     if known_at is None:
         return None
     if len(known_at) == 10:
-        try:
-            return end_of_day(date.fromisoformat(known_at))
-        except ValueError:
-            raise InputError(f"'{known_at}' is not a date (YYYY-MM-DD)", field="known_at") from None
-    return format_instant(parse_instant(known_at, "known_at"))
+        return end_of_day(parse_date(known_at, "known_at"))
+    instant = parse_instant(known_at, "known_at")
+    _in_range(instant.date(), "known_at")  # its own calendar day: before a conversion can overflow
+    return format_instant(instant)
 
 
 def make_payload(event_type: str, data: dict) -> Payload:
@@ -195,7 +293,7 @@ def make_payload(event_type: str, data: dict) -> Payload:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or None
-        raise InputError(err["msg"], field=field) from None
+        raise InputError(err["msg"].removeprefix("Value error, "), field=field) from None
 
 
 _ANCHOR = re.compile(r"\s*([0-9]+)(?:\s*:\s*|\s+)([0-9a-fA-F]{64})\s*")
@@ -218,6 +316,14 @@ def parse_date(text: str | None, field: str) -> date | None:
     if text is None:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise InputError(f"'{text}' is not a date (YYYY-MM-DD)", field=field) from None
+    return _in_range(day, field)
+
+
+def _in_range(day: date, field: str) -> date:
+    """Dates are bounded like the payloads' (``types.Day``): a ledger's days are walked one by one."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise InputError(f"{day} is outside the dates gpufleet takes, {FIRST_DAY} to {LAST_DAY}", field=field)
+    return day
