@@ -112,3 +112,26 @@ def test_every_anchor_along_the_chain_holds_and_an_old_head_hash_too(sqlite_engi
     report = service.verify([Anchor(0, "0" * 64), *chain, Anchor(None, chain[3].hash)])
     assert report.ok and report.anchors_checked == len(chain) + 2
     assert report.snapshots_checked == len(SNAPSHOTS)
+
+
+def test_an_event_that_no_longer_validates_is_named_not_an_internal_error(sqlite_engine):
+    """An event written under looser bounds (an older version took 10^12 GPUs) with a whole chain:
+    reading it back is a LedgerCorrupt naming the event (exit 1), not a bare validation error (exit 70)."""
+    from sqlalchemy import text
+
+    from gpufleet.errors import LedgerCorrupt
+
+    build(sqlite_engine)
+    with sqlite_engine.begin() as conn:
+        t.disable_guards(conn)
+        seq = conn.execute(text("SELECT min(seq) FROM events WHERE type = 'gpus_installed'")).scalar_one()
+        payload = t.row(conn, seq)["payload"].replace('"gpus":100', '"gpus":1000000000000')
+        assert "1000000000000" in payload
+        conn.execute(text("UPDATE events SET payload = :p WHERE seq = :s"), {"p": payload, "s": seq})
+        t._rehash(conn, seq)
+        conn.execute(text("DELETE FROM snapshots"))
+    service = FleetService(sqlite_engine)
+    assert service.verify().ok  # the chain is whole: only the rules changed
+    with pytest.raises(LedgerCorrupt, match=f"event {seq} \\(gpus_installed\\) does not pass today's validation: "
+                                            "gpus"):
+        service.state()

@@ -36,7 +36,7 @@ def chargeback(service: FleetService, month: str | None = None, entity: str | No
             return []
         first, last = bounds or (rows[0][0].replace(day=1), month_bounds(rows[-1][0].strftime("%Y-%m"))[1])
         state = ledger.state(first - timedelta(days=1))
-    period = [(on, parse_payload(kind, text)) for on, _seq, kind, text in rows if first <= on <= last]
+    period = [(on, parse_payload(kind, text, seq)) for on, seq, kind, text in rows if first <= on <= last]
     days = daily_summaries(state, period, first, last)
     found = monthly_chargeback(days, policy, entity)
     if entity is not None:
