@@ -167,26 +167,19 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
-def _timestamp(loader: yaml.SafeLoader, node: yaml.Node):
-    """A date the calendar does not have (2024-02-30) stays text, so validation names its field."""
-    try:
-        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
-    except ValueError:
-        return loader.construct_scalar(node)
+def _or_text(construct):
+    """``construct``, except that a scalar it cannot build (a date the calendar does not have,
+    2024-02-30; an integer past Python's 4,300 digits) stays text, so validation names its field."""
+    def build(loader: yaml.SafeLoader, node: yaml.Node):
+        try:
+            return construct(loader, node)
+        except ValueError:
+            return loader.construct_scalar(node)
+    return build
 
 
-_Yaml12Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
-
-
-def _int(loader: yaml.SafeLoader, node: yaml.Node):
-    """An integer past Python's 4,300 digits stays text, so validation names its field."""
-    try:
-        return yaml.SafeLoader.construct_yaml_int(loader, node)
-    except ValueError:
-        return loader.construct_scalar(node)
-
-
-_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _int)
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:timestamp", _or_text(yaml.SafeLoader.construct_yaml_timestamp))
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _or_text(yaml.SafeLoader.construct_yaml_int))
 
 
 def _walk(node: yaml.Node, at: Path_, lines: dict[Path_, int], path: Path,
