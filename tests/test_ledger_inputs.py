@@ -92,6 +92,10 @@ CASES = [
                  id="nul-byte-in-scenario"),
     pytest.param(Case(("record", "entity_registered", "--data", "[" * 50_000 + "]" * 50_000), 2,
                       ("--data", "nested too deeply")), id="data-json-nested-50000"),
+    pytest.param(Case(("record", "event_voided", "--data", '{"seq": ' + "9" * 5000 + "}"), 2,
+                      ("--data", "4300 digits")), id="data-json-5000-digit-number"),
+    pytest.param(Case(("plan", "apply", "{file}"), 3, ("{file}", "4300 digits"), '{"start": ' + "9" * 5000 + "}"),
+                 id="plan-file-5000-digit-number"),
     # -- numbers past any sane bound ------------------------------------------------------------------
     pytest.param(Case((*INSTALL, 10**12), 3, ("field 'gpus'", "10000000")), id="install-gpus-1e12"),
     pytest.param(Case(("record", "gpus_installed", "--on", "2024-05-05", "--data",

@@ -541,7 +541,7 @@ def record(
     related-party approval is refused without it, as `loan open` refuses it."""
     try:
         fields = json.loads(data)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # not JSON, or a number past Python's 4,300 digits
         raise typer.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
     except RecursionError:
         raise typer.BadParameter("nested too deeply to read", param_hint="--data") from None

@@ -80,6 +80,8 @@ def read_plan(path: Path) -> dict[str, Any]:
         body = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"not JSON: {exc.msg}", location=f"{path}:{exc.lineno}") from None
+    except ValueError as exc:  # a number past Python's 4,300 digits
+        raise InputError(f"not JSON: {exc}", location=str(path)) from None
     except RecursionError:
         raise InputError("nested too deeply to read", location=str(path)) from None
     if isinstance(body, list):
