@@ -232,7 +232,8 @@ def test_a_random_command_line_runs_or_is_refused_cleanly(args, loaded_db, tmp_p
     before = dump(db)
     if "--horizon" in args:  # keep a plan's size sane: the bound is checked by the option itself
         i = args.index("--horizon") + 1
-        args[i] = args[i] if not args[i].isdigit() or int(args[i]) > 520 else str(min(int(args[i]), 8))
+        if args[i].isascii() and args[i].isdigit() and len(args[i]) <= 3:  # 1000 and more: refused (bound 520)
+            args[i] = str(min(int(args[i]), 8))
     result = invoke(*args, db=db)
     options = [a for a in args if a.startswith("--")]
     check(result, names=["field '", "FILE", *options, *args[:3]], before=before, db=db)
