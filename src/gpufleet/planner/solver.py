@@ -107,7 +107,11 @@ def solve(model: LinearModel, options: SolveOptions = SolveOptions(), start: np.
 
 
 _STDOUT_LOCK = threading.Lock()
-_LIBC = ctypes.CDLL(None)
+try:  # C's stdio, to flush what HiGHS buffered before descriptor 1 is restored
+    _c_fflush = ctypes.CDLL(None).fflush
+except (OSError, TypeError, AttributeError):  # no C library reachable this way (Windows): nothing to flush
+    def _c_fflush(_stream) -> int:
+        return 0
 
 
 @contextmanager
@@ -123,14 +127,14 @@ def _solver_output(log: bool) -> Iterator[None]:
     """
     with _STDOUT_LOCK:
         sys.stdout.flush()
-        _LIBC.fflush(None)
+        _c_fflush(None)
         saved = os.dup(1)
         target = os.dup(2) if log else os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(target, 1)
             yield
         finally:
-            _LIBC.fflush(None)
+            _c_fflush(None)
             os.dup2(saved, 1)
             os.close(saved)
             os.close(target)
