@@ -33,6 +33,10 @@ from gpufleet.planner.solver import SolveOptions
     pytest.param(["--time-limit", "0"], "--time-limit", id="time-limit-0"),
     pytest.param(["--time-limit", "inf"], "--time-limit", id="time-limit-inf"),
     pytest.param(["--time-limit", "nan"], "--time-limit", id="time-limit-nan"),
+    pytest.param(["--horizon", "0"], "--horizon", id="horizon-0"),
+    pytest.param(["--horizon", "521"], "--horizon", id="horizon-past-bound"),
+    pytest.param(["--lead-weeks", "-1"], "--lead-weeks", id="lead-weeks-negative"),
+    pytest.param(["--lead-weeks", "105"], "--lead-weeks", id="lead-weeks-past-bound"),
 ])
 def test_plan_refuses_an_option_past_its_bounds(tmp_path, args, option):
     out = tmp_path / "plan.json"

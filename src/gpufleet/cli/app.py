@@ -18,7 +18,7 @@ from gpufleet.cli.options import number
 from gpufleet.cli.render import Format, console
 from gpufleet.domain.types import MAX_SEQ
 from gpufleet.ledger.db import DEFAULT_DB
-from gpufleet.planner.problem import MAX_COST_USD, MAX_FEE_USD_PER_GPU_HOUR
+from gpufleet.planner.problem import MAX_COST_USD, MAX_FEE_USD_PER_GPU_HOUR, MAX_HORIZON_WEEKS, MAX_LEAD_WEEKS
 from gpufleet.services.demo import run_demo
 from gpufleet.services.fleet import FleetService, make_payload, parse_anchor, parse_date
 from gpufleet.services.outputs import check_writable, write_text
@@ -126,8 +126,9 @@ def events(
 
 @app.command()
 def demo(
-    demo_db: Annotated[Path | None, typer.Option("--demo-db", help="where to write the demo ledger "
-                                                 "and its board report (default: a temporary directory, removed at the end)")] = None,
+    demo_db: Annotated[Path | None, typer.Option("--demo-db", help="where to write the demo ledger and its "
+                                                 "board report (default: a temporary directory, removed at "
+                                                 "the end)")] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Load the bundled 2024 H100 story into a fresh SQLite ledger and show what it records.
@@ -242,12 +243,13 @@ app.add_typer(plan_app, name="plan")
 def plan_cmd(
     ctx: typer.Context,
     as_of: Annotated[str | None, typer.Option(help="plan from this date (default: the ledger's latest)")] = None,
-    horizon: Annotated[int, typer.Option(help="weeks to plan")] = 52,
+    horizon: Annotated[int, typer.Option(help="weeks to plan", min=1, max=MAX_HORIZON_WEEKS)] = 52,
     policy: Annotated[str, typer.Option(help="owner-first, max-value, fair or hold")] = "owner-first",
     compare: Annotated[bool, typer.Option(help="run every policy side by side")] = False,
     integral: Annotated[bool, typer.Option(help="lend whole servers (MILP)")] = False,
     scenario: Annotated[Path | None, typer.Option(help="plan a scenario file instead of the ledger")] = None,
-    lead_weeks: Annotated[int, typer.Option(help="install lead time (burn-in), weeks")] = 2,
+    lead_weeks: Annotated[int, typer.Option(help="install lead time (burn-in), weeks", min=0,
+                                                   max=MAX_LEAD_WEEKS)] = 2,
     move_cost: Annotated[float, typer.Option(parser=number(0, MAX_COST_USD),
                                              help="USD per GPU moved between sites")] = 2000.0,
     reclaim_cost: Annotated[float, typer.Option(parser=number(0, MAX_COST_USD),

@@ -18,6 +18,8 @@ from gpufleet.domain.types import LotStatus
 from gpufleet.errors import InputError
 
 HOURS_PER_WEEK = 168.0
+MAX_HORIZON_WEEKS = 520  # ten years of weeks
+MAX_LEAD_WEEKS = 104
 # Upper bounds of the costs (docs/planning-model.md): far above any real figure (an H100 costs about
 # USD 30,000 and rents for about USD 2 an hour), and finite, so that no inf or nan reaches the model.
 MAX_COST_USD = 10_000_000.0  # to move or to take back one GPU
@@ -40,7 +42,8 @@ class PlanOptions:
     extra_lending_pairs: tuple[tuple[str, str], ...] = ()  # explicit agreements (lender, borrower)
 
     def __post_init__(self):
-        for name, low, high in [("horizon_weeks", 1, 520), ("week_days", 1, 31), ("install_lead_weeks", 0, 104),
+        for name, low, high in [("horizon_weeks", 1, MAX_HORIZON_WEEKS), ("week_days", 1, 31),
+                                ("install_lead_weeks", 0, MAX_LEAD_WEEKS),
                                 ("server_gpus", 1, 1024)]:
             if not low <= getattr(self, name) <= high:
                 raise InputError(f"must be between {low} and {high}", field=name)
