@@ -39,6 +39,9 @@ INVOCATIONS: dict[str, list[str]] = {
     "costs": ["costs", "--month", "2024-01"],
     "ledger verify": ["ledger", "verify"],
     "simulate": ["simulate", "{trace}", "--compare"],
+    "users list": ["users", "list"],
+    "tokens create": ["tokens", "create", "musk", "--scope", "read"],
+    "tokens list": ["tokens", "list"],
 }
 
 
@@ -70,6 +73,7 @@ def example_db(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("json") / "fleet.db"
     ok("init", db=db)
     ok("load", EXAMPLE, db=db)
+    ok("users", "add", "musk", db=db)
     return db
 
 

@@ -673,3 +673,14 @@ def void(
     """Correct the ledger: treat event SEQ as never having happened (the event itself stays)."""
     _record("event_voided", {"seq": seq, "reason": reason}, None, actor, idempotency_key)
 from gpufleet.cli import scheduling as _scheduling  # noqa: E402,F401  (registers simulate and export)
+
+
+# -- the service -----------------------------------------------------------------------
+
+from gpufleet.cli import service as _service  # noqa: E402  (its commands need `app` above)
+
+app.command()(_service.serve)
+app.add_typer(_service.db_app, name="db")
+app.add_typer(_service.users_app, name="users")
+app.add_typer(_service.tokens_app, name="tokens")
+app.add_typer(_service.access_app, name="access")

@@ -14,6 +14,7 @@ from typing import Annotated, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gpufleet.domain.types import (
+    AccessRole,
     MAX_CLAIM_TARGET,
     ClaimMetric,
     Day,
@@ -93,6 +94,34 @@ class RoleAssigned(Payload):
     family_of: PersonId | None = Field(
         default=None, description="the person holds the role as family of this person"
     )
+
+
+@event("service_account_registered")
+class ServiceAccountRegistered(Payload):
+    """A non-person principal of the service (a pipeline, a cluster's agent), bound to one entity."""
+
+    account: Id
+    entity: EntityId
+    name: Text = ""
+
+
+@event("access_granted")
+class AccessGranted(Payload):
+    """A principal (a person, or a service account of ``entity``) may act in ``entity`` as ``role``."""
+
+    principal: Id
+    entity: EntityId
+    role: AccessRole
+
+
+@event("access_revoked")
+class AccessRevoked(Payload):
+    """The grant of ``role`` in ``entity`` to ``principal`` ends."""
+
+    principal: Id
+    entity: EntityId
+    role: AccessRole
+    reason: Text = ""
 
 
 @event("gpu_model_registered")

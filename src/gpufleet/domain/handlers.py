@@ -30,8 +30,8 @@ from gpufleet.domain.state import (
     _new,
     _require,
 )
-from gpufleet.domain.types import LotStatus, Role
-from gpufleet.errors import InvariantViolation
+from gpufleet.domain.types import AccessRole, LotStatus, Role
+from gpufleet.errors import InvariantViolation, UnknownReference
 
 Handler = Callable[[FleetState, Any, date], None]
 HANDLERS: dict[type[ev.Payload], Handler] = {}
@@ -56,6 +56,8 @@ def _entity(s: FleetState, p: ev.EntityRegistered, on: date) -> None:
 @handles(ev.PersonRegistered)
 def _person(s: FleetState, p: ev.PersonRegistered, on: date) -> None:
     _new(s.persons, p.person, "person")
+    if p.person in s.service_accounts:
+        raise InvariantViolation(f"'{p.person}' is a service account; a person needs its own id", field="person")
     s.persons[p.person] = p.name
 
 
@@ -69,6 +71,41 @@ def _role(s: FleetState, p: ev.RoleAssigned, on: date) -> None:
     if any(held[:3] == (p.person, p.entity, role) for held in s.roles):
         raise InvariantViolation(f"'{p.person}' already holds the role {role} in '{p.entity}'", field="role")
     s.roles.add((p.person, p.entity, role, p.family_of or ""))
+
+
+@handles(ev.ServiceAccountRegistered)
+def _service_account(s: FleetState, p: ev.ServiceAccountRegistered, on: date) -> None:
+    _new(s.service_accounts, p.account, "service account", "account")
+    if p.account in s.persons:
+        raise InvariantViolation(f"'{p.account}' is a person; a service account needs its own id", field="account")
+    s.entity(p.entity)
+    s.service_accounts[p.account] = p.entity
+
+
+@handles(ev.AccessGranted)
+def _access_granted(s: FleetState, p: ev.AccessGranted, on: date) -> None:
+    s.entity(p.entity)
+    role = AccessRole(p.role).value
+    bound = s.service_accounts.get(p.principal)
+    if p.principal not in s.persons and bound is None:
+        raise UnknownReference(f"'{p.principal}' is neither a registered person nor a service account",
+                               field="principal")
+    if bound is not None and bound != p.entity:
+        raise InvariantViolation(f"service account '{p.principal}' is bound to '{bound}'; it cannot act in "
+                                 f"'{p.entity}'", field="entity")
+    if bound is not None and role == AccessRole.ADMIN:
+        raise InvariantViolation("admin is a role for persons, not service accounts", field="role")
+    if (p.principal, p.entity, role) in s.access:
+        raise InvariantViolation(f"'{p.principal}' already holds {role} in '{p.entity}'", field="role")
+    s.access.add((p.principal, p.entity, role))
+
+
+@handles(ev.AccessRevoked)
+def _access_revoked(s: FleetState, p: ev.AccessRevoked, on: date) -> None:
+    role = AccessRole(p.role).value
+    if (p.principal, p.entity, role) not in s.access:
+        raise InvariantViolation(f"'{p.principal}' holds no {role} in '{p.entity}' to revoke", field="role")
+    s.access.discard((p.principal, p.entity, role))
 
 
 @handles(ev.GpuModelRegistered)

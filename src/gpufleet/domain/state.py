@@ -205,6 +205,8 @@ class FleetState:
     entities: dict[str, Entity] = field(default_factory=dict)
     persons: dict[str, str] = field(default_factory=dict)
     roles: set[tuple[str, str, str, str]] = field(default_factory=set)  # person, entity, role, family_of
+    service_accounts: dict[str, str] = field(default_factory=dict)  # account -> its one entity
+    access: set[tuple[str, str, str]] = field(default_factory=set)  # principal, entity, access role
     models: dict[str, GpuModel] = field(default_factory=dict)
     sites: dict[str, Site] = field(default_factory=dict)
     pos: dict[str, PurchaseOrder] = field(default_factory=dict)
@@ -323,6 +325,8 @@ class FleetState:
         """A JSON-able, deterministic image of the state (equal states give equal dicts)."""
         out: dict[str, Any] = {"as_of": _enc(self.as_of), "persons": dict(sorted(self.persons.items()))}
         out["roles"] = sorted(list(r) for r in self.roles)
+        out["service_accounts"] = dict(sorted(self.service_accounts.items()))
+        out["access"] = sorted(list(r) for r in self.access)
         for name, record in _RECORDS.items():
             plan = _encoder(record)
             # records as lists in field order: about half the size of dicts, and faster to read back
@@ -337,6 +341,8 @@ class FleetState:
     def from_dict(cls, data: dict[str, Any]) -> FleetState:
         state = cls(as_of=_dec_date(data["as_of"]), persons=dict(data["persons"]))
         state.roles = {tuple(r) for r in data["roles"]}
+        state.service_accounts = dict(data["service_accounts"])
+        state.access = {tuple(r) for r in data["access"]}
         for name, record in _RECORDS.items():
             plan = _decoder(record)
             setattr(state, name, {k: record(*[v if convert is None else convert(v)

@@ -78,6 +78,18 @@ class Role(StrEnum):
     AUDIT_COMMITTEE = "audit_committee"
 
 
+class AccessRole(StrEnum):
+    """What a principal may do in an entity through the service (see :mod:`gpufleet.domain.access`).
+    Approving is not one: who may approve follows from the governance :class:`Role` s."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    PLANNER = "planner"
+    FINANCE = "finance"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
 class GpuState(StrEnum):
     """The one state every GPU is in."""
 

@@ -6,7 +6,7 @@ compare identically on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -49,4 +49,60 @@ snapshots = Table(
     Column("state", Text, nullable=False),
     Column("chain_hash", String(64), nullable=True),
     Column("digest", String(64), nullable=True),
+)
+
+# -- the service's own records (not part of the hash chain) ------------------------------------
+
+# The principals that may sign in (a person or a service account of the ledger), enabled by an admin.
+users = Table(
+    "users",
+    metadata,
+    Column("principal", String(80), primary_key=True, autoincrement=False),
+    Column("created_at", String(27), nullable=False),
+    Column("disabled_at", String(27), nullable=True),
+)
+
+# API tokens: only a SHA-256 of the secret is kept; ``token_id`` is the public part of the token.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True, autoincrement=False),
+    Column("principal", String(80), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("scope", String(8), nullable=False),
+    Column("created_at", String(27), nullable=False),
+    Column("expires_at", String(27), nullable=False),
+    Column("revoked_at", String(27), nullable=True),
+    Index("ix_api_tokens_principal", "principal"),
+)
+
+# Work that outlives one request; ``state`` in queued, running, succeeded, failed, interrupted.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String(32), primary_key=True, autoincrement=False),
+    Column("kind", String(32), nullable=False),
+    Column("principal", String(80), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("progress", Float, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("result", Text, nullable=True),
+    Column("problem", Text, nullable=True),
+    Column("created_at", String(27), nullable=False),
+    Column("updated_at", String(27), nullable=False),
+    Index("ix_jobs_state", "state"),
+)
+
+# The first answer to each (principal, Idempotency-Key) of a write request, replayed to retries.
+api_requests = Table(
+    "api_requests",
+    metadata,
+    Column("principal", String(80), primary_key=True, autoincrement=False),
+    Column("idempotency_key", String(200), primary_key=True, autoincrement=False),
+    Column("request_sha256", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", String(27), nullable=False),
 )

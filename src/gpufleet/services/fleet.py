@@ -24,7 +24,8 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError
 
-from gpufleet.domain import views
+from gpufleet.domain import access, views
+from gpufleet.domain.access import Principal
 from gpufleet.domain.chain import Event, end_of_day, format_instant, parse_instant
 from gpufleet.domain.events import Payload, payload_class
 from gpufleet.domain.governance import GovernancePolicy, approval_gate
@@ -62,6 +63,20 @@ class FleetService:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._head_cache: tuple[int, str, FleetState] | None = None  # (seq, hash, state) of the last head read
+
+    def head_state(self) -> tuple[int, FleetState]:
+        """The head's sequence number and the fold of every event, shared and read-only: a long-lived
+        process (the server) reads it with one query while the head has not moved."""
+        with self.engine.connect() as conn:
+            ledger = Ledger(conn)
+            head = ledger.head()
+            cached = self._head_cache
+            if cached is not None and cached[:2] == (head.seq, head.hash):
+                return head.seq, cached[2]
+            state = ledger._state(None, head.seq)
+        self._head_cache = (head.seq, head.hash, state)
+        return head.seq, state
 
     @classmethod
     def open(cls, database: str = db.DEFAULT_DB, *, create: bool = False) -> FleetService:
@@ -77,31 +92,36 @@ class FleetService:
 
     def record(self, payload: Payload, on: date | None = None, actor: str | None = None,
                idempotency_key: str | None = None, *, policy: GovernancePolicy | None = None,
-               after_the_fact: bool = False) -> Event:
+               after_the_fact: bool = False, principal: Principal | None = None) -> Event:
         """Append one event (effective ``on``, default today); refused if it breaks an invariant, or
-        executes a transaction that needs approval without it (unless it is history ``after_the_fact``)."""
-        draft = Draft(payload, on or datetime.now(UTC).date(), *_envelope(actor, idempotency_key))
-        with self.engine.begin() as conn:
-            return self._append(Ledger(conn), [draft], policy, after_the_fact)[0]
+        executes a transaction that needs approval without it (unless it is history ``after_the_fact``).
+        With ``principal`` (the service's authenticated caller), it is the actor, and its access roles
+        at the head of the ledger must allow the event (:func:`gpufleet.domain.access.require_record`)."""
+        return self.record_many([(payload, on or datetime.now(UTC).date(), idempotency_key)], actor, policy=policy,
+                                after_the_fact=after_the_fact, principal=principal)[0]
 
     def record_many(self, items: Sequence[tuple[Payload, date, str | None]], actor: str | None = None, *,
-                    policy: GovernancePolicy | None = None, after_the_fact: bool = False) -> list[Event]:
+                    policy: GovernancePolicy | None = None, after_the_fact: bool = False,
+                    principal: Principal | None = None) -> list[Event]:
         """Append several events (payload, effective date, idempotency key) in one transaction."""
+        actor = principal.id if principal is not None else actor
         drafts = [Draft(p, on, *_envelope(actor, key)) for p, on, key in items]
         with self.engine.begin() as conn:
-            return self._append(Ledger(conn), drafts, policy, after_the_fact)
+            return self._append(Ledger(conn), drafts, policy, after_the_fact, principal)
 
     def load(self, path: Path, actor: str | None = None, *, parsed: tuple | None = None,
-             migrate: bool = False) -> LoadResult:
+             migrate: bool = False, principal: Principal | None = None) -> LoadResult:
         """Validate a scenario file and append all of it in one transaction, or nothing; ``parsed``:
         what :func:`read_scenario` returned for it; ``migrate``: create or migrate the schema in that
-        same transaction (so a refused load leaves no schema behind either)."""
+        same transaction (so a refused load leaves no schema behind either). A local load is history
+        recorded after the fact; a service ``principal``'s load passes its access roles and the
+        approval rules event by event, like any other write."""
         from gpufleet.domain.scenario import scenario_events  # builds many models: import when needed
         from gpufleet.services.scenario_io import location, read_scenario
 
         scenario, lines = parsed or read_scenario(path)
         items = sorted(scenario_events(scenario), key=_recorded)
-        actor = _envelope(actor, None)[0] if actor else scenario.actor
+        actor = principal.id if principal else _envelope(actor, None)[0] if actor else scenario.actor
         drafts = [Draft(e.payload, e.effective_date, actor, recorded_at=_recorded(e),
                         origin=location(path, lines, e.path)) for e in items]
         with self.engine.begin() as conn:
@@ -111,16 +131,25 @@ class FleetService:
                 with _opening(str(self.engine.url)):
                     command.upgrade(db.alembic_config(conn), "head")
             ledger = Ledger(conn)
-            written = self._append(ledger, drafts, None, after_the_fact=True)  # a scenario is history
+            written = self._append(ledger, drafts, None, principal is None, principal)
             head = ledger.head()
         first = written[0].seq if written else None
         return LoadResult(str(path), len(written), first, written[-1].seq if written else None, head.hash)
 
     @staticmethod
     def _append(ledger: Ledger, drafts: Sequence[Draft], policy: GovernancePolicy | None,
-                after_the_fact: bool) -> list[Event]:
-        """The one way events enter the ledger: each passes the approval gate, then the invariants."""
-        gate = partial(approval_gate, policy=policy or GovernancePolicy(), after_the_fact=after_the_fact)
+                after_the_fact: bool, principal: Principal | None = None) -> list[Event]:
+        """The one way events enter the ledger: each passes the gate (the caller's access roles, when
+        a service principal calls; the approval rules), then the invariants, all on the head state
+        inside the append's transaction, so a role revoked a moment earlier is already gone."""
+        approvals = partial(approval_gate, policy=policy or GovernancePolicy(), after_the_fact=after_the_fact)
+        if principal is None:
+            return ledger.append(drafts, gate=approvals)
+
+        def gate(state: FleetState, payload: Payload, on: date) -> None:
+            access.require_record(state, principal, payload)
+            approvals(state, payload, on)
+
         return ledger.append(drafts, gate=gate)
 
     # -- reads --------------------------------------------------------------------------

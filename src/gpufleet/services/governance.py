@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from gpufleet.domain import views
+from gpufleet.domain.access import Principal
 from gpufleet.domain.chain import end_of_day
 from gpufleet.domain.governance import (
     GovernancePolicy,
@@ -82,8 +83,10 @@ def approvals(service: FleetService, policy: GovernancePolicy, on: date | None =
 
 
 def vote(service: FleetService, subject: str, person: str, decision: str, reason: str, policy: GovernancePolicy,
-         on: date | None = None, actor: str | None = None):
-    """Record one person's vote. Approving re-checks the price and the fleet at that moment."""
+         on: date | None = None, actor: str | None = None, *, principal: Principal | None = None,
+         idempotency_key: str | None = None):
+    """Record one person's vote. Approving re-checks the price and the fleet at that moment. Through
+    the service, ``principal`` is the voter (its access is checked in the append's transaction)."""
     on = on or datetime.now(UTC).date()
     if decision == "waived" and not reason.strip():
         raise InputError("a waiver needs a written reason", field="reason")
@@ -93,7 +96,7 @@ def vote(service: FleetService, subject: str, person: str, decision: str, reason
     existing = sum(1 for a in state.approvals.values() if a.subject == subject)
     payload = make_payload("approval_recorded", {"approval": f"{subject}.{existing + 1}", "subject": subject,
                                                  "decision": decision, "person": person, "reason": reason})
-    return service.record(payload, on, actor)
+    return service.record(payload, on, actor, idempotency_key, principal=principal)
 
 
 def open_loan(service: FleetService, payload, on: date, actor: str | None, key: str | None,

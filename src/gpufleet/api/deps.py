@@ -1,0 +1,122 @@
+"""What every route needs: the service, the authenticated principal, idempotent writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from starlette.responses import JSONResponse, Response
+
+from gpufleet.domain.access import Principal
+from gpufleet.domain.chain import format_instant
+from gpufleet.domain.state import FleetState
+from gpufleet.errors import ConflictError, InputError
+from gpufleet.ledger.schema import api_requests
+from gpufleet.services import identity
+from gpufleet.services.fleet import FleetService
+
+bearer = HTTPBearer(auto_error=False, description="an API token (gpf_...) or an OIDC access token (JWT)")
+MAX_KEY = 100
+
+
+def service(request: Request) -> FleetService:
+    return request.app.state.fleet
+
+
+def principal(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+              ) -> Principal:
+    """The caller, from its bearer token; who acts is this, never a field of the request."""
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise identity.Unauthenticated("send `Authorization: Bearer <token>` (an API token or an OIDC token)")
+    fleet = request.app.state.fleet
+    token = credentials.credentials
+    verifier = request.app.state.oidc
+    if identity.looks_like_jwt(token):
+        if verifier is None:
+            raise identity.Unauthenticated("this server accepts no OIDC tokens (no issuer is configured)")
+        who = identity.authenticate_oidc(fleet, verifier, token)
+    else:
+        who = identity.authenticate_token(fleet, token)
+    request.state.principal = who.id
+    return who
+
+
+Fleet = Annotated[FleetService, Depends(service)]
+Caller = Annotated[Principal, Depends(principal)]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=MAX_KEY,
+    description="a retried write with the same key and body gets the first answer; another body gets 409")]
+
+
+@dataclass
+class Head:
+    seq: int
+    state: FleetState
+
+
+def head(fleet: Fleet) -> Head:
+    seq, state = fleet.head_state()
+    return Head(seq, state)
+
+
+HeadState = Annotated[Head, Depends(head)]
+
+
+async def body_digest(request: Request) -> str:
+    body = await request.body()
+    text = f"{request.method} {request.url.path}?{request.url.query}\n".encode() + body
+    return hashlib.sha256(text).hexdigest()
+
+
+def ledger_key(who: Principal, key: str | None) -> str | None:
+    """The event's idempotency key: the caller's key, scoped to the caller."""
+    return None if key is None else f"api:{who.id}:{key}"
+
+
+def idempotent(fleet: FleetService, who: Principal, key: str | None, digest: str,
+               run: Callable[[], tuple[int, Any]]) -> Response:
+    """Answer a write once per (caller, key): a retry with the same request gets the stored answer
+    (``Idempotent-Replayed: true``), another request with the key gets 409."""
+    if key is not None:
+        if not key or any(not c.isprintable() for c in key):
+            raise InputError("an Idempotency-Key is 1 to 100 printable characters", field="Idempotency-Key")
+        stored = _stored(fleet, who, key, digest)
+        if stored is not None:
+            return stored
+    status, body = run()
+    text = json.dumps(body, default=str)
+    if key is not None:
+        try:
+            with fleet.engine.begin() as conn:
+                conn.execute(insert(api_requests).values(
+                    principal=who.id, idempotency_key=key, request_sha256=digest, status=status, response=text,
+                    created_at=format_instant(datetime.now(UTC))))
+        except IntegrityError:  # a concurrent retry answered first: answer as it did
+            stored = _stored(fleet, who, key, digest)
+            if stored is not None:
+                return stored
+    return Response(text, status, media_type="application/json")
+
+
+def _stored(fleet: FleetService, who: Principal, key: str, digest: str) -> Response | None:
+    with fleet.engine.connect() as conn:
+        row = conn.execute(select(api_requests).where(api_requests.c.principal == who.id,
+                                                      api_requests.c.idempotency_key == key)).first()
+    if row is None:
+        return None
+    if row.request_sha256 != digest:
+        raise ConflictError(f"Idempotency-Key '{key}' was used for a different request", field="Idempotency-Key")
+    return Response(row.response, row.status, media_type="application/json",
+                    headers={"Idempotent-Replayed": "true"})
+
+
+def json_response(body: Any, status: int = 200, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(body, status, headers=headers)

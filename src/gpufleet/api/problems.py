@@ -1,0 +1,106 @@
+"""RFC 9457 problem details: every error the service answers is ``application/problem+json``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from gpufleet import errors
+from gpufleet.domain.access import Forbidden
+from gpufleet.services.identity import Unauthenticated
+
+PROBLEM = "application/problem+json"
+TYPE_BASE = "https://gpufleet.dev/problems/"  # identifiers, documented in docs/service.md
+
+
+class NotFound(errors.GpufleetError):
+    """A resource named by the URL does not exist (or is not visible to the caller)."""
+
+
+class PreconditionFailed(errors.GpufleetError):
+    """``If-Match`` named a version that is no longer the current one."""
+
+
+class PreconditionRequired(errors.GpufleetError):
+    """The request must say which version it acts on (``If-Match``)."""
+
+
+class PayloadTooLarge(errors.GpufleetError):
+    """The request body is larger than the service accepts."""
+
+
+# Order matters: the first class an error is an instance of decides (subclasses before bases).
+STATUS: list[tuple[type[errors.GpufleetError], int, str]] = [
+    (Unauthenticated, 401, "unauthenticated"),
+    (Forbidden, 403, "forbidden"),
+    (NotFound, 404, "not-found"),
+    (PreconditionFailed, 412, "precondition-failed"),
+    (PreconditionRequired, 428, "precondition-required"),
+    (PayloadTooLarge, 413, "payload-too-large"),
+    (errors.UnknownReference, 422, "unknown-reference"),
+    (errors.InputError, 422, "invalid-input"),
+    (errors.InvariantViolation, 409, "invariant-violation"),
+    (errors.ConflictError, 409, "conflict"),
+    (errors.PlanInfeasible, 422, "plan-infeasible"),
+    (errors.PlanError, 422, "plan-failed"),
+    (errors.NotInitialized, 503, "not-initialized"),
+    (errors.LedgerCorrupt, 503, "ledger-corrupt"),
+]
+
+
+def problem(status: int, kind: str, title: str, detail: str | None = None, **extra: Any) -> Response:
+    body = {"type": TYPE_BASE + kind, "title": title, "status": status} | ({"detail": detail} if detail else {})
+    headers = {"WWW-Authenticate": 'Bearer realm="gpufleet"'} if status == 401 else None
+    return Response(json.dumps(body | extra), status, headers=headers, media_type=PROBLEM)
+
+
+def from_error(exc: errors.GpufleetError, request: Request | None = None) -> Response:
+    for cls, status, kind in STATUS:
+        if isinstance(exc, cls):
+            break
+    else:
+        status, kind = 400, "refused"
+    extra: dict[str, Any] = {}
+    if exc.field:
+        extra["errors"] = [{"field": exc.field, "message": exc.message}]
+    if isinstance(exc, errors.LedgerCorrupt) and exc.seq is not None:
+        extra["seq"] = exc.seq
+    return problem(status, kind, _title(kind), str(exc), **extra)
+
+
+def _title(kind: str) -> str:
+    return kind.replace("-", " ").capitalize()
+
+
+async def gpufleet_error(request: Request, exc: errors.GpufleetError) -> Response:
+    return from_error(exc, request)
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """Field-level errors, worded as the CLI words them (pydantic's messages, field by dotted path)."""
+    found = []
+    for err in exc.errors()[:50]:
+        loc = [str(p) for p in err.get("loc", ())]
+        where = loc[0] if loc else "request"
+        field = ".".join(loc[1:]) or where
+        found.append({"field": field, "in": where, "message": str(err.get("msg", "")).removeprefix("Value error, ")})
+    detail = "; ".join(f"field '{e['field']}': {e['message']}" for e in found[:5])
+    return problem(422, "invalid-input", "Invalid input", detail, errors=found)
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    kind = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(exc.status_code, "http-error")
+    return problem(exc.status_code, kind, _title(kind), str(exc.detail), )
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """The last guard: logged with the request id, answered without internals."""
+    rid = request.scope.get("state", {}).get("request_id")
+    return problem(500, "internal-error", "Internal error",
+                   "the service failed to answer; the operator can find the cause in the log by this request id",
+                   request_id=rid)

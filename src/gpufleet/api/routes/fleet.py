@@ -1,0 +1,214 @@
+"""The fleet: record events, load a scenario, status as-of / known-at, events, the ledger's head."""
+
+
+import json
+import tempfile
+from dataclasses import asdict
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from gpufleet.api.deps import Caller, Fleet, HeadState, IdempotencyKey, body_digest, idempotent, ledger_key
+from gpufleet.api.problems import PROBLEM
+from gpufleet.domain import access
+from gpufleet.domain.access import Capability, Forbidden, Principal
+from gpufleet.domain.chain import Event
+from gpufleet.domain.events import EVENT_TYPES, Payload, payload_class
+from gpufleet.domain.state import FleetState
+from gpufleet.domain.types import FIRST_DAY, LAST_DAY, MAX_SEQ
+from gpufleet.services.fleet import FleetService, parse_date
+
+router = APIRouter(prefix="/v1", tags=["fleet"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {PROBLEM: {}}}
+    for code, text in [(401, "no valid credential"), (403, "the caller's roles do not allow it"),
+                       (409, "refused by the ledger's invariants or an idempotency conflict"),
+                       (413, "request body too large"), (422, "invalid input, field by field")]}
+# Votes have their own route (with If-Match); voids are the custodian's (local CLI) only.
+RECORDABLE = {name: cls for name, cls in EVENT_TYPES.items() if name not in ("approval_recorded", "event_voided")}
+OnQuery = Annotated[date | None, Query(description="effective date (default: today)", ge=FIRST_DAY, le=LAST_DAY)]
+
+
+class EventOut(BaseModel):
+    seq: int
+    recorded_at: str
+    effective_date: date
+    actor: str
+    event_type: str
+    idempotency_key: str | None
+    prev_hash: str
+    hash: str
+    payload: dict[str, Any]
+
+
+class EventsPage(BaseModel):
+    events: list[EventOut]
+    next_since_seq: int | None = Field(description="pass as since_seq for the next page; null at the end")
+
+
+class LoadOut(BaseModel):
+    events: int
+    first_seq: int | None
+    last_seq: int | None
+    head_hash: str
+
+
+class HeadOut(BaseModel):
+    seq: int
+    hash: str
+    recorded_at: str
+
+
+def event_out(e: Event) -> dict:
+    return asdict(e) | {"effective_date": e.effective_date.isoformat(), "payload": json.loads(e.payload)}
+
+
+def _record_route(event_type: str, cls: type[Payload]):
+    async def record(request: Request, fleet: Fleet, who: Caller, payload: Annotated[cls, Body()],  # type: ignore[valid-type]
+                     on: OnQuery = None, key: IdempotencyKey = None) -> Any:
+        digest = await body_digest(request)
+
+        def run() -> tuple[int, dict]:
+            event = fleet.record(payload, on or datetime.now(UTC).date(), idempotency_key=ledger_key(who, key),
+                                 policy=request.app.state.policy, principal=who)
+            return 201, event_out(event)
+
+        return idempotent(fleet, who, key, digest, run)
+
+    record.__name__ = f"record_{event_type}"
+    return record
+
+
+for _name, _cls in RECORDABLE.items():
+    router.add_api_route(
+        f"/events/{_name}", _record_route(_name, _cls), methods=["POST"], status_code=201, response_model=EventOut,
+        responses=ERRORS, summary=f"Record {_name.replace('_', ' ')}",
+        description=(_cls.__doc__ or "").strip() + "\n\nThe actor is the authenticated principal; its access roles "
+        "at the ledger's head must allow the event (docs/service.md, the role table).")
+
+
+@router.post("/scenario", status_code=201, response_model=LoadOut, responses=ERRORS,
+             summary="Load a scenario (YAML) in one transaction",
+             openapi_extra={"requestBody": {"required": True, "content": {"application/yaml": {
+                 "schema": {"type": "string"}}}}})
+async def load_scenario(request: Request, fleet: Fleet, who: Caller, key: IdempotencyKey = None) -> Any:
+    """Every event of the file passes the caller's access roles and the approval rules, in order; all of
+    it is written, or nothing."""
+    body = await request.body()
+    digest = await body_digest(request)
+
+    def run() -> tuple[int, dict]:
+        from gpufleet.services.scenario_io import read_scenario
+
+        with tempfile.TemporaryDirectory(prefix="gpufleet-load-") as tmp:
+            path = Path(tmp) / "scenario.yaml"
+            path.write_bytes(body)
+            parsed = read_scenario(path)
+            result = fleet.load(path, parsed=parsed, principal=who)
+        return 201, {"events": result.events, "first_seq": result.first_seq, "last_seq": result.last_seq,
+                     "head_hash": result.head_hash}
+
+    return idempotent(fleet, who, key, digest, run)
+
+
+@router.get("/status", responses=ERRORS, summary="Holdings, sites, loans, transfers and claims, as of a date")
+def status(fleet: Fleet, who: Caller, head: HeadState,
+           as_of: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None,
+           known_at: Annotated[str | None, Query(max_length=40, description="as recorded by then (ISO)")] = None,
+           entity: Annotated[str | None, Query(max_length=80)] = None) -> dict:
+    """The same JSON as ``gpufleet status --format json``. A principal who is not an auditor sees one
+    of its entities (its only one by default)."""
+    entity = visible_entity(head.state, who, entity)
+    if as_of is None and known_at is None:
+        from gpufleet.domain import views
+
+        if entity is not None:
+            head.state.entity(entity, "entity")
+        on = head.state.as_of or datetime.now(UTC).date()
+        header = {"as_of": on.isoformat(), "known_at": None, "ledger_seq": head.seq, "entity": entity}
+        return header | views.status_report(head.state, on, entity)
+    return fleet.status(as_of, known_at, entity)
+
+
+def visible_entity(state: FleetState, who: Principal, entity: str | None) -> str | None:
+    readable = access.readable_entities(state, who.id)
+    if readable is None:
+        return entity
+    if entity is None:
+        if len(readable) == 1:
+            return next(iter(readable))
+        names = ", ".join(sorted(readable)) or "none"
+        raise Forbidden(f"'{who.id}' reads one entity at a time: pass entity= (yours: {names})")
+    access.require(state, who, Capability.READ, [entity])
+    return entity
+
+
+@router.get("/events", response_model=EventsPage, responses=ERRORS, summary="Events in sequence order, by page")
+def list_events(fleet: Fleet, who: Caller, head: HeadState,
+                since_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                type: Annotated[list[str] | None, Query(max_length=40)] = None) -> dict:
+    """Only the events whose entities the caller may read (an auditor: all). ``next_since_seq`` pages on."""
+    for name in type or ():
+        payload_class(name)  # an unknown type is a 422 naming the known ones
+    everything = access.readable_entities(head.state, who.id) is None
+    found: list[dict] = []
+    cursor, scanned_to = since_seq, None
+    while len(found) < limit:
+        batch = fleet.events(cursor, None, type or (), 1000 if not everything else limit - len(found))
+        if not batch:
+            scanned_to = None
+            break
+        for e in batch:
+            scanned_to = e.seq
+            if everything or _may_read(head.state, who, e):
+                found.append(event_out(e))
+                if len(found) == limit:
+                    break
+        cursor = scanned_to
+        if len(found) == limit:
+            break
+    more = scanned_to is not None and scanned_to < head.seq
+    return {"events": found, "next_since_seq": scanned_to if more else None}
+
+
+def _may_read(state: FleetState, who: Principal, e: Event) -> bool:
+    try:
+        payload = payload_class(e.event_type).model_validate_json(e.payload)
+    except Exception:  # an event that no longer validates is the auditor's to see
+        return False
+    if isinstance(payload, access.ev.ApprovalRecorded) and payload.person == who.id:
+        return True
+    giver = None
+    if isinstance(payload, access.ev.ApprovalRecorded):
+        giver = _giver(state, payload.subject)
+    return access.may_read(state, who.id, access.parties(state, payload), giver)
+
+
+def _giver(state: FleetState, subject: str) -> str | None:
+    kind, _, ident = subject.partition(":")
+    if kind == "loan" and ident in state.loans:
+        return state.loans[ident].lender
+    if kind == "proposal" and f"loan:{ident}" in state.proposals:
+        return state.proposals[f"loan:{ident}"].owner
+    if kind == "swap" and ident in state.swaps:
+        return state.swaps[ident].party_a
+    return None
+
+
+@router.get("/ledger/head", response_model=HeadOut, responses=ERRORS,
+            summary="The head's sequence number and hash (publish it; check it later with verify)")
+def ledger_head(fleet: Fleet, who: Caller) -> dict:
+    h = fleet.head()
+    return {"seq": h.seq, "hash": h.hash, "recorded_at": h.recorded_at}
+
+
+@router.get("/me", responses=ERRORS, summary="Who the credential authenticates, and its access roles")
+def me(who: Caller, head: HeadState) -> dict:
+    grants = access.grants(head.state, who.id)
+    return {"principal": who.id, "scope": who.scope.value, "via": who.via,
+            "kind": "person" if who.id in head.state.persons else "service_account",
+            "roles": {e: sorted(r.value for r in roles) for e, roles in sorted(grants.items())}}

@@ -1,0 +1,132 @@
+"""Governance: approvals and votes, audit findings, costs, claims."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+
+from gpufleet.api.deps import Caller, Fleet, HeadState, IdempotencyKey, body_digest, idempotent, ledger_key
+from gpufleet.api.problems import NotFound, PreconditionFailed, PreconditionRequired
+from gpufleet.api.routes.fleet import ERRORS, event_out, visible_entity
+from gpufleet.domain import access
+from gpufleet.domain.access import Capability
+from gpufleet.domain.types import FIRST_DAY, LAST_DAY
+from gpufleet.services import governance
+
+router = APIRouter(prefix="/v1", tags=["governance"])
+Subject = Annotated[str, Path(pattern=r"^(swap|loan|proposal):[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$",
+                              description="swap:ID, loan:ID or proposal:ID")]
+
+
+class VoteIn(BaseModel):
+    decision: Literal["approved", "rejected", "waived"]
+    reason: Annotated[str, Field(max_length=2000)] = ""
+
+
+def _visible(state, who, row: dict) -> bool:
+    return access.may_read(state, who.id, {row["giver"], row["receiver"]}, row["giver"])
+
+
+def version(row: dict) -> str:
+    """The version of a transaction awaiting votes: its terms and status, not the other votes."""
+    terms = {k: row[k] for k in ("subject", "kind", "giver", "receiver", "on", "value_usd", "series_usd", "status",
+                                 "related_basis")} | {"proposal": row.get("proposal")}
+    return '"' + hashlib.sha256(json.dumps(terms, sort_keys=True, default=str).encode()).hexdigest()[:32] + '"'
+
+
+def _rows(request: Request, fleet, on: date | None = None) -> list[dict]:
+    rows = governance.approvals(fleet, request.app.state.policy, on)
+    state = fleet.state()
+    for row in rows:
+        kind, _, ident = row["subject"].partition(":")
+        prop = state.proposals.get(f"loan:{ident}") if kind == "proposal" else None
+        row["proposal"] = None if prop is None else {
+            "gpus": prop.gpus, "model": prop.model, "site": prop.site, "start": prop.start.isoformat(),
+            "end_date": prop.end_date.isoformat() if prop.end_date else None,
+            "fee_usd_per_gpu_hour": prop.fee_usd_per_gpu_hour}
+    return rows
+
+
+@router.get("/approvals", responses=ERRORS, summary="Transactions that need approval, with status and votes")
+def approvals(request: Request, fleet: Fleet, who: Caller, head: HeadState,
+              on: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None) -> list[dict]:
+    """Those the caller may see: its entities' (either side), those it may approve, or all (auditors)."""
+    return [r | {"version": version(r)} for r in _rows(request, fleet, on) if _visible(head.state, who, r)]
+
+
+@router.get("/approvals/{subject}", responses=ERRORS | {404: {"description": "no such transaction"}},
+            summary="One transaction awaiting votes; its ETag is the version a vote names in If-Match")
+def approval(request: Request, subject: Subject, fleet: Fleet, who: Caller, head: HeadState) -> JSONResponse:
+    row = _find(request, fleet, who, head, subject)
+    return JSONResponse(row | {"version": version(row)}, headers={"ETag": version(row)})
+
+
+def _find(request: Request, fleet, who, head, subject: str) -> dict:
+    for row in _rows(request, fleet):
+        if row["subject"] == subject and _visible(head.state, who, row):
+            return row
+    raise NotFound(f"no transaction '{subject}' that needs approval is visible to '{who.id}'")
+
+
+@router.post("/approvals/{subject}/votes", status_code=201,
+             responses=ERRORS | {404: {"description": "no such transaction"},
+                                 412: {"description": "the transaction changed since it was read"},
+                                 428: {"description": "If-Match is required"}},
+             summary="Vote as the authenticated person on a transaction, at the version read")
+async def vote(request: Request, subject: Subject, body: VoteIn, fleet: Fleet, who: Caller, head: HeadState,
+               if_match: Annotated[str | None, Header(alias="If-Match", max_length=100)] = None,
+               key: IdempotencyKey = None) -> Any:
+    """The voter is the caller: there is no way to vote as someone else. Whether the vote counts (an
+    independent director or audit committee member of the giver, never an interested person) is the
+    ledger's rule, and a refused vote says why. ``If-Match`` must carry the version (ETag) read."""
+    digest = await body_digest(request)
+    access.require_vote(head.state, who, who.id)
+
+    def run() -> tuple[int, dict]:
+        row = _find(request, fleet, who, head, subject)
+        if if_match is None:
+            raise PreconditionRequired(f"send If-Match with the version of {subject} you read ({version(row)})")
+        if if_match.strip() not in (version(row), "*"):
+            raise PreconditionFailed(f"{subject} changed since it was read: it is now at version {version(row)} "
+                                     f"({row['status']}); read it again before voting")
+        event = governance.vote(fleet, subject, who.id, body.decision, body.reason, request.app.state.policy,
+                                principal=who, idempotency_key=ledger_key(who, key))
+        return 201, event_out(event)
+
+    return idempotent(fleet, who, key, digest, run)
+
+
+@router.get("/audit", responses=ERRORS, summary="Findings for the audit committee (auditors)")
+def audit(request: Request, fleet: Fleet, who: Caller, head: HeadState,
+          on: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None) -> list[dict]:
+    access.require(head.state, who, Capability.AUDIT, None)
+    return governance.audit(fleet, request.app.state.policy, on)
+
+
+@router.get("/costs", responses=ERRORS, summary="Chargeback per entity per month (finance, auditors)")
+def costs(fleet: Fleet, who: Caller, head: HeadState,
+          month: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
+          entity: Annotated[str | None, Query(max_length=80)] = None,
+          life_years: Annotated[float, Query(gt=0, le=100)] = 6.0,
+          usd_per_kwh: Annotated[float, Query(ge=0, le=100)] = 0.08) -> list[dict]:
+    from gpufleet.domain.costs import CostPolicy
+    from gpufleet.services.costs import chargeback
+
+    if not access.is_auditor(head.state, who.id):
+        entity = visible_entity(head.state, who, entity)
+        access.require(head.state, who, Capability.FINANCE, [entity])
+    return chargeback(fleet, month, entity, CostPolicy(life_years=life_years, usd_per_kwh=usd_per_kwh))
+
+
+@router.get("/claims", responses=ERRORS, summary="Public claims against the record")
+def claims(fleet: Fleet, who: Caller, head: HeadState,
+           on: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None) -> list[dict]:
+    on = on or datetime.now(UTC).date()
+    rows = governance.claim_forecasts(fleet, fleet.state(), on)
+    return [r for r in rows if access.may_read(head.state, who.id, {r["claimant"]})]
