@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -12,7 +13,7 @@ from gpufleet.api.routes.fleet import ERRORS
 from gpufleet.domain import access
 from gpufleet.domain.access import Capability, Forbidden, Principal
 from gpufleet.domain.state import FleetState
-from gpufleet.domain.types import Id
+from gpufleet.domain.types import FIRST_DAY, LAST_DAY, Id
 from gpufleet.services import identity
 
 router = APIRouter(prefix="/v1", tags=["admin"])
@@ -105,3 +106,19 @@ def revoke(token_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")], fleet: Fle
         access.require(head.state, who, Capability.ADMINISTER, None, writes=True)
         _administers(head.state, who, owner)
     return identity.revoke_token(fleet, token_id)
+
+
+@router.get("/access", responses=ERRORS, summary="Access roles held, as of a date and as recorded by a time")
+def access_roles(fleet: Fleet, who: Caller, head: HeadState,
+                 as_of: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None,
+                 known_at: Annotated[str | None, Query(max_length=40)] = None,
+                 entity: Annotated[str | None, Query(max_length=80)] = None) -> list[dict]:
+    """Who could do what, when: the grants in force on ``as_of`` as the ledger knew them at ``known_at``.
+    Auditors see every entity's; admins their entities'; others only their own grants."""
+    state = fleet.state(as_of, known_at) if as_of or known_at else head.state
+    mine = {e for e, roles in access.grants(head.state, who.id).items() if access.R.ADMIN in roles}
+    everything = access.is_auditor(head.state, who.id)
+    rows = [{"principal": p, "entity": e, "role": r} for p, e, r in sorted(state.access)
+            if (entity is None or e == entity) and (everything or e in mine or p == who.id)]
+    return rows
+
