@@ -77,7 +77,7 @@ class RequestContext:
             if message["type"] == "http.request":
                 seen[0] += len(message.get("body", b""))
                 if seen[0] > self.max_body_bytes:
-                    raise _TooLarge()
+                    raise _TooLarge(self.max_body_bytes)
             return message
 
         async def tagged(message: Message) -> None:
@@ -101,8 +101,12 @@ class RequestContext:
                 "ms": round(1000 * (time.perf_counter() - started), 2), "principal": state.get("principal")}})
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """Raised by the body stream past the limit: FastAPI passes an HTTPException through its body
+    parsing (any other error there becomes a 400), and the handler answers it as problem+json."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"the request body is over {limit} bytes")
 
 
 async def _send_problem(send: Send, response, rid: str) -> None:
