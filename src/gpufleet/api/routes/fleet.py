@@ -29,6 +29,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
                        (413, "request body too large"), (422, "invalid input, field by field")]}
 # Votes have their own route (with If-Match); voids are the custodian's (local CLI) only.
 RECORDABLE = {name: cls for name, cls in EVENT_TYPES.items() if name not in ("approval_recorded", "event_voided")}
+MAX_SCAN = 20_000  # events one page of GET /v1/events reads, at most
 OnQuery = Annotated[date | None, Query(description="effective date (default: today)", ge=FIRST_DAY, le=LAST_DAY)]
 
 
@@ -151,13 +152,15 @@ def list_events(fleet: Fleet, who: Caller, head: HeadState,
                 since_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                 type: Annotated[list[str] | None, Query(max_length=40)] = None) -> dict:
-    """Only the events whose entities the caller may read (an auditor: all). ``next_since_seq`` pages on."""
+    """Only the events whose entities the caller may read (an auditor: all). ``next_since_seq`` pages on;
+    a page looks at no more than ``MAX_SCAN`` events, so it may hold fewer than ``limit`` (even none)
+    with a ``next_since_seq`` to go on from."""
     for name in type or ():
         payload_class(name)  # an unknown type is a 422 naming the known ones
     everything = access.readable_entities(head.state, who.id) is None
     found: list[dict] = []
     cursor, scanned_to = since_seq, None
-    while len(found) < limit:
+    while len(found) < limit and cursor - since_seq < MAX_SCAN:
         batch = fleet.events(cursor, None, type or (), 1000 if not everything else limit - len(found))
         if not batch:
             scanned_to = None
