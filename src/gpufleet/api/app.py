@@ -23,6 +23,7 @@ from gpufleet.ledger import db
 from gpufleet.services import identity
 from gpufleet.services.fleet import FleetService
 from gpufleet.services.jobs import JobRunner
+from gpufleet.services.jobs import Settings as JobSettings
 
 log = logging.getLogger("gpufleet.api")
 API_VERSION = "1"
@@ -141,7 +142,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if settings.oidc_issuer:
             app.state.oidc = identity.OidcVerifier(identity.OidcConfig(
                 settings.oidc_issuer, settings.oidc_audience or "", settings.oidc_jwks or "", settings.oidc_claim))
-        app.state.jobs = JobRunner(app.state.fleet, settings.job_workers)
+        app.state.jobs = JobRunner(app.state.fleet, settings.job_workers,
+                                   JobSettings(settings.traces_dir, settings.policy))
         if settings.recover_jobs:
             app.state.jobs.recover()
         try:

@@ -90,7 +90,7 @@ def simulate(
         results = scheduling.run(setup, names, options=options, reclaim_grace_s=reclaim_grace_s,
                                  progress=progress)
     if fmt is Output.json:
-        render.print_json(_json(setup, results))
+        render.print_json(scheduling.summary(setup, results))
     else:
         _print(setup, results)
     if jobs_out is not None:
@@ -151,15 +151,6 @@ class _Lines:
                                 f"{time.perf_counter() - start:.1f} s ({self.jobs:,} jobs)", markup=False,
                                 highlight=False)
             self.running = None
-
-
-def _json(setup: scheduling.Setup, results: list[SimulationResult]) -> dict:
-    return {"trace": {"jobs": len(setup.workload.jobs), "skipped_rows": setup.workload.skipped,
-                      "epoch": setup.workload.epoch},
-            "cluster": {"gpus": setup.cluster.gpus, "sizing": setup.sizing,
-                        "pools": [{"model": p.model, "nodes": p.nodes, "gpus_per_node": p.gpus_per_node}
-                                  for p in setup.cluster.pools]},
-            "policies": [r.to_dict() for r in results]}
 
 
 COLUMNS = ["policy", "utilization", "jct_mean_h", "jct_p50_h", "jct_p99_h", "queue_mean_h", "makespan_d",

@@ -84,19 +84,25 @@ def read_plan(path: Path) -> dict[str, Any]:
         raise InputError(f"not JSON: {exc}", location=str(path)) from None
     except RecursionError:
         raise InputError("nested too deeply to read", location=str(path)) from None
+    return check_plan(body, str(path))
+
+
+def check_plan(body: Any, where: str) -> dict[str, Any]:
+    """``body`` (a plan read from ``where``: a file, a request) if it has what ``apply`` reads, as it is;
+    raises :class:`InputError` naming ``where`` and the field."""
     if isinstance(body, list):
         raise InputError("a list of plans (written with --compare); apply one plan, written without --compare",
-                         location=str(path))
+                         location=where)
     try:
         PlanFile.model_validate(body)
     except ValidationError as exc:
         errors = exc.errors()
-        lines = [_describe(path, err) for err in errors[:MAX_PROBLEMS]]
+        lines = [_describe(where, err) for err in errors[:MAX_PROBLEMS]]
         more = f"\n... and {len(errors) - MAX_PROBLEMS} more" if len(errors) > MAX_PROBLEMS else ""
         raise InputError("\n".join(lines) + more) from None
     return body
 
 
-def _describe(path: Path, err: dict) -> str:
+def _describe(where: str, err: dict) -> str:
     dotted = ".".join(str(p) for p in err["loc"]) or "(file)"
-    return f"{path}: field '{dotted}': {err['msg'].removeprefix('Value error, ')}"
+    return f"{where}: field '{dotted}': {err['msg'].removeprefix('Value error, ')}"

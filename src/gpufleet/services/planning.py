@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gpufleet.domain.access import Principal
+from gpufleet.domain.governance import GovernancePolicy
 from gpufleet.domain.state import FleetState
 from gpufleet.planner.plan import make_plan
 from gpufleet.planner.policies import POLICIES
@@ -62,9 +64,11 @@ def plan_digest(plan: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
-def apply_plan(service: FleetService, plan: dict, actor: str | None = None) -> list:
+def apply_plan(service: FleetService, plan: dict, actor: str | None = None, *, principal: Principal | None = None,
+               policy: GovernancePolicy | None = None) -> list:
     """Record a plan's loans as ``loan_proposed`` and its installs as ``install_planned``, in one
-    transaction. Re-applying the same plan writes nothing new (idempotency keys)."""
+    transaction. Re-applying the same plan writes nothing new (idempotency keys). A service
+    ``principal`` is the actor, and its access roles must allow every event (planner of each lender)."""
     digest = plan_digest(plan)
     tag = f"{plan['policy']}:{digest}"
     proposed_on = date.fromisoformat(plan["start"])
@@ -83,4 +87,4 @@ def apply_plan(service: FleetService, plan: dict, actor: str | None = None) -> l
             "planned_date": inst["date"], "plan": tag,
         })
         drafts.append((payload, f"plan:{digest}:install:{i}"))
-    return service.record_many([(p, proposed_on, key) for p, key in drafts], actor)
+    return service.record_many([(p, proposed_on, key) for p, key in drafts], actor, principal=principal, policy=policy)

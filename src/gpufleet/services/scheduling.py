@@ -147,6 +147,16 @@ def run(setup: Setup, policies: Sequence[str], *, options: PolicyOptions = Polic
             for name in policies]
 
 
+def summary(setup: Setup, results: list[SimulationResult]) -> dict:
+    """A simulation as JSON: the trace, the cluster, and each policy's results (``simulate --format json``)."""
+    return {"trace": {"jobs": len(setup.workload.jobs), "skipped_rows": setup.workload.skipped,
+                      "epoch": setup.workload.epoch},
+            "cluster": {"gpus": setup.cluster.gpus, "sizing": setup.sizing,
+                        "pools": [{"model": p.model, "nodes": p.nodes, "gpus_per_node": p.gpus_per_node}
+                                  for p in setup.cluster.pools]},
+            "policies": [r.to_dict() for r in results]}
+
+
 def export_quotas(setup: Setup, engine: str, *, at_s: float = 0.0, namespace: str = "default") -> str:
     """The quotas in force at ``at_s`` as Kueue manifests (YAML) or Slurm ``sacctmgr`` commands."""
     _check_seconds(at_s, "at_s")
