@@ -185,4 +185,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     for module in (fleet, governance, work, admin):
         app.include_router(module.router)
+
+    def openapi() -> dict:
+        """FastAPI's document, with the error answers of every route documented in one place."""
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.document(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

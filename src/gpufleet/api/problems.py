@@ -16,6 +16,22 @@ from gpufleet.services.identity import Unauthenticated
 
 PROBLEM = "application/problem+json"
 TYPE_BASE = "https://gpufleet.dev/problems/"  # identifiers, documented in docs/service.md
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Problem": {"title": "Problem", "type": "object", "required": ["type", "title", "status"],
+                "description": "RFC 9457 problem details; validation names each field in errors",
+                "properties": {"type": {"type": "string"}, "title": {"type": "string"},
+                               "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                               "detail": {"type": "string"},
+                               "errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}},
+                               "request_id": {"type": ["string", "null"]}, "seq": {"type": "integer"}}},
+    "FieldError": {"title": "FieldError", "type": "object", "required": ["field", "message"],
+                   "properties": {"field": {"type": "string"}, "in": {"type": "string"},
+                                  "message": {"type": "string"}}},
+}
+# Answers any authenticated route can give, documented on every one of them by document().
+AUTHENTICATED = {"401": "no valid credential", "403": "the caller's roles or the credential's scope do not allow it",
+                 "422": "invalid input, field by field",
+                 "503": "the database is not ready, or the ledger failed its integrity checks"}
 
 
 class NotFound(errors.GpufleetError):
@@ -94,6 +110,10 @@ async def validation_error(request: Request, exc: RequestValidationError) -> Res
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):  # FastAPI: a body that is not UTF-8 JSON
+        message = f"the body is not JSON: {type(exc.__cause__).__name__}"
+        return problem(422, "invalid-input", "Invalid input", f"field 'body': {message}",
+                       errors=[{"field": "body", "in": "body", "message": message}])
     kind = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(exc.status_code, "http-error")
     return problem(exc.status_code, kind, _title(kind), str(exc.detail), )
 
@@ -104,3 +124,28 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return problem(500, "internal-error", "Internal error",
                    "the service failed to answer; the operator can find the cause in the log by this request id",
                    request_id=rid)
+
+
+def document(spec: dict[str, Any]) -> dict[str, Any]:
+    """Complete the OpenAPI document in one place: every error answer is problem+json with the Problem
+    schema; every authenticated operation documents 401, 403, 422 and 503, one with a body 413, one
+    with path parameters 404."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(SCHEMAS)
+    for operations in spec.get("paths", {}).values():
+        for op in operations.values():
+            responses = op.setdefault("responses", {})
+            if op.get("security"):
+                for code, text in AUTHENTICATED.items():
+                    responses.setdefault(code, {"description": text})
+            if "requestBody" in op:
+                responses.setdefault("413", {"description": "the request body is over the size limit"})
+            if any(p.get("in") == "path" for p in op.get("parameters", [])):
+                responses.setdefault("404", {"description": "no such resource"})
+            for code, response in responses.items():
+                if code[0] in "45":
+                    response["content"] = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    if "/HTTPValidationError" not in json.dumps(spec.get("paths", {})):  # FastAPI's own 422 body, replaced above
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+    return spec
