@@ -115,14 +115,14 @@ class FleetService:
         what :func:`read_scenario` returned for it; ``migrate``: create or migrate the schema in that
         same transaction (so a refused load leaves no schema behind either). A local load is history
         recorded after the fact; a service ``principal``'s load passes its access roles and the
-        approval rules event by event, like any other write."""
+        approval rules event by event, and is recorded now, like any other write."""
         from gpufleet.domain.scenario import scenario_events  # builds many models: import when needed
         from gpufleet.services.scenario_io import location, read_scenario
 
         scenario, lines = parsed or read_scenario(path)
         items = sorted(scenario_events(scenario), key=_recorded)
         actor = principal.id if principal else _envelope(actor, None)[0] if actor else scenario.actor
-        drafts = [Draft(e.payload, e.effective_date, actor, recorded_at=_recorded(e),
+        drafts = [Draft(e.payload, e.effective_date, actor, recorded_at=None if principal else _recorded(e),
                         origin=location(path, lines, e.path)) for e in items]
         with self.engine.begin() as conn:
             if migrate:
