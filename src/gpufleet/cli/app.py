@@ -9,11 +9,12 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated
 
 import typer
 
-from gpufleet.cli import render
+from gpufleet.cli import client, render
 from gpufleet.cli.options import number
 from gpufleet.cli.render import Format, console
 from gpufleet.domain.types import MAX_SEQ
@@ -43,16 +44,43 @@ KeyOpt = Annotated[str | None, typer.Option("--idempotency-key", help="a retried
 
 class Settings:
     db: str = DEFAULT_DB
+    remote: client.Remote | None = None  # client mode: the server the everyday commands talk to
+    command: str = ""
 
 
 @app.callback()
-def _root(db: Annotated[str, typer.Option("--db", envvar="GPUFLEET_DB",
-                                          help="database URL or SQLite file path")] = DEFAULT_DB) -> None:
+def _root(
+    ctx: typer.Context,
+    db: Annotated[str, typer.Option("--db", envvar="GPUFLEET_DB",
+                                    help="database URL or SQLite file path")] = DEFAULT_DB,
+    server: Annotated[str | None, typer.Option("--server", envvar="GPUFLEET_URL", help="a gpufleet server's URL: "
+                                               "the everyday commands become its client")] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="GPUFLEET_TOKEN", help="the server's API token "
+                                              "(prefer $GPUFLEET_TOKEN or `gpufleet login`: `ps` shows "
+                                              "arguments)")] = None,
+) -> None:
     Settings.db = db
+    command = Settings.command = ctx.invoked_subcommand or ""
+    Settings.remote = client.resolve(server, token, ctx.get_parameter_source("db"),
+                                     ctx.get_parameter_source("server"), quiet=command in ("login", "logout"))
+    if Settings.remote is not None and command in client.LOCAL_ONLY and "--help" not in sys.argv:
+        raise client.local_only(command, Settings.remote)
 
 
 def _fleet(create: bool = False) -> FleetService:
+    if Settings.remote is not None:  # a command that reads the ledger and is not offered over HTTP
+        raise client.local_only(Settings.command, Settings.remote)
     return FleetService.open(Settings.db, create=create)
+
+
+def _no_remote(option: str, given: object, why: str) -> None:
+    """In client mode, refuse a local-only option that was given."""
+    if Settings.remote is not None and given not in (None, False, [], ()):
+        raise client.refuse_option(option, why)
+
+
+ACTOR_IS_PRINCIPAL = "the actor is the principal the token authenticates"
+POLICY_IS_SERVERS = "the server applies its own approval policy"
 
 
 # -- set-up and loading ----------------------------------------------------------------
@@ -70,7 +98,14 @@ def load(file: Path, actor: ActorOpt = None) -> None:
     """Validate a scenario file and append it to the ledger in one transaction (all or nothing)."""
     from gpufleet.services.fleet import load_scenario
 
-    result = load_scenario(Settings.db, file, actor)
+    if Settings.remote is not None:
+        from gpufleet.services.scenario_io import read_scenario
+
+        _no_remote("--actor", actor, ACTOR_IS_PRINCIPAL)
+        read_scenario(file)  # a bad file is refused here, naming it, before it is sent
+        result = SimpleNamespace(**Settings.remote.load(file))
+    else:
+        result = load_scenario(Settings.db, file, actor)
     console.print(f"loaded {result.events} events from {file} (seq {result.first_seq}..{result.last_seq}); "
                   f"head {result.head_hash[:16]}")
 
@@ -83,7 +118,8 @@ def status(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """The fleet on a date, as the ledger knew it at a time."""
-    report = _fleet().status(parse_date(as_of, "as_of"), known_at, entity)
+    source = Settings.remote or _fleet()
+    report = source.status(parse_date(as_of, "as_of"), known_at, entity)
     if fmt is Format.json:
         render.print_json(report)
     elif fmt is Format.csv:
@@ -111,9 +147,11 @@ def events(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """List ledger events in sequence order."""
-    service = _fleet()
-    rows = [asdict(e) | {"effective_date": e.effective_date.isoformat(), "payload": json.loads(e.payload)}
-            for e in service.events(since, until, type_ or (), limit)]
+    if Settings.remote is not None:
+        rows = Settings.remote.events(since, until, type_ or (), limit)
+    else:
+        rows = [asdict(e) | {"effective_date": e.effective_date.isoformat(), "payload": json.loads(e.payload)}
+                for e in _fleet().events(since, until, type_ or (), limit)]
     if fmt is Format.json:
         render.print_json(rows)
     elif fmt is Format.csv:
@@ -275,18 +313,27 @@ def plan_cmd(
     if out:
         check_writable(out, "out")
     start = parse_date(as_of, "as_of")
-    solver = SolveOptions(method=method.value, time_limit_s=time_limit)
-    state = planning.scenario_state(scenario, start) if scenario else _fleet().state(start)
-    if fee is None:  # an arm's-length fee, so that the proposals pass the price check
-        from gpufleet.domain.governance import GovernancePolicy
+    if Settings.remote is not None and scenario is None:  # a scenario file is planned here: no ledger
+        _no_remote("--method", method is not Method.choose, "the server chooses HiGHS's method")
+        body = Settings.remote.plan({
+            "as_of": start and start.isoformat(), "horizon_weeks": horizon, "policy": policy, "compare": compare,
+            "integral": integral, "lead_weeks": lead_weeks, "move_cost_usd": move_cost,
+            "reclaim_cost_usd": reclaim_cost, "fee_usd_per_gpu_hour": fee, "failure_rate_per_gpu_week": failure_rate,
+            "time_limit_s": time_limit})
+        plans = body if compare else [body]
+    else:
+        solver = SolveOptions(method=method.value, time_limit_s=time_limit)
+        state = planning.scenario_state(scenario, start) if scenario else _fleet().state(start)
+        if fee is None:  # an arm's-length fee, so that the proposals pass the price check
+            from gpufleet.domain.governance import GovernancePolicy
 
-        fee = GovernancePolicy().market_price(start or state.as_of or datetime.now(UTC).date()).usd_per_gpu_hour
-    options = PlanOptions(horizon_weeks=horizon, install_lead_weeks=lead_weeks, move_cost_usd=move_cost,
-                          reclaim_cost_usd=reclaim_cost, loan_fee_usd_per_gpu_hour=fee,
-                          failure_rate_per_gpu_week=failure_rate, integral=integral)
-    plans = planning.compare(state, start, options, solver) if compare else \
-        [planning.plan(state, start, options, policy, solver)]
-    body = plans if compare else plans[0]
+            fee = GovernancePolicy().market_price(start or state.as_of or datetime.now(UTC).date()).usd_per_gpu_hour
+        options = PlanOptions(horizon_weeks=horizon, install_lead_weeks=lead_weeks, move_cost_usd=move_cost,
+                              reclaim_cost_usd=reclaim_cost, loan_fee_usd_per_gpu_hour=fee,
+                              failure_rate_per_gpu_week=failure_rate, integral=integral)
+        plans = planning.compare(state, start, options, solver) if compare else \
+            [planning.plan(state, start, options, policy, solver)]
+        body = plans if compare else plans[0]
     if out:
         write_text(out, json.dumps(body, indent=2) + "\n", "out")
     if fmt is Format.json:
@@ -304,6 +351,8 @@ def plan_apply(file: Annotated[Path, typer.Argument(help="a plan written by `gpu
     from gpufleet.services import planning
     from gpufleet.services.plan_file import read_plan
 
+    if Settings.remote is not None:
+        raise client.local_only("plan apply", Settings.remote)
     body = read_plan(file)
     written = planning.apply_plan(_fleet(), body, actor)
     console.print(f"recorded {len(written)} proposals from the {body['policy']} plan "
@@ -334,11 +383,12 @@ def generate(
 
 
 def _plan_row(plan: dict) -> dict:
-    kpis = plan["kpis"]
+    kpis = plan["kpis"]  # a server's plan for a principal who reads only some entities has no fleet totals
+    idle = kpis["idle_gpu_weeks"].get("total", sum(kpis["idle_gpu_weeks"].values()))
     served = sum(sum(t.values()) for t in kpis["served_gpu_weeks"].values())
     unserved = sum(sum(t.values()) for t in kpis["unserved_gpu_weeks"].values())
     return {"policy": plan["policy"], "objective_usd": plan["objective"],
-            "idle_gpu_weeks": kpis["idle_gpu_weeks"]["total"], "served_gpu_weeks": served,
+            "idle_gpu_weeks": idle, "served_gpu_weeks": served,
             "unserved_gpu_weeks": unserved, "loans": len(plan["loans"]), "reclaims": len(plan["reclaims"]),
             "solve_s": plan["solve"]["solve_s"]}
 
@@ -359,7 +409,9 @@ def approvals_list(policy: PolicyOpt = None, fmt: FormatOpt = Format.table) -> N
     """Every transaction that needs approval, with its status and votes."""
     from gpufleet.services import governance
 
-    rows = governance.approvals(_fleet(), governance.load_policy(policy))
+    _no_remote("--policy", policy, POLICY_IS_SERVERS)
+    rows = Settings.remote.approvals() if Settings.remote else governance.approvals(_fleet(),
+                                                                                    governance.load_policy(policy))
     if fmt is Format.json:
         render.print_json(rows)
     elif fmt is Format.csv:
@@ -369,17 +421,32 @@ def approvals_list(policy: PolicyOpt = None, fmt: FormatOpt = Format.table) -> N
             r | {k: ", ".join(r[k]) or "-" for k in ("approvals", "rejections", "waivers")} for r in rows]))
 
 
-def _vote(decision: str, subject: str, person: str, reason: str, policy: Path | None, on: str | None,
+def _vote(decision: str, subject: str, person: str | None, reason: str, policy: Path | None, on: str | None,
           actor: str | None) -> None:
     from gpufleet.services import governance
 
-    event = governance.vote(_fleet(), subject, person, decision, reason, governance.load_policy(policy),
-                            parse_date(on, "on"), actor)
-    console.print(f"recorded event {event.seq}: {person} {decision} {subject}")
+    if Settings.remote is not None:  # the voter is the authenticated person: --person may only name them
+        _no_remote("--actor", actor, ACTOR_IS_PRINCIPAL)
+        _no_remote("--policy", policy, POLICY_IS_SERVERS)
+        _no_remote("--on", on, "a vote is recorded on the server's date")
+        me = Settings.remote.me()["principal"]
+        if person not in (None, me):
+            raise client.refuse_option("--person", f"you vote as '{me}', whom the token authenticates, "
+                                                   f"not as '{person}'")
+        person, seq = me, Settings.remote.vote(subject, decision, reason)["seq"]
+    elif person is None:
+        raise typer.BadParameter("the voting person is required", param_hint="'--person'")
+    else:
+        seq = governance.vote(_fleet(), subject, person, decision, reason, governance.load_policy(policy),
+                              parse_date(on, "on"), actor).seq
+    console.print(f"recorded event {seq}: {person} {decision} {subject}")
+
+
+PersonOpt = Annotated[str | None, typer.Option(help="the voting person (in client mode: you, if given)")]
 
 
 @approvals_app.command("approve")
-def approvals_approve(subject: str, person: Annotated[str, typer.Option(help="the voting person")],
+def approvals_approve(subject: str, person: PersonOpt = None,
                       reason: Annotated[str, typer.Option()] = "", policy: PolicyOpt = None, on: OnOpt = None,
                       actor: ActorOpt = None) -> None:
     """Approve (re-checks the price and the fleet now; an interested person is refused)."""
@@ -387,14 +454,14 @@ def approvals_approve(subject: str, person: Annotated[str, typer.Option(help="th
 
 
 @approvals_app.command("reject")
-def approvals_reject(subject: str, person: Annotated[str, typer.Option()], reason: Annotated[str, typer.Option()] = "",
+def approvals_reject(subject: str, person: PersonOpt = None, reason: Annotated[str, typer.Option()] = "",
                      policy: PolicyOpt = None, on: OnOpt = None, actor: ActorOpt = None) -> None:
     """Reject a transaction."""
     _vote("rejected", subject, person, reason, policy, on, actor)
 
 
 @approvals_app.command("waive")
-def approvals_waive(subject: str, person: Annotated[str, typer.Option()],
+def approvals_waive(subject: str, person: PersonOpt = None,
                     reason: Annotated[str, typer.Option(help="required: why approval is waived")] = "",
                     policy: PolicyOpt = None, on: OnOpt = None, actor: ActorOpt = None) -> None:
     """Waive approval, with a written reason (reported as a waiver)."""
@@ -406,7 +473,8 @@ def audit(policy: PolicyOpt = None, fmt: FormatOpt = Format.table) -> None:
     """Findings for the audit committee, with severity and evidence (event sequence numbers)."""
     from gpufleet.services import governance
 
-    rows = governance.audit(_fleet(), governance.load_policy(policy))
+    _no_remote("--policy", policy, POLICY_IS_SERVERS)
+    rows = Settings.remote.audit() if Settings.remote else governance.audit(_fleet(), governance.load_policy(policy))
     if fmt is Format.json:
         render.print_json(rows)
     elif fmt is Format.csv:
@@ -429,7 +497,10 @@ def costs(
     from gpufleet.domain.costs import CostPolicy
     from gpufleet.services.costs import chargeback
 
-    rows = chargeback(_fleet(), month, entity, CostPolicy(life_years=life_years, usd_per_kwh=usd_per_kwh))
+    if Settings.remote is not None:
+        rows = Settings.remote.costs(month, entity, life_years, usd_per_kwh)
+    else:
+        rows = chargeback(_fleet(), month, entity, CostPolicy(life_years=life_years, usd_per_kwh=usd_per_kwh))
     if fmt is Format.json:
         render.print_json(rows)
     elif fmt is Format.csv:
@@ -472,6 +543,11 @@ def verify(
 ) -> None:
     """Check the hash chain, the anchors given and every snapshot; exit 1 naming the first bad one."""
     anchors = [parse_anchor(text) for text in expect or []]
+    if Settings.remote is not None:
+        _no_remote("--expect-head", expect_head, "it is deprecated: pass --expect SEQ:HASH")
+        _no_remote("--workers", workers, "the server decides how it hashes")
+        _show_verify(Settings.remote.verify(expect or [], replay), bool(anchors), fmt)
+        return
     if expect_head is not None:
         anchors.append(parse_anchor(expect_head, "expect_head", seq_optional=True))
         render.errors.print("note: --expect-head is deprecated: pass --expect SEQ:HASH, as `gpufleet ledger head` "
@@ -482,18 +558,23 @@ def verify(
     if report.ok and replay:
         rep = service.replay()
         out |= {"ok": rep.ok, "replay_problems": rep.problems}
+    _show_verify(out, bool(anchors), fmt)
+
+
+def _show_verify(out: dict, anchored: bool, fmt: Format) -> None:
+    """``ledger verify``'s output from its report (local or the server's job); exit 1 if it fails."""
     if fmt is Format.json:
         render.print_json(out)
     elif out["ok"]:
-        anchored = f", anchors matched: {report.anchors_checked}" if anchors else ""
-        console.print(f"ledger OK: {report.events_checked:,} events, {report.snapshots_checked:,} snapshots"
-                      f"{anchored}, head {report.head_hash}")
+        anchors = f", anchors matched: {out['anchors_checked']}" if anchored else ""
+        console.print(f"ledger OK: {out['events_checked']:,} events, {out['snapshots_checked']:,} snapshots"
+                      f"{anchors}, head {out['head_hash']}")
     else:
         where = "replay: " + "; ".join(out.get("replay_problems", []))
-        if report.bad_snapshot_seq is not None:
-            where = str(report.reason)
-        elif not report.ok:
-            where = f"first bad event: {report.first_bad_seq}: {report.reason}"
+        if out["bad_snapshot_seq"] is not None:
+            where = str(out["reason"])
+        elif "replay_problems" not in out:  # the chain itself failed (a replay runs only on a good chain)
+            where = f"first bad event: {out['first_bad_seq']}: {out['reason']}"
         render.errors.print(f"ledger does NOT verify: {where}", markup=False, highlight=False)
     if not out["ok"]:
         raise typer.Exit(1)
@@ -502,7 +583,7 @@ def verify(
 @ledger_app.command("head")
 def head() -> None:
     """Print the head's sequence number and hash: publish it, and check it later with `ledger verify --expect`."""
-    h = _fleet().head()
+    h = SimpleNamespace(**Settings.remote.head()) if Settings.remote else _fleet().head()
     console.print(f"{h.seq} {h.hash}")
 
 
@@ -519,13 +600,29 @@ def schema_scenario() -> None:
 
 def _record(event_type: str, data: dict, on: str | None, actor: str | None, key: str | None,
             policy: Path | None = None, after_the_fact: bool = False) -> None:
-    payload = make_payload(event_type, {k: v for k, v in data.items() if v is not None})
+    fields = {k: v for k, v in data.items() if v is not None}
+    payload = make_payload(event_type, fields)
+    if Settings.remote is not None:
+        _no_remote("--actor", actor, ACTOR_IS_PRINCIPAL)
+        _no_remote("--policy", policy, POLICY_IS_SERVERS)
+        _no_remote("--after-the-fact", after_the_fact, "history without its approval is recorded locally, by the "
+                                                       "ledger's custodian")
+        if event_type in ("approval_recorded", "event_voided"):
+            raise client.refuse_option(event_type, "votes go through `approvals approve|reject|waive`; a void is "
+                                                   "the local custodian's")
+        _print_recorded(SimpleNamespace(**Settings.remote.record(event_type, fields, parse_date(on, "on"), key)))
+        return
     rules = None
     if policy is not None:
         from gpufleet.services.governance import load_policy
 
         rules = load_policy(policy)
     event = _fleet().record(payload, parse_date(on, "on"), actor, key, policy=rules, after_the_fact=after_the_fact)
+    _print_recorded(event)
+
+
+def _print_recorded(event) -> None:
+    """One recorded event (an Event, or the server's answer as attributes)."""
     console.print(f"recorded event {event.seq}: {event.event_type} effective {event.effective_date} "
                   f"(hash {event.hash[:16]})")
 
@@ -637,15 +734,16 @@ def loan_open(
     """Lend installed GPUs from --on until --end (a related-party loan needs its approval first)."""
     from gpufleet.services import governance
 
-    payload = make_payload("loan_opened", {
-        "loan": loan, "lender": lender, "borrower": borrower, "model": model, "site": site, "gpus": gpus,
-        "end_date": end, "fee_usd_per_gpu_hour": fee, "reclaim_notice_days": notice_days,
-    })
+    fields = {"loan": loan, "lender": lender, "borrower": borrower, "model": model, "site": site, "gpus": gpus,
+              "end_date": end, "fee_usd_per_gpu_hour": fee, "reclaim_notice_days": notice_days}
+    if Settings.remote is not None:  # the server's write gate is the approval gate of open_loan
+        _record("loan_opened", fields, on, actor, idempotency_key, policy, after_the_fact)
+        return
+    payload = make_payload("loan_opened", fields)
     day = parse_date(on, "on") or datetime.now(UTC).date()
     event = governance.open_loan(_fleet(), payload, day, actor, idempotency_key, governance.load_policy(policy),
                                  after_the_fact)
-    console.print(f"recorded event {event.seq}: loan_opened effective {event.effective_date} "
-                  f"(hash {event.hash[:16]})")
+    _print_recorded(event)
 
 
 @loan_app.command("reclaim")
@@ -684,3 +782,5 @@ app.add_typer(_service.db_app, name="db")
 app.add_typer(_service.users_app, name="users")
 app.add_typer(_service.tokens_app, name="tokens")
 app.add_typer(_service.access_app, name="access")
+app.command()(client.login)
+app.command()(client.logout)
