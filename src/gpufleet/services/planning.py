@@ -78,7 +78,7 @@ def apply_plan(service: FleetService, plan: dict, actor: str | None = None, *, p
             "loan": f"plan-{digest}-{i + 1}", "lender": loan["lender"], "borrower": loan["borrower"],
             "model": loan["model"], "site": loan["site"], "gpus": max(1, round(loan["gpus"])),
             "start": loan["start"], "end_date": loan["end"], "fee_usd_per_gpu_hour": loan["fee_usd_per_gpu_hour"],
-            "plan": tag, "reason": loan["reason"][:2000],
+            "plan": tag, "reason": loan.get("reason", "")[:2000],
         })
         drafts.append((payload, f"plan:{digest}:loan:{i}"))
     for i, inst in enumerate(plan["installs"]):
