@@ -203,6 +203,8 @@ def parties(state: FleetState, p: ev.Payload) -> set[str]:
     """Every entity whose data ``p`` is: the acting entities and the counterparties."""
     found = set(acting_entities(state, p) or ())
     match p:
+        case ev.EntityRegistered():
+            found.add(p.entity)  # an entity's own registration is its data, whether it has a parent or not
         case ev.LoanOpened() | ev.LoanProposed():
             found.add(p.borrower)
         case ev.LoanReclaimed() | ev.LoanClosed():
