@@ -98,7 +98,15 @@ async def gpufleet_error(request: Request, exc: errors.GpufleetError) -> Respons
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-    """Field-level errors, worded as the CLI words them (pydantic's messages, field by dotted path)."""
+    """Field-level errors, worded as the CLI words them (pydantic's messages, field by dotted path); a
+    JSON body sent as another media type is a 415."""
+    given = request.headers.get("content-type", "")
+    if not _is_json(given) and any(tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing"
+                                     for e in exc.errors()):
+        message = f"the body must be sent as application/json, not {given[:100]!r}" if given else \
+            "the body must be sent with Content-Type: application/json"
+        return problem(415, "unsupported-media-type", "Unsupported media type", message,
+                       errors=[{"field": "Content-Type", "in": "header", "message": message}])
     found = []
     for err in exc.errors()[:50]:
         loc = [str(p) for p in err.get("loc", ())]
@@ -110,12 +118,27 @@ async def validation_error(request: Request, exc: RequestValidationError) -> Res
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):  # FastAPI: a body that is not UTF-8 JSON
-        message = f"the body is not JSON: {type(exc.__cause__).__name__}"
+    if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body as JSON
+        message = _unparsable(exc.__cause__)
         return problem(422, "invalid-input", "Invalid input", f"field 'body': {message}",
                        errors=[{"field": "body", "in": "body", "message": message}])
     kind = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(exc.status_code, "http-error")
     return problem(exc.status_code, kind, _title(kind), str(exc.detail), )
+
+
+def _is_json(content_type: str) -> bool:
+    kind = content_type.split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def _unparsable(cause: BaseException) -> str:
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not UTF-8 text ({cause.reason} at byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "the body's JSON is nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number in the body's JSON has more than 4,300 digits"
+    return f"the body is not JSON ({type(cause).__name__})"
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
@@ -140,6 +163,8 @@ def document(spec: dict[str, Any]) -> dict[str, Any]:
                     responses.setdefault(code, {"description": text})
             if "requestBody" in op:
                 responses.setdefault("413", {"description": "the request body is over the size limit"})
+                if "application/json" in op["requestBody"].get("content", {}):
+                    responses.setdefault("415", {"description": "the body is not sent as application/json"})
             if any(p.get("in") == "path" for p in op.get("parameters", [])):
                 responses.setdefault("404", {"description": "no such resource"})
             for code, response in responses.items():

@@ -19,6 +19,7 @@ from gpufleet.domain.chain import Event
 from gpufleet.domain.events import EVENT_TYPES, Payload, payload_class
 from gpufleet.domain.state import FleetState
 from gpufleet.domain.types import FIRST_DAY, LAST_DAY, MAX_SEQ
+from gpufleet.errors import GpufleetError
 from gpufleet.services.fleet import FleetService, parse_date
 
 router = APIRouter(prefix="/v1", tags=["fleet"])
@@ -107,8 +108,13 @@ async def load_scenario(request: Request, fleet: Fleet, who: Caller, key: Idempo
         with tempfile.TemporaryDirectory(prefix="gpufleet-load-") as tmp:
             path = Path(tmp) / "scenario.yaml"
             path.write_bytes(body)
-            parsed = read_scenario(path)
-            result = fleet.load(path, parsed=parsed, principal=who)
+            try:
+                result = fleet.load(path, parsed=read_scenario(path), principal=who)
+            except GpufleetError as exc:  # "body:LINE: ...", not the server's temporary file
+                exc.message = exc.message.replace(str(path), "body")
+                exc.location = exc.location and exc.location.replace(str(path), "body")
+                exc.args = (str(exc),)
+                raise
         return 201, {"events": result.events, "first_seq": result.first_seq, "last_seq": result.last_seq,
                      "head_hash": result.head_hash}
 
