@@ -71,6 +71,10 @@ async def create_token(request: Request, body: TokenIn, fleet: Fleet, who: Calle
     if target != who.id:
         access.require(head.state, who, Capability.ADMINISTER, None, writes=True)
         _administers(head.state, who, target)
+        if target not in head.state.service_accounts:  # else an admin could act, and vote, as that person
+            raise Forbidden(f"'{target}' is a person, whose tokens are their own (POST /v1/tokens with theirs, or "
+                            "`gpufleet tokens create` by the ledger's custodian); admins issue them for service "
+                            "accounts only")
     digest = await body_digest(request)
 
     def run() -> tuple[int, dict]:
