@@ -174,6 +174,19 @@ def test_a_job_is_seen_by_its_submitter_only(client, world):
     assert job["job_id"] not in [j["job_id"] for j in client.get("/v1/jobs", headers=world.headers("x-auditor")).json()]
 
 
+def test_a_job_of_a_role_since_revoked_shows_nothing(client, world):
+    fleet = FleetService.open(world.db)
+    grant = {"principal": "x-viewer", "entity": "x", "role": "planner"}
+    fleet.record(make_payload("access_granted", grant), ON, actor="test-setup")
+    job = submit(client, world, "x-viewer", "/v1/plans", {"horizon_weeks": 4})
+    assert job["state"] == "succeeded" and job["result"]["visible_entities"] == ["x"]
+    fleet.record(make_payload("access_revoked", grant), ON, actor="test-setup")
+    fleet.engine.dispose()
+    for url in (f"/v1/jobs/{job['job_id']}", job["result_url"]):
+        r = client.get(url, headers=world.headers("x-viewer"))
+        assert r.status_code == 403 and "planner" in r.json()["detail"]
+
+
 def test_a_failed_job_has_its_problem_and_no_result(client, world, traces):
     (traces / "empty.csv").write_text("timestamp,duration,num_gpus,gpu_time,cluster\n")
     job = submit(client, world, "x-planner", "/v1/simulations", {"trace": "empty.csv"})
@@ -297,6 +310,19 @@ def test_the_ledgers_loans_feed_a_simulation_only_for_who_reads_every_party(worl
     else:
         with pytest.raises(Forbidden, match="may not read the loans of"):
             jobs.require_loans_readable(state, who)
+
+
+def test_a_simulations_progress_runs_from_reading_to_its_last_replay():
+    calls: list[tuple[float, str]] = []
+    replay = jobs.replay_progress(lambda fraction, message: calls.append((fraction, message)), jobs=100, replays=2)
+    for policy in ("alone", "fair"):
+        step = replay(policy)
+        for steps in (50, 200, 400):  # about two steps a job; past that it stays at the replay's end
+            step(steps)
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[0] == pytest.approx(0.05) and fractions[-1] == 1.0
+    assert calls[0][1] == "replay 1 of 2: each tenant alone on its quota"
+    assert calls[-1][1] == "replay 2 of 2: policy fair, 400 events"
 
 
 def crash(ctx, params):

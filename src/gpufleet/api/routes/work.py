@@ -15,13 +15,13 @@ from fastapi import APIRouter, Body, Path, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from gpufleet.api.deps import Caller, Fleet, HeadState, IdempotencyKey, body_digest, idempotent
+from gpufleet.api.deps import Caller, Fleet, Head, HeadState, IdempotencyKey, body_digest, idempotent
 from gpufleet.api.problems import NotFound
 from gpufleet.api.routes.fleet import ERRORS, event_out
 from gpufleet.domain import access
 from gpufleet.domain.access import Capability, Principal
 from gpufleet.domain.types import FIRST_DAY, LAST_DAY
-from gpufleet.errors import ConflictError
+from gpufleet.errors import ConflictError, InputError
 from gpufleet.planner.problem import MAX_HORIZON_WEEKS, MAX_LEAD_WEEKS
 from gpufleet.reports import board_job
 from gpufleet.scheduler.limits import MAX_PREEMPTIONS, MAX_TIME_S
@@ -35,6 +35,7 @@ ClusterSpec = Annotated[str, Field(pattern=rf"^{_POOL}(,{_POOL})*$", max_length=
                                    description="nodes as NODESxGPUS[:MODEL],... (e.g. 69x8:V100)")]
 FileName = Annotated[str, Field(min_length=1, max_length=255, description="a file of the server's traces folder")]
 Seconds = Annotated[float, Field(ge=0, le=MAX_TIME_S)]
+NO_TRACES = {503: {"description": "the server has no traces folder (its traces_dir setting)"}}
 NOT_FOUND = {404: {"description": "no such job, or a named file is not in the server's traces folder"}}
 ACCEPTED = {"description": "accepted; the job is at `url` (also the Location header)"}
 
@@ -104,6 +105,17 @@ class Applied(BaseModel):
     events: list[dict[str, Any]]
 
 
+CAPABILITY = {"plan": Capability.PLAN, "verify": Capability.AUDIT, "report": Capability.FINANCE,
+              "simulate": Capability.SIMULATE}
+
+
+def may_run(head: Head, who: Principal, kind: str) -> None:
+    """Raise Forbidden unless ``who`` may run a job of ``kind`` (and so read its result) now."""
+    access.require(head.state, who, CAPABILITY[kind], None)
+    if kind == "report":
+        board_job.require_reads_everything(head.state, who.id)
+
+
 def _accepted(request: Request, fleet, who: Principal, key: str | None, digest: str, kind: str, params: dict):
     def run() -> tuple[int, dict]:
         job_id = request.app.state.jobs.submit(kind, who.id, params)
@@ -129,7 +141,7 @@ def _cluster(body: SimulateIn | ExportIn) -> None:
     from gpufleet.services import traces
 
     if body.cluster is not None and body.cluster_file is not None:
-        raise job_kinds.InputError("give cluster or cluster_file, not both", field="cluster_file")
+        raise InputError("give cluster or cluster_file, not both", field="cluster_file")
     if body.cluster is not None:
         traces.read_cluster(body.cluster)  # its bounds (GPUs in all), now
 
@@ -138,7 +150,7 @@ def _cluster(body: SimulateIn | ExportIn) -> None:
              summary="Plan (or compare every policy) as a job (planners); the result holds what the caller reads")
 async def plan(request: Request, body: PlanIn, fleet: Fleet, who: Caller, head: HeadState,
                key: IdempotencyKey = None) -> Any:
-    access.require(head.state, who, Capability.PLAN, None)
+    may_run(head, who, "plan")
     return _accepted(request, fleet, who, key, await body_digest(request), "plan", body.model_dump(mode="json"))
 
 
@@ -169,7 +181,7 @@ async def verify(request: Request, body: VerifyIn, fleet: Fleet, who: Caller, he
                  key: IdempotencyKey = None) -> Any:
     from gpufleet.services.fleet import parse_anchor
 
-    access.require(head.state, who, Capability.AUDIT, None)
+    may_run(head, who, "verify")
     for text in body.expect:
         parse_anchor(text)  # a bad anchor is a 422 now, not a failed job later
     return _accepted(request, fleet, who, key, await body_digest(request), "verify", body.model_dump(mode="json"))
@@ -179,18 +191,17 @@ async def verify(request: Request, body: VerifyIn, fleet: Fleet, who: Caller, he
              summary="The HTML board report as a job (auditors; finance reading every entity)")
 async def report(request: Request, body: ReportIn, fleet: Fleet, who: Caller, head: HeadState,
                  key: IdempotencyKey = None) -> Any:
-    access.require(head.state, who, Capability.FINANCE, None)
-    board_job.require_reads_everything(head.state, who.id)
+    may_run(head, who, "report")
     return _accepted(request, fleet, who, key, await body_digest(request), "report", body.model_dump(mode="json"))
 
 
 @router.post("/simulations", status_code=202, response_model=JobAccepted,
-             responses=ERRORS | NOT_FOUND | {202: ACCEPTED, 503: {"description": "the server has no traces folder"}},
+             responses=ERRORS | NOT_FOUND | NO_TRACES | {202: ACCEPTED},
              summary="Replay a trace of the server's traces folder under a scheduling policy, as a job "
                      "(operators, planners)")
 async def simulate(request: Request, body: SimulateIn, fleet: Fleet, who: Caller, head: HeadState,
                    key: IdempotencyKey = None) -> Any:
-    access.require(head.state, who, Capability.SIMULATE, None)
+    may_run(head, who, "simulate")
     _cluster(body)
     for name, field in ((body.trace, "trace"), (body.cluster_file, "cluster_file"), (body.quotas, "quotas")):
         _shared(request, name, field)
@@ -199,7 +210,7 @@ async def simulate(request: Request, body: SimulateIn, fleet: Fleet, who: Caller
     return _accepted(request, fleet, who, key, await body_digest(request), "simulate", body.model_dump(mode="json"))
 
 
-@router.post("/exports", responses=ERRORS | NOT_FOUND | {200: {
+@router.post("/exports", responses=ERRORS | NOT_FOUND | NO_TRACES | {200: {
     "description": "Kueue manifests (YAML) or Slurm sacctmgr commands",
     "content": {"application/yaml": {"schema": {"type": "string"}}, "text/plain": {"schema": {"type": "string"}}}}},
     response_class=Response, summary="The quotas in force at a time, for Kueue or Slurm (operators, planners)")
@@ -211,7 +222,7 @@ def export(request: Request, body: ExportIn, who: Caller, head: HeadState) -> Re
         _shared(request, name, field)
     cluster = job_kinds.cluster_spec(folder, body.model_dump())
     if cluster is None:
-        raise job_kinds.InputError("an export needs the cluster: give cluster or cluster_file", field="cluster")
+        raise InputError("an export needs the cluster: give cluster or cluster_file", field="cluster")
     loans = None
     if body.loans:
         job_kinds.require_loans_readable(head.state, who.id)
@@ -224,10 +235,13 @@ def export(request: Request, body: ExportIn, who: Caller, head: HeadState) -> Re
 
 @router.get("/jobs/{job_id}", responses=ERRORS | NOT_FOUND,
             summary="A job's state, progress, and its problem; its result (JSON ones also here) at result_url")
-def job(request: Request, job_id: JobId, who: Caller) -> dict:
+def job(request: Request, job_id: JobId, who: Caller, head: HeadState) -> dict:
+    """A job is its submitter's, while the submitter may still run its kind (a revoked role reads no result)."""
     found = request.app.state.jobs.store.get(job_id)
     if found is None or found["principal"] != who.id:
         raise NotFound(f"no job '{job_id}' of '{who.id}'")
+    if found["kind"] in CAPABILITY:
+        may_run(head, who, found["kind"])
     return found
 
 
@@ -235,11 +249,13 @@ def job(request: Request, job_id: JobId, who: Caller) -> dict:
     "description": "the result, in the job's media type", "content": {
         "application/json": {}, board_job.HTML.split(";")[0]: {"schema": {"type": "string"}}}}},
     summary="A succeeded job's result, with its media type (the report: text/html; others: JSON)")
-def job_result(request: Request, job_id: JobId, who: Caller) -> Response:
+def job_result(request: Request, job_id: JobId, who: Caller, head: HeadState) -> Response:
     found = request.app.state.jobs.store.result(job_id)
     if found is None or found[0]["principal"] != who.id:
         raise NotFound(f"no job '{job_id}' of '{who.id}'")
     job, result = found
+    if job["kind"] in CAPABILITY:
+        may_run(head, who, job["kind"])
     if job["state"] != "succeeded":
         raise ConflictError(f"job '{job_id}' is {job['state']} ({job['message']}); only a succeeded job has a result")
     if job["media_type"] == job_kinds.JSON:
