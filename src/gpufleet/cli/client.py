@@ -14,7 +14,7 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
@@ -102,7 +102,8 @@ def resolve(server: str | None, token: str | None, db_source, server_source, *, 
     line always means the local database; otherwise ``--server`` > ``$GPUFLEET_URL`` > the stored login
     (which ``$GPUFLEET_DB`` also sets aside). A token: ``--token`` > ``$GPUFLEET_TOKEN`` > the stored one
     (for the same server). ``quiet``: an unreadable stored login counts as none (for login and logout)."""
-    db_given, db_env = getattr(db_source, "name", "") == "COMMANDLINE", getattr(db_source, "name", "") == "ENVIRONMENT"
+    db_from = getattr(db_source, "name", "")  # typer's ParameterSource: COMMANDLINE, ENVIRONMENT, DEFAULT
+    db_given, db_env = db_from == "COMMANDLINE", db_from == "ENVIRONMENT"
     server_given = getattr(server_source, "name", "") == "COMMANDLINE"
     if db_given and server_given:
         raise UsageError("--db (a local database) and --server (a gpufleet server) exclude each other")
@@ -327,14 +328,14 @@ def refuse_option(option: str, why: str) -> Exception:
 
 def local_only(command: str, remote: Remote) -> Exception:
     return UsageError(f"`gpufleet {command}` works on a local database only, and a server is configured "
-                            f"({remote.server}, from {remote.source}); give --db PATH to use a local database")
+                      f"({remote.server}, from {remote.source}); give --db PATH to use a local database")
 
 
 # -- login and logout ----------------------------------------------------------------------------
 
 
-def login(server: str | None = typer.Option(None, "--server", help="the server's URL (default: the root "
-                                                "--server or $GPUFLEET_URL)")) -> None:
+def login(server: Annotated[str | None, typer.Option("--server", help="the server's URL (default: the root "
+                                                     "--server, $GPUFLEET_URL or the stored login)")] = None) -> None:
     """Read an API token (standard input, or a hidden prompt), check it, and store it for this user (0600)."""
     from gpufleet.cli.app import Settings
     from gpufleet.cli.render import console
