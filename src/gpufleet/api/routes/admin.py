@@ -31,6 +31,24 @@ class TokenIn(BaseModel):
                                                    "default: the caller's own")
 
 
+class UserOut(BaseModel):
+    principal: str
+    enabled: bool
+
+
+class TokenOut(BaseModel):
+    token: str = Field(description="the secret: shown in this answer only")
+    token_id: str
+    principal: str
+    scope: Literal["read", "write"]
+    expires_at: str
+
+
+class Revoked(BaseModel):
+    token_id: str
+    revoked: bool
+
+
 def _administers(state: FleetState, admin: Principal, principal: str) -> None:
     """An admin manages the principals of its entities: their service accounts, and persons who hold
     an access role there."""
@@ -43,7 +61,8 @@ def _administers(state: FleetState, admin: Principal, principal: str) -> None:
                         "no role there (grant one first: POST /v1/events/access_granted)")
 
 
-@router.post("/users", status_code=201, responses=ERRORS, summary="Enable a principal of your entity to sign in")
+@router.post("/users", status_code=201, response_model=UserOut, responses=ERRORS,
+             summary="Enable a principal of your entity to sign in")
 async def add_user(request: Request, body: UserIn, fleet: Fleet, who: Caller, head: HeadState,
                    key: IdempotencyKey = None) -> Any:
     access.require(head.state, who, Capability.ADMINISTER, None, writes=True)
@@ -59,7 +78,7 @@ def users(fleet: Fleet, who: Caller, head: HeadState) -> list[dict]:
     return identity.list_users(fleet)
 
 
-@router.post("/tokens", status_code=201, responses=ERRORS,
+@router.post("/tokens", status_code=201, response_model=TokenOut, responses=ERRORS,
              summary="Create an API token; the token is in this answer only")
 async def create_token(request: Request, body: TokenIn, fleet: Fleet, who: Caller, head: HeadState,
                        key: IdempotencyKey = None) -> Any:
@@ -95,10 +114,12 @@ def tokens(fleet: Fleet, who: Caller, head: HeadState,
     return identity.list_tokens(fleet, target)
 
 
-@router.delete("/tokens/{token_id}", responses=ERRORS | {404: {"description": "no such active token"}},
+@router.delete("/tokens/{token_id}", response_model=Revoked,
+               responses=ERRORS | {404: {"description": "no such active token"}},
                summary="Revoke a token (yours, or as an admin one of your entity's principals)")
-def revoke(token_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")], fleet: Fleet, who: Caller,
-           head: HeadState) -> dict:
+async def revoke(request: Request, token_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")], fleet: Fleet,
+                 who: Caller, head: HeadState, key: IdempotencyKey = None) -> Any:
+    """A retry with the same Idempotency-Key gets the first answer (without it, a second revoke is a 422)."""
     if not who.can_write():
         raise Forbidden("this credential is read-only; revoking a token is a write")
     owner = next((t["principal"] for t in identity.list_tokens(fleet) if t["token_id"] == token_id), None)
@@ -109,7 +130,8 @@ def revoke(token_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")], fleet: Fle
     if owner != who.id:
         access.require(head.state, who, Capability.ADMINISTER, None, writes=True)
         _administers(head.state, who, owner)
-    return identity.revoke_token(fleet, token_id)
+    digest = await body_digest(request)
+    return idempotent(fleet, who, key, digest, lambda: (200, identity.revoke_token(fleet, token_id)))
 
 
 @router.get("/access", responses=ERRORS, summary="Access roles held, as of a date and as recorded by a time")

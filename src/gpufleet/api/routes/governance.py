@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 
 from gpufleet.api.deps import Caller, Fleet, HeadState, IdempotencyKey, body_digest, idempotent, ledger_key
 from gpufleet.api.problems import NotFound, PreconditionFailed, PreconditionRequired
-from gpufleet.api.routes.fleet import ERRORS, event_out, visible_entity
+from gpufleet.api.routes.fleet import ERRORS, EventOut, event_out, visible_entity
 from gpufleet.domain import access
 from gpufleet.domain.access import Capability
 from gpufleet.domain.types import FIRST_DAY, LAST_DAY
@@ -74,7 +74,7 @@ def _find(request: Request, fleet, who, head, subject: str) -> dict:
     raise NotFound(f"no transaction '{subject}' that needs approval is visible to '{who.id}'")
 
 
-@router.post("/approvals/{subject}/votes", status_code=201,
+@router.post("/approvals/{subject}/votes", status_code=201, response_model=EventOut,
              responses=ERRORS | {404: {"description": "no such transaction"},
                                  412: {"description": "the transaction changed since it was read"},
                                  428: {"description": "If-Match is required"}},
