@@ -370,7 +370,13 @@ def test_jobs_left_unfinished_read_interrupted_on_each_backend(db_url):
     fleet.engine.dispose()
 
 
-def test_a_job_running_when_the_server_is_killed_reads_interrupted_after_the_restart(tmp_path):
+STOPS = [("kill -9", "running"), ("SIGTERM", "interrupted")]  # (how the server stops, the job's state on disk then)
+
+
+@pytest.mark.parametrize(("how", "left"), STOPS, ids=[h for h, _ in STOPS])
+def test_a_job_running_when_the_server_stops_reads_interrupted_after_the_restart(tmp_path, how, left):
+    """Killed, the server leaves the job running on disk and the next start marks it; stopped (a
+    terminal's Ctrl-C or systemd signal the pool's processes too), it marks the job itself."""
     world = build_world(f"sqlite:///{tmp_path / 'ledger.db'}")
     philly_trace(tmp_path / "big.csv", 20_000)  # all three policies: several seconds of replays
     env = {"GPUFLEET_TRACES_DIR": str(tmp_path)}
@@ -379,14 +385,14 @@ def test_a_job_running_when_the_server_is_killed_reads_interrupted_after_the_res
         r = httpx.post(f"{server.url}/v1/simulations", json={"trace": "big.csv", "compare": True},
                        headers=world.headers("tesla-planner"), timeout=30)
         assert r.status_code == 202, r.text
-        url = f"{server.url}{r.json()['url']}"
         deadline = time.monotonic() + DEADLINE_S
-        while (job := httpx.get(url, headers=world.headers("tesla-planner"), timeout=30).json())["state"] == "queued":
+        while (job := httpx.get(f"{server.url}{r.json()['url']}", headers=world.headers("tesla-planner"),
+                                timeout=30).json())["state"] == "queued":
             assert time.monotonic() < deadline, job
             time.sleep(0.1)
         assert job["state"] == "running", job
-        server.kill()
-        assert _state(world.db, job["job_id"]) == "running"  # as the kill left it
+        server.kill() if how == "kill -9" else server.stop()
+        assert _state(world.db, job["job_id"]) == left
         server = LiveServer(world.db, env=env).start()
         after = httpx.get(f"{server.url}{r.json()['url']}", headers=world.headers("tesla-planner"), timeout=30).json()
         assert after["state"] == "interrupted" and "server stopped" in after["message"], after

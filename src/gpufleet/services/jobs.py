@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -182,7 +183,8 @@ class JobRunner:
                 if self._closing:
                     break
                 if self._pool is None:
-                    self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+                    self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                     initializer=_leave_stopping_to_the_server)
                 pool = self._pool
                 try:
                     future = pool.submit(run_job, self.url, job_id, KINDS[job_kind].run, params, principal,
@@ -241,7 +243,14 @@ class JobRunner:
             processes = list((pool._processes or {}).values())  # no public way to stop running work before 3.14
             pool.shutdown(wait=False, cancel_futures=True)
             for process in processes:
-                process.terminate()
+                process.kill()  # they ignore SIGTERM and SIGINT
+
+
+def _leave_stopping_to_the_server() -> None:
+    """In each pool process: ignore Ctrl-C and SIGTERM, which a terminal or systemd also sends to the
+    server's children; the server, stopping, marks their jobs ``interrupted`` first, then kills them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def run_job(url: str, job_id: str, run: Callable[[JobContext, dict], Any], params: dict, principal: str,
