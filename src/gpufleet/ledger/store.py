@@ -36,8 +36,10 @@ from gpufleet.ledger.snapshots import SNAPSHOT_FORMAT
 
 SNAPSHOT_EVERY = 5_000  # events between snapshots; a query folds at most about this many
 # The head state each database had after this process's last append, keyed by URL and checked
-# against the head's (seq, hash) before use, so a rollback or another writer simply misses it.
+# against the head's (seq, hash) before use: a rollback misses it; another writer's events since are
+# applied on top when they continue its chain in date order (Ledger._caught_up).
 _HEAD_STATES: dict[str, tuple[int, str, FleetState]] = {}
+CATCH_UP_MAX = 1_000  # events another writer appended that a cached head state is brought over, at most
 _ROW_COLUMNS = (events.c.seq, events.c.effective_date, events.c.type, events.c.payload)
 # A rule every draft must pass, given the head state before it (the services' approval gate);
 # it raises a GpufleetError to refuse the draft, and so the whole batch.
@@ -198,8 +200,8 @@ class Ledger:
         key = str(self.conn.engine.url)
         cached = _HEAD_STATES.pop(key, None)  # taken out: a failed batch must not leave a half-applied state
         writer = _Writer(self, head, gate)
-        if cached is not None and cached[:2] == (head.seq, head.hash):
-            writer.state = cached[2]
+        if cached is not None:
+            writer.state = self._caught_up(cached, head)
         out = []
         for draft in drafts:
             try:
@@ -212,6 +214,30 @@ class Ledger:
         if writer.state is not None:
             _HEAD_STATES[key] = (writer.head.seq, writer.head.hash, writer.state)
         return out
+
+    def _caught_up(self, cached: tuple[int, str, FleetState], head: Head) -> FleetState | None:
+        """``cached``, the head state this process had at an earlier (seq, hash), brought to ``head`` by
+        applying the events other writers appended since (a server's workers take turns), when they
+        continue its chain in date order: no void, none effective before the state's last date (which
+        would refold). None when it cannot be: the caller folds from the latest snapshot instead."""
+        seq, digest, state = cached
+        if (seq, digest) == (head.seq, head.hash):
+            return state
+        if not seq < head.seq <= seq + CATCH_UP_MAX:
+            return None
+        rows = self.conn.execute(select(*_ROW_COLUMNS, events.c.prev_hash, events.c.hash).where(
+            events.c.seq > seq, events.c.seq <= head.seq).order_by(events.c.seq)).all()
+        if len(rows) != head.seq - seq or rows[0].prev_hash != digest or rows[-1].hash != head.hash:
+            return None
+        last = state.as_of
+        for row in rows:
+            if row.type == EventVoided.event_type or (last is not None and row.effective_date < last.isoformat()):
+                return None
+            last = date.fromisoformat(row.effective_date)
+        try:
+            return fold(state, [(r.seq, date.fromisoformat(r.effective_date), r.type, r.payload) for r in rows])
+        except GpufleetError:  # the state is this call's own (taken out of the cache): drop it
+            return None
 
     # -- verification -------------------------------------------------------------------
 
