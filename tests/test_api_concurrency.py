@@ -27,7 +27,7 @@ from api_world import ON, LiveServer, build_world
 from gpufleet.services.fleet import FleetService, make_payload
 
 CLIENTS, WORKERS = 8, 4
-APPENDS = int(os.environ.get("GPUFLEET_CONCURRENCY_APPENDS", "150"))
+APPENDS = int(os.environ.get("GPUFLEET_CONCURRENCY_APPENDS", "250"))
 # clients 2k and 2k+1 act as the same principal, so that they can send each other's requests
 PLANNERS = ("tesla-planner", "x-planner", "xai-planner", "tesla-planner")
 ROUTE = "/v1/events/demand_recorded"

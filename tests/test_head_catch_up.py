@@ -51,3 +51,18 @@ def test_the_cached_head_state_takes_in_other_writers_events(engine, other_on, m
         assert ledger.verify().ok
     with pytest.raises(InvariantViolation):  # and its invariants: the other writer's demand id is taken
         _append(engine, _demand("theirs", "b"), D2)
+
+
+def test_a_kept_status_answer_is_never_one_of_an_older_ledger(engine):
+    from gpufleet.services.fleet import FleetService
+
+    service = FleetService(engine)
+    _append(engine, ev.EntityRegistered(entity="a", name="A"), D1)
+    _append(engine, _demand("first"), D1)
+    asked = [service.head_status(), service.status(D2), service.status(D2, known_at="2199-01-01")]
+    assert service.head_status() is asked[0] and service.status(D2) is asked[1]  # kept, not recomputed
+    _append(engine, ev.EntityRegistered(entity="b", name="B"), D1)  # the ledger moves on: every answer changes
+    fresh = FleetService(engine)
+    now = [service.head_status(), service.status(D2), service.status(D2, known_at="2199-01-01")]
+    assert now == [fresh.head_status(), fresh.status(D2), fresh.status(D2, known_at="2199-01-01")]
+    assert [a["ledger_seq"] for a in asked] == [2, 2, 2] and [a["ledger_seq"] for a in now] == [3, 3, 3]

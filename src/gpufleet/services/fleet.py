@@ -13,7 +13,9 @@ import getpass
 import os
 import secrets
 import sqlite3
+import threading
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -21,7 +23,7 @@ from functools import partial
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DatabaseError
 
 from gpufleet.domain import access, views
@@ -33,7 +35,10 @@ from gpufleet.domain.state import FleetState
 from gpufleet.domain.types import FIRST_DAY, LAST_DAY, EnvelopeText
 from gpufleet.errors import ConflictError, InputError, LedgerCorrupt, NotInitialized
 from gpufleet.ledger import db
+from gpufleet.ledger.schema import events
 from gpufleet.ledger.store import Anchor, Draft, Ledger, VerifyReport
+
+STATUS_MEMO = 32  # status answers a long-lived process keeps
 
 
 def default_actor() -> str:
@@ -64,19 +69,26 @@ class FleetService:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._head_cache: tuple[int, str, FleetState] | None = None  # (seq, hash, state) of the last head read
+        # status answers by (query, seq, hash of that event): a ledger prefix never changes, so neither do they
+        self._status_memo: OrderedDict[tuple, dict] = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     def head_state(self) -> tuple[int, FleetState]:
         """The head's sequence number and the fold of every event, shared and read-only: a long-lived
         process (the server) reads it with one query while the head has not moved."""
+        seq, _digest, state = self._head()
+        return seq, state
+
+    def _head(self) -> tuple[int, str, FleetState]:
         with self.engine.connect() as conn:
             ledger = Ledger(conn)
             head = ledger.head()
             cached = self._head_cache
             if cached is not None and cached[:2] == (head.seq, head.hash):
-                return head.seq, cached[2]
+                return cached
             state = ledger._state(None, head.seq)
         self._head_cache = (head.seq, head.hash, state)
-        return head.seq, state
+        return self._head_cache
 
     @classmethod
     def open(cls, database: str = db.DEFAULT_DB, *, create: bool = False) -> FleetService:
@@ -159,17 +171,54 @@ class FleetService:
             return Ledger(conn).state(as_of, _instant(known_at))
 
     def status(self, as_of: date | None = None, known_at: str | None = None, entity: str | None = None) -> dict:
-        """The documented ``status`` JSON: the query, then holdings, sites, loans, transfers, claims."""
+        """The documented ``status`` JSON: the query, then holdings, sites, loans, transfers, claims.
+        The answer is kept (shared: do not change it) for the ledger prefix it was read from, so a
+        long-lived process answers a repeated query with two small reads."""
         known = _instant(known_at)
         with self.engine.connect() as conn:
             ledger = Ledger(conn)
-            seq = ledger.known_seq(known)
-            state = ledger.state(as_of, known)
+            if known is None:
+                head = ledger.head()
+                seq, digest = head.seq, head.hash
+            else:
+                seq = ledger.known_seq(known)
+                digest = conn.execute(select(events.c.hash).where(events.c.seq == seq)).scalar()
+            key = ("as_of", as_of, known, seq, digest, entity, datetime.now(UTC).date())
+            found = self._memo(key)
+            if found is not None:
+                return found
+            state = ledger._state(as_of, seq)
+        return self._memo(key, lambda: self._status(state, as_of, known, seq, entity))
+
+    def head_status(self, entity: str | None = None) -> dict:
+        """``status`` with no as_of or known_at, from the head state kept in memory (:meth:`head_state`),
+        kept for the head's (seq, hash)."""
+        seq, digest, state = self._head()
+        key = ("head", seq, digest, entity, datetime.now(UTC).date())
+        return self._memo(key) or self._memo(key, lambda: self._status(state, None, None, seq, entity))
+
+    @staticmethod
+    def _status(state: FleetState, as_of: date | None, known: str | None, seq: int, entity: str | None) -> dict:
         if entity is not None:
             state.entity(entity, "entity")
         on = as_of or state.as_of or datetime.now(UTC).date()
         header = {"as_of": on.isoformat(), "known_at": known, "ledger_seq": seq, "entity": entity}
         return header | views.status_report(state, on, entity)
+
+    def _memo(self, key: tuple, compute=None) -> dict | None:
+        """The status answer kept for ``key``, or (with ``compute``) compute and keep it (the newest 32)."""
+        with self._memo_lock:
+            if key in self._status_memo:
+                self._status_memo.move_to_end(key)
+                return self._status_memo[key]
+        if compute is None:
+            return None
+        answer = compute()
+        with self._memo_lock:
+            self._status_memo[key] = answer
+            while len(self._status_memo) > STATUS_MEMO:
+                self._status_memo.popitem(last=False)
+        return answer
 
     def events(self, since_seq: int = 0, until_seq: int | None = None, types: Sequence[str] = (),
                limit: int | None = None) -> list[Event]:

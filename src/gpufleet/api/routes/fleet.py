@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
 
 from gpufleet.api.deps import Caller, Fleet, HeadState, IdempotencyKey, body_digest, idempotent, ledger_key
 from gpufleet.api.problems import PROBLEM
@@ -129,15 +130,10 @@ def status(fleet: Fleet, who: Caller, head: HeadState,
     """The same JSON as ``gpufleet status --format json``. A principal who is not an auditor sees one
     of its entities (its only one by default)."""
     entity = visible_entity(head.state, who, entity)
+    # the answers are kept by the service for their ledger prefix: encoded as they are (no re-encoding)
     if as_of is None and known_at is None:
-        from gpufleet.domain import views
-
-        if entity is not None:
-            head.state.entity(entity, "entity")
-        on = head.state.as_of or datetime.now(UTC).date()
-        header = {"as_of": on.isoformat(), "known_at": None, "ledger_seq": head.seq, "entity": entity}
-        return header | views.status_report(head.state, on, entity)
-    return fleet.status(as_of, known_at, entity)
+        return JSONResponse(fleet.head_status(entity))
+    return JSONResponse(fleet.status(as_of, known_at, entity))
 
 
 def visible_entity(state: FleetState, who: Principal, entity: str | None) -> str | None:
