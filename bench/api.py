@@ -130,13 +130,12 @@ class Postgres:
         roots = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parents[1].name))
         if not roots:
             raise SystemExit("no PostgreSQL under /usr/lib/postgresql: install it, or set GPUFLEET_BENCH_PG_URL")
-        self.bindir, self.dir = roots[-1].parent, workdir / "pg"
+        self.bindir, self.dir = roots[-1].parent, Path(tempfile.mkdtemp(prefix="gpufleet-bench-pg-"))
         self.prefix = ["runuser", "-u", "pgtest", "--"] if os.geteuid() == 0 else []
         if self.prefix and subprocess.run(["id", "-u", "pgtest"], capture_output=True).returncode:
             subprocess.run(["useradd", "-m", "pgtest"], check=True)
 
     def start(self) -> str:
-        self.dir.mkdir()
         if self.prefix:
             shutil.chown(self.dir, "pgtest", "pgtest")
         run = {"check": True, "capture_output": True, "cwd": "/"}
@@ -155,6 +154,7 @@ class Postgres:
     def stop(self) -> None:
         subprocess.run([*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast",
                         "-w", "stop"], capture_output=True, cwd="/")
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # -- the ledger and the server -------------------------------------------------------------------------------
