@@ -160,8 +160,9 @@ class Postgres:
 # -- the ledger and the server -------------------------------------------------------------------------------
 
 
-def build(url: str, events: int, seed: int, progress: Progress) -> tuple[dict[str, str], str]:
-    """The synthetic ledger, then the principals and their tokens; the tokens and the middle date."""
+def build(url: str, events: int, seed: int, progress: Progress) -> tuple[dict[str, str], str, str]:
+    """The synthetic ledger, then the principals and their tokens; the tokens, the middle and the last
+    date (writes are effective on the last: an earlier date would refold the history after it)."""
     engine = db.make_engine(url)
     db.upgrade(engine)
     gen = SyntheticFleet(seed)
@@ -178,7 +179,7 @@ def build(url: str, events: int, seed: int, progress: Progress) -> tuple[dict[st
         identity.add_user(fleet, person)
         tokens[person] = identity.create_token(fleet, person, scope="write", name="bench").token
     fleet.engine.dispose()
-    return tokens, (START + (gen.day - START) / 2).isoformat()
+    return tokens, (START + (gen.day - START) / 2).isoformat(), gen.day.isoformat()
 
 
 class Server:
@@ -232,7 +233,7 @@ def warm(server: Server, path: str, token: str, clients: int = 32) -> float:
 def bench_backend(name: str, url: str, args, workdir: Path, console: Console) -> list[dict]:
     with Progress(console=console, transient=True) as progress:
         t = time.perf_counter()
-        tokens, middle = build(url, args.events, args.seed, progress)
+        tokens, middle, last = build(url, args.events, args.seed, progress)
     console.print(f"{name}: built {args.events:,} events and the principals in {time.perf_counter() - t:,.0f} s")
     server = Server(url, args.workers, workdir / f"server-{name}.log")
     rows = []
@@ -248,7 +249,8 @@ def bench_backend(name: str, url: str, args, workdir: Path, console: Console) ->
                 rows.append({"backend": name, "route": label, "clients": clients, **r})
                 console.print(f"  {label}, {clients} clients: {r['rate']:,.0f} req/s, p50 {1000 * r['p50']:.1f} ms, "
                               f"p99 {1000 * r['p99']:.1f} ms, errors {r['errors'] or 0}")
-        r = run_load(server.url, "/v1/events/demand_recorded", planner, 8, args.duration, post=f"b{os.getpid()}")
+        r = run_load(server.url, f"/v1/events/demand_recorded?on={last}", planner, 8, args.duration,
+                     post=f"b{os.getpid()}")
         rows.append({"backend": name, "route": "POST /v1/events/demand_recorded", "clients": 8, **r})
         console.print(f"  POST, 8 clients: {r['rate']:,.0f} events/s, p50 {1000 * r['p50']:.1f} ms, "
                       f"p99 {1000 * r['p99']:.1f} ms, errors {r['errors'] or 0}")
