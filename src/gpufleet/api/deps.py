@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -81,8 +82,14 @@ def ledger_key(who: Principal, key: str | None) -> str | None:
     return None if key is None else f"api:{who.id}:{key}"
 
 
-def idempotent(fleet: FleetService, who: Principal, key: str | None, digest: str,
-               run: Callable[[], tuple[int, Any]]) -> Response:
+async def idempotent(fleet: FleetService, who: Principal, key: str | None, digest: str,
+                     run: Callable[[], tuple[int, Any]]) -> Response:
+    """:func:`answer_once` in the thread pool: a write's database work never holds the event loop."""
+    return await run_in_threadpool(answer_once, fleet, who, key, digest, run)
+
+
+def answer_once(fleet: FleetService, who: Principal, key: str | None, digest: str,
+                run: Callable[[], tuple[int, Any]]) -> Response:
     """Answer a write once per (caller, key): a retry with the same request gets the stored answer
     (``Idempotent-Replayed: true``), another request with the key gets 409."""
     if key is not None:

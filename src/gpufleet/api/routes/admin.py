@@ -68,7 +68,7 @@ async def add_user(request: Request, body: UserIn, fleet: Fleet, who: Caller, he
     access.require(head.state, who, Capability.ADMINISTER, None, writes=True)
     _administers(head.state, who, body.principal)
     digest = await body_digest(request)
-    return idempotent(fleet, who, key, digest, lambda: (201, identity.add_user(fleet, body.principal)))
+    return await idempotent(fleet, who, key, digest, lambda: (201, identity.add_user(fleet, body.principal)))
 
 
 @router.get("/users", responses=ERRORS, summary="Users (admins and auditors)")
@@ -101,7 +101,7 @@ async def create_token(request: Request, body: TokenIn, fleet: Fleet, who: Calle
         return 201, {"token": issued.token, "token_id": issued.token_id, "principal": issued.principal,
                      "scope": issued.scope, "expires_at": issued.expires_at}
 
-    return idempotent(fleet, who, key, digest, run)
+    return await idempotent(fleet, who, key, digest, run)
 
 
 @router.get("/tokens", responses=ERRORS, summary="Your tokens (never their secrets)")
@@ -131,7 +131,7 @@ async def revoke(request: Request, token_id: Annotated[str, Path(pattern=r"^[0-9
         access.require(head.state, who, Capability.ADMINISTER, None, writes=True)
         _administers(head.state, who, owner)
     digest = await body_digest(request)
-    return idempotent(fleet, who, key, digest, lambda: (200, identity.revoke_token(fleet, token_id)))
+    return await idempotent(fleet, who, key, digest, lambda: (200, identity.revoke_token(fleet, token_id)))
 
 
 @router.get("/access", responses=ERRORS, summary="Access roles held, as of a date and as recorded by a time")

@@ -70,7 +70,7 @@ def event_out(e: Event) -> dict:
 
 
 def _record_route(event_type: str, cls: type[Payload]):
-    async def record(request: Request, fleet: Fleet, who: Caller, payload: Annotated[cls, Body()],  # type: ignore[valid-type]
+    async def record(request: Request, fleet: Fleet, who: Caller, payload: Annotated[cls, Body()],  # type: ignore
                      on: OnQuery = None, key: IdempotencyKey = None) -> Any:
         digest = await body_digest(request)
 
@@ -79,7 +79,7 @@ def _record_route(event_type: str, cls: type[Payload]):
                                  policy=request.app.state.policy, principal=who)
             return 201, event_out(event)
 
-        return idempotent(fleet, who, key, digest, run)
+        return await idempotent(fleet, who, key, digest, run)
 
     record.__name__ = f"record_{event_type}"
     return record
@@ -119,7 +119,7 @@ async def load_scenario(request: Request, fleet: Fleet, who: Caller, key: Idempo
         return 201, {"events": result.events, "first_seq": result.first_seq, "last_seq": result.last_seq,
                      "head_hash": result.head_hash}
 
-    return idempotent(fleet, who, key, digest, run)
+    return await idempotent(fleet, who, key, digest, run)
 
 
 @router.get("/status", responses=ERRORS, summary="Holdings, sites, loans, transfers and claims, as of a date")

@@ -99,7 +99,7 @@ async def vote(request: Request, subject: Subject, body: VoteIn, fleet: Fleet, w
                                 principal=who, idempotency_key=ledger_key(who, key))
         return 201, event_out(event)
 
-    return idempotent(fleet, who, key, digest, run)
+    return await idempotent(fleet, who, key, digest, run)
 
 
 @router.get("/audit", responses=ERRORS, summary="Findings for the audit committee (auditors)")

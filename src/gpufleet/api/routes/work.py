@@ -116,12 +116,12 @@ def may_run(head: Head, who: Principal, kind: str) -> None:
         board_job.require_reads_everything(head.state, who.id)
 
 
-def _accepted(request: Request, fleet, who: Principal, key: str | None, digest: str, kind: str, params: dict):
+async def _accepted(request: Request, fleet, who: Principal, key: str | None, digest: str, kind: str, params: dict):
     def run() -> tuple[int, dict]:
         job_id = request.app.state.jobs.submit(kind, who.id, params)
         return 202, {"job_id": job_id, "url": f"/v1/jobs/{job_id}", "state": "queued"}
 
-    response = idempotent(fleet, who, key, digest, run)
+    response = await idempotent(fleet, who, key, digest, run)
     if response.status_code == 202:
         response.headers["Location"] = json.loads(response.body)["url"]
     return response
@@ -151,7 +151,7 @@ def _cluster(body: SimulateIn | ExportIn) -> None:
 async def plan(request: Request, body: PlanIn, fleet: Fleet, who: Caller, head: HeadState,
                key: IdempotencyKey = None) -> Any:
     may_run(head, who, "plan")
-    return _accepted(request, fleet, who, key, await body_digest(request), "plan", body.model_dump(mode="json"))
+    return await _accepted(request, fleet, who, key, await body_digest(request), "plan", body.model_dump(mode="json"))
 
 
 @router.post("/plans/apply", status_code=201, response_model=Applied, responses=ERRORS,
@@ -172,7 +172,7 @@ async def apply(request: Request, fleet: Fleet, who: Caller, head: HeadState,
         written = planning.apply_plan(fleet, plan_body, principal=who, policy=request.app.state.policy)
         return 201, {"recorded": len(written), "events": [event_out(e) for e in written]}
 
-    return idempotent(fleet, who, key, digest, run)
+    return await idempotent(fleet, who, key, digest, run)
 
 
 @router.post("/ledger/verify", status_code=202, response_model=JobAccepted, responses=ERRORS | {202: ACCEPTED},
@@ -184,7 +184,7 @@ async def verify(request: Request, body: VerifyIn, fleet: Fleet, who: Caller, he
     may_run(head, who, "verify")
     for text in body.expect:
         parse_anchor(text)  # a bad anchor is a 422 now, not a failed job later
-    return _accepted(request, fleet, who, key, await body_digest(request), "verify", body.model_dump(mode="json"))
+    return await _accepted(request, fleet, who, key, await body_digest(request), "verify", body.model_dump(mode="json"))
 
 
 @router.post("/reports", status_code=202, response_model=JobAccepted, responses=ERRORS | {202: ACCEPTED},
@@ -192,7 +192,7 @@ async def verify(request: Request, body: VerifyIn, fleet: Fleet, who: Caller, he
 async def report(request: Request, body: ReportIn, fleet: Fleet, who: Caller, head: HeadState,
                  key: IdempotencyKey = None) -> Any:
     may_run(head, who, "report")
-    return _accepted(request, fleet, who, key, await body_digest(request), "report", body.model_dump(mode="json"))
+    return await _accepted(request, fleet, who, key, await body_digest(request), "report", body.model_dump(mode="json"))
 
 
 @router.post("/simulations", status_code=202, response_model=JobAccepted,
@@ -207,7 +207,8 @@ async def simulate(request: Request, body: SimulateIn, fleet: Fleet, who: Caller
         _shared(request, name, field)
     if body.loans:
         job_kinds.require_loans_readable(head.state, who.id)
-    return _accepted(request, fleet, who, key, await body_digest(request), "simulate", body.model_dump(mode="json"))
+    params = body.model_dump(mode="json")
+    return await _accepted(request, fleet, who, key, await body_digest(request), "simulate", params)
 
 
 @router.post("/exports", responses=ERRORS | NOT_FOUND | NO_TRACES | {200: {
