@@ -12,9 +12,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from gpufleet.domain.access import Principal
 from gpufleet.domain.chain import format_instant
@@ -83,34 +83,48 @@ def ledger_key(who: Principal, key: str | None) -> str | None:
 
 
 async def idempotent(fleet: FleetService, who: Principal, key: str | None, digest: str,
-                     run: Callable[[], tuple[int, Any]]) -> Response:
+                     run: Callable[..., tuple[int, Any]], *, with_answer: bool = False) -> Response:
     """:func:`answer_once` in the thread pool: a write's database work never holds the event loop."""
-    return await run_in_threadpool(answer_once, fleet, who, key, digest, run)
+    return await run_in_threadpool(answer_once, fleet, who, key, digest, run, with_answer)
+
+
+# remember(conn, status, body): store the answer in the write's own transaction
+Remember = Callable[[Connection, int, Any], None]
 
 
 def answer_once(fleet: FleetService, who: Principal, key: str | None, digest: str,
-                run: Callable[[], tuple[int, Any]]) -> Response:
+                run: Callable[..., tuple[int, Any]], with_answer: bool = False) -> Response:
     """Answer a write once per (caller, key): a retry with the same request gets the stored answer
-    (``Idempotent-Replayed: true``), another request with the key gets 409."""
+    (``Idempotent-Replayed: true``), another request with the key gets 409. With ``with_answer``,
+    ``run(remember)`` stores the answer inside its own transaction (one commit, and no acknowledged
+    write without its answer); otherwise ``run()`` and the answer is stored after it."""
     if key is not None:
         if not key or any(not c.isprintable() for c in key):
             raise InputError("an Idempotency-Key is 1 to 100 printable characters", field="Idempotency-Key")
         stored = _stored(fleet, who, key, digest)
         if stored is not None:
             return stored
-    status, body = run()
-    text = json.dumps(body, default=str)
-    if key is not None:
-        try:
-            with fleet.engine.begin() as conn:
-                conn.execute(insert(api_requests).values(
-                    principal=who.id, idempotency_key=key, request_sha256=digest, status=status, response=text,
-                    created_at=format_instant(datetime.now(UTC))))
-        except IntegrityError:  # a concurrent retry answered first: answer as it did
-            stored = _stored(fleet, who, key, digest)
-            if stored is not None:
-                return stored
-    return Response(text, status, media_type="application/json")
+
+    def remember(conn: Connection, status: int, body: Any) -> None:
+        if key is not None:
+            conn.execute(insert(api_requests).values(
+                principal=who.id, idempotency_key=key, request_sha256=digest, status=status,
+                response=json.dumps(body, default=str), created_at=format_instant(datetime.now(UTC))))
+
+    try:
+        if with_answer:
+            status, body = run(remember)
+        else:
+            status, body = run()
+            if key is not None:
+                with fleet.engine.begin() as conn:
+                    remember(conn, status, body)
+    except IntegrityError:  # a concurrent retry answered first: answer as it did
+        stored = None if key is None else _stored(fleet, who, key, digest)
+        if stored is None:
+            raise
+        return stored
+    return Response(json.dumps(body, default=str), status, media_type="application/json")
 
 
 def _stored(fleet: FleetService, who: Principal, key: str, digest: str) -> Response | None:
@@ -123,7 +137,3 @@ def _stored(fleet: FleetService, who: Principal, key: str, digest: str) -> Respo
         raise ConflictError(f"Idempotency-Key '{key}' was used for a different request", field="Idempotency-Key")
     return Response(row.response, row.status, media_type="application/json",
                     headers={"Idempotent-Replayed": "true"})
-
-
-def json_response(body: Any, status: int = 200, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(body, status, headers=headers)

@@ -16,14 +16,14 @@ import sqlite3
 import threading
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DatabaseError
 
 from gpufleet.domain import access, views
@@ -46,6 +46,9 @@ def default_actor() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+AlsoWrite = Callable[[Connection, list[Event]], None]  # more writes inside an append's transaction
 
 
 @dataclass(frozen=True)
@@ -104,22 +107,28 @@ class FleetService:
 
     def record(self, payload: Payload, on: date | None = None, actor: str | None = None,
                idempotency_key: str | None = None, *, policy: GovernancePolicy | None = None,
-               after_the_fact: bool = False, principal: Principal | None = None) -> Event:
+               after_the_fact: bool = False, principal: Principal | None = None,
+               then: AlsoWrite | None = None) -> Event:
         """Append one event (effective ``on``, default today); refused if it breaks an invariant, or
         executes a transaction that needs approval without it (unless it is history ``after_the_fact``).
         With ``principal`` (the service's authenticated caller), it is the actor, and its access roles
         at the head of the ledger must allow the event (:func:`gpufleet.domain.access.require_record`)."""
         return self.record_many([(payload, on or datetime.now(UTC).date(), idempotency_key)], actor, policy=policy,
-                                after_the_fact=after_the_fact, principal=principal)[0]
+                                after_the_fact=after_the_fact, principal=principal, then=then)[0]
 
     def record_many(self, items: Sequence[tuple[Payload, date, str | None]], actor: str | None = None, *,
                     policy: GovernancePolicy | None = None, after_the_fact: bool = False,
-                    principal: Principal | None = None) -> list[Event]:
-        """Append several events (payload, effective date, idempotency key) in one transaction."""
+                    principal: Principal | None = None, then: AlsoWrite | None = None) -> list[Event]:
+        """Append several events (payload, effective date, idempotency key) in one transaction;
+        ``then(conn, events)`` writes what must commit with them (the service's stored answer), or
+        raises to write nothing."""
         actor = principal.id if principal is not None else actor
         drafts = [Draft(p, on, *_envelope(actor, key)) for p, on, key in items]
         with self.engine.begin() as conn:
-            return self._append(Ledger(conn), drafts, policy, after_the_fact, principal)
+            written = self._append(Ledger(conn), drafts, policy, after_the_fact, principal)
+            if then is not None:
+                then(conn, written)
+            return written
 
     def load(self, path: Path, actor: str | None = None, *, parsed: tuple | None = None,
              migrate: bool = False, principal: Principal | None = None) -> LoadResult:

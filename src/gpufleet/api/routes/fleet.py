@@ -12,7 +12,9 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from gpufleet.api.deps import Caller, Fleet, HeadState, IdempotencyKey, body_digest, idempotent, ledger_key
+from gpufleet.api.deps import (
+    Caller, Fleet, HeadState, IdempotencyKey, Remember, body_digest, idempotent, ledger_key,
+)
 from gpufleet.api.problems import PROBLEM
 from gpufleet.domain import access
 from gpufleet.domain.access import Capability, Forbidden, Principal
@@ -74,12 +76,13 @@ def _record_route(event_type: str, cls: type[Payload]):
                      on: OnQuery = None, key: IdempotencyKey = None) -> Any:
         digest = await body_digest(request)
 
-        def run() -> tuple[int, dict]:
+        def run(remember: Remember) -> tuple[int, dict]:
             event = fleet.record(payload, on or datetime.now(UTC).date(), idempotency_key=ledger_key(who, key),
-                                 policy=request.app.state.policy, principal=who)
+                                 policy=request.app.state.policy, principal=who,
+                                 then=lambda conn, written: remember(conn, 201, event_out(written[0])))
             return 201, event_out(event)
 
-        return await idempotent(fleet, who, key, digest, run)
+        return await idempotent(fleet, who, key, digest, run, with_answer=True)
 
     record.__name__ = f"record_{event_type}"
     return record
