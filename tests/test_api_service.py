@@ -160,3 +160,22 @@ def test_access_roles_are_ledger_events_and_as_of_queryable(client, world):
     other = client.post(f"/v1/events/access_granted?on={ON}", headers=admin,
                         json={"principal": "tesla-indep", "entity": "xai", "role": "viewer"})
     assert other.status_code == 403
+
+
+@pytest.mark.parametrize(("who", "status", "kind"), [
+    ("tesla-operator", 422, "unknown-reference"),  # an operator may ship lots: the ledger refuses the unknown one
+    ("tesla-viewer", 403, "forbidden"),  # a viewer may ship nothing, whatever the lot
+], ids=["operator-unknown-lot", "viewer-unknown-lot"])
+def test_a_reference_to_nothing_is_refused_by_the_role_first_then_by_the_ledger(client, world, who, status, kind):
+    answer = client.post(f"/v1/events/lot_shipped?on={ON}", headers=world.headers(who), json={"lot": "no-such-lot"})
+    assert answer.status_code == status and answer.json()["type"].endswith(kind)
+
+
+def test_an_event_for_no_entity_is_allowed_to_no_one():
+    from gpufleet.domain.access import Capability, Forbidden, Principal, require
+    from gpufleet.domain.state import FleetState
+
+    state = FleetState(access={("p", "tesla", "operator")})
+    with pytest.raises(Forbidden, match="no role allows"):
+        require(state, Principal("p"), Capability.RECORD, set())
+    require(state, Principal("p"), Capability.RECORD, None)  # any entity: p's operator role in tesla allows it

@@ -126,8 +126,8 @@ def require(state: FleetState, principal: Principal, capability: Capability, ent
     if capability is Capability.READ and is_auditor(state, principal.id):
         return
     targets = None if entities is None else sorted(set(entities))
-    if targets is not None and not targets:
-        targets = None
+    if targets == []:
+        raise Forbidden(f"no role allows '{principal.id}' to {capability.value} this")
     scope = held if targets is None else {e: held.get(e, set()) for e in targets}
     if any(roles & allowed for roles in scope.values()):
         return
@@ -165,7 +165,8 @@ def require_vote(state: FleetState, principal: Principal, person: str) -> None:
 
 def acting_entities(state: FleetState, p: ev.Payload) -> set[str] | None:
     """The entities for which ``p`` is recorded (a role in any one of them allows it); None: no
-    single entity (a new person, model or top-level entity), so a role in any entity allows it."""
+    single entity (a new person, model or top-level entity, or a reference to a record the ledger does
+    not have, which its own check refuses next), so a role in any entity allows it; empty: nothing does."""
     match p:
         case ev.EntityRegistered():
             return {p.parent} if p.parent else None
@@ -184,14 +185,14 @@ def acting_entities(state: FleetState, p: ev.Payload) -> set[str] | None:
         case ev.LotRescheduled() | ev.LotShipped() | ev.LotDelivered():
             return _owner(state.lots, p.lot)
         case ev.DeliverySlotSwap():
-            return {state.lots[x].owner for x in p.lots_a if x in state.lots} or set(p.lots_a)
+            return {state.lots[x].owner for x in p.lots_a if x in state.lots} or None
         case ev.LoanOpened() | ev.LoanProposed():
             return {p.lender}
         case ev.LoanReclaimed():
             return _field(state.loans, p.loan, "lender")
         case ev.LoanClosed():
             loan = state.loans.get(p.loan)
-            return {loan.lender, loan.borrower} if loan else {p.loan}
+            return {loan.lender, loan.borrower} if loan else None
         case ev.ClaimRecorded():
             return {p.claimant}
         case _ if hasattr(p, "owner"):
@@ -208,13 +209,13 @@ def parties(state: FleetState, p: ev.Payload) -> set[str]:
         case ev.LoanOpened() | ev.LoanProposed():
             found.add(p.borrower)
         case ev.LoanReclaimed() | ev.LoanClosed():
-            found |= _field(state.loans, p.loan, "borrower")
+            found |= _field(state.loans, p.loan, "borrower") or set()
         case ev.DeliverySlotSwap():
             found |= {state.lots[x].owner for x in p.lots_b if x in state.lots}
         case ev.ApprovalRecorded():
             found |= subject_parties(state, p.subject)
     if hasattr(p, "site") and isinstance(getattr(p, "site"), str):
-        found |= _owner(state.sites, p.site)
+        found |= _owner(state.sites, p.site) or set()
     return found
 
 
@@ -247,10 +248,10 @@ def may_read(state: FleetState, principal: str, entities: set[str], giver: str |
     return giver is not None and approver_of(state, principal, giver)
 
 
-def _owner(table: dict, key: str) -> set[str]:
+def _owner(table: dict, key: str) -> set[str] | None:
     return _field(table, key, "owner")
 
 
-def _field(table: dict, key: str, name: str) -> set[str]:
+def _field(table: dict, key: str, name: str) -> set[str] | None:
     record = table.get(key)
-    return {getattr(record, name)} if record is not None else set()
+    return {getattr(record, name)} if record is not None else None
