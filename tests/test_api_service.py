@@ -179,3 +179,13 @@ def test_an_event_for_no_entity_is_allowed_to_no_one():
     with pytest.raises(Forbidden, match="no role allows"):
         require(state, Principal("p"), Capability.RECORD, set())
     require(state, Principal("p"), Capability.RECORD, None)  # any entity: p's operator role in tesla allows it
+
+
+def test_an_access_grant_cannot_be_dated_after_today(client, world):
+    from datetime import timedelta
+
+    later = ON + timedelta(days=30)
+    answer = client.post(f"/v1/events/access_granted?on={later}", headers=world.headers("tesla-admin"),
+                         json={"principal": "tesla-indep", "entity": "tesla", "role": "operator"})
+    assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == "on"
+    assert client.get("/v1/status", headers=world.headers("tesla-indep")).status_code == 403

@@ -29,7 +29,7 @@ from sqlalchemy.exc import DatabaseError
 from gpufleet.domain import access, views
 from gpufleet.domain.access import Principal
 from gpufleet.domain.chain import Event, end_of_day, format_instant, parse_instant
-from gpufleet.domain.events import Payload, payload_class
+from gpufleet.domain.events import AccessGranted, Payload, payload_class
 from gpufleet.domain.governance import GovernancePolicy, approval_gate
 from gpufleet.domain.state import FleetState
 from gpufleet.domain.types import FIRST_DAY, LAST_DAY, EnvelopeText
@@ -162,13 +162,18 @@ class FleetService:
                 after_the_fact: bool, principal: Principal | None = None) -> list[Event]:
         """The one way events enter the ledger: each passes the gate (the caller's access roles, when
         a service principal calls; the approval rules), then the invariants, all on the head state
-        inside the append's transaction, so a role revoked a moment earlier is already gone."""
+        inside the append's transaction, so a role revoked a moment earlier is already gone. Access is
+        judged on the state at the ledger's frontier, so a grant takes effect when it is recorded: it
+        cannot be dated after today (history recorded ``after_the_fact`` excepted)."""
         approvals = partial(approval_gate, policy=policy or GovernancePolicy(), after_the_fact=after_the_fact)
-        if principal is None:
-            return ledger.append(drafts, gate=approvals)
+        today = datetime.now(UTC).date()
 
         def gate(state: FleetState, payload: Payload, on: date) -> None:
-            access.require_record(state, principal, payload)
+            if isinstance(payload, AccessGranted) and on > today and not after_the_fact:
+                raise InputError(f"an access grant takes effect when it is recorded; it cannot be dated {on}, after "
+                                 f"today ({today})", field="on")
+            if principal is not None:
+                access.require_record(state, principal, payload)
             approvals(state, payload, on)
 
         return ledger.append(drafts, gate=gate)
