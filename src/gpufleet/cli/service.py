@@ -49,9 +49,7 @@ def serve(
     from gpufleet.errors import InputError
     from gpufleet.services.jobs import JobStore
 
-    given = {"host": host, "port": port, "workers": workers, "config": config}
-    if os.environ.get("GPUFLEET_DB") is None or _db() != os.environ.get("GPUFLEET_DB"):
-        given["db"] = _db()
+    given = {"db": _db(), "host": host, "port": port, "workers": workers, "config": config}  # db: --db or GPUFLEET_DB
     try:
         settings = ServiceSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:

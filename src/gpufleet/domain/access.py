@@ -234,6 +234,18 @@ def subject_parties(state: FleetState, subject: str) -> set[str]:
     return set()
 
 
+def subject_giver(state: FleetState, subject: str) -> str | None:
+    """The party that gives up value in the transaction ``subject``; None if the ledger has none such."""
+    kind, _, ident = subject.partition(":")
+    if kind == "loan" and ident in state.loans:
+        return state.loans[ident].lender
+    if kind == "proposal" and f"loan:{ident}" in state.proposals:
+        return state.proposals[f"loan:{ident}"].owner
+    if kind == "swap" and ident in state.swaps:
+        return state.swaps[ident].party_a
+    return None
+
+
 def approver_of(state: FleetState, person: str, giver: str) -> bool:
     """Is ``person`` one of the people who approve ``giver``'s related-party transactions?"""
     return any(who == person and entity == giver and role in (Role.INDEPENDENT_DIRECTOR, Role.AUDIT_COMMITTEE)

@@ -192,19 +192,8 @@ def _may_read(state: FleetState, who: Principal, e: Event) -> bool:
         return True
     giver = None
     if isinstance(payload, access.ev.ApprovalRecorded):
-        giver = _giver(state, payload.subject)
+        giver = access.subject_giver(state, payload.subject)
     return access.may_read(state, who.id, access.parties(state, payload), giver)
-
-
-def _giver(state: FleetState, subject: str) -> str | None:
-    kind, _, ident = subject.partition(":")
-    if kind == "loan" and ident in state.loans:
-        return state.loans[ident].lender
-    if kind == "proposal" and f"loan:{ident}" in state.proposals:
-        return state.proposals[f"loan:{ident}"].owner
-    if kind == "swap" and ident in state.swaps:
-        return state.swaps[ident].party_a
-    return None
 
 
 @router.get("/ledger/head", response_model=HeadOut, responses=ERRORS,

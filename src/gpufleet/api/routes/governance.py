@@ -16,6 +16,7 @@ from gpufleet.api.problems import NotFound, PreconditionFailed, PreconditionRequ
 from gpufleet.api.routes.fleet import ERRORS, EventOut, event_out, visible_entity
 from gpufleet.domain import access
 from gpufleet.domain.access import Capability
+from gpufleet.domain.state import FleetState
 from gpufleet.domain.types import FIRST_DAY, LAST_DAY
 from gpufleet.services import governance
 
@@ -40,9 +41,10 @@ def version(row: dict) -> str:
     return '"' + hashlib.sha256(json.dumps(terms, sort_keys=True, default=str).encode()).hexdigest()[:32] + '"'
 
 
-def _rows(request: Request, fleet, on: date | None = None) -> list[dict]:
+def _rows(request: Request, fleet, state: FleetState, on: date | None = None) -> list[dict]:
+    """The approvals rows, each with its proposal's terms from ``state`` (the head's: a proposal's
+    record does not change once recorded)."""
     rows = governance.approvals(fleet, request.app.state.policy, on)
-    state = fleet.state()
     for row in rows:
         kind, _, ident = row["subject"].partition(":")
         prop = state.proposals.get(f"loan:{ident}") if kind == "proposal" else None
@@ -57,7 +59,7 @@ def _rows(request: Request, fleet, on: date | None = None) -> list[dict]:
 def approvals(request: Request, fleet: Fleet, who: Caller, head: HeadState,
               on: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None) -> list[dict]:
     """Those the caller may see: its entities' (either side), those it may approve, or all (auditors)."""
-    return [r | {"version": version(r)} for r in _rows(request, fleet, on) if _visible(head.state, who, r)]
+    return [r | {"version": version(r)} for r in _rows(request, fleet, head.state, on) if _visible(head.state, who, r)]
 
 
 @router.get("/approvals/{subject}", responses=ERRORS | {404: {"description": "no such transaction"}},
@@ -68,7 +70,7 @@ def approval(request: Request, subject: Subject, fleet: Fleet, who: Caller, head
 
 
 def _find(request: Request, fleet, who, head, subject: str) -> dict:
-    for row in _rows(request, fleet):
+    for row in _rows(request, fleet, head.state):
         if row["subject"] == subject and _visible(head.state, who, row):
             return row
     raise NotFound(f"no transaction '{subject}' that needs approval is visible to '{who.id}'")

@@ -116,7 +116,10 @@ def may_run(head: Head, who: Principal, kind: str) -> None:
         board_job.require_reads_everything(head.state, who.id)
 
 
-async def _accepted(request: Request, fleet, who: Principal, key: str | None, digest: str, kind: str, params: dict):
+async def _accepted(request: Request, fleet, who: Principal, key: str | None, kind: str, body: BaseModel):
+    """Submit a job of ``kind`` with ``body`` as its parameters, once per idempotency key: 202 and its URL."""
+    params, digest = body.model_dump(mode="json"), await body_digest(request)
+
     def run() -> tuple[int, dict]:
         job_id = request.app.state.jobs.submit(kind, who.id, params)
         return 202, {"job_id": job_id, "url": f"/v1/jobs/{job_id}", "state": "queued"}
@@ -151,7 +154,7 @@ def _cluster(body: SimulateIn | ExportIn) -> None:
 async def plan(request: Request, body: PlanIn, fleet: Fleet, who: Caller, head: HeadState,
                key: IdempotencyKey = None) -> Any:
     may_run(head, who, "plan")
-    return await _accepted(request, fleet, who, key, await body_digest(request), "plan", body.model_dump(mode="json"))
+    return await _accepted(request, fleet, who, key, "plan", body)
 
 
 @router.post("/plans/apply", status_code=201, response_model=Applied, responses=ERRORS,
@@ -184,7 +187,7 @@ async def verify(request: Request, body: VerifyIn, fleet: Fleet, who: Caller, he
     may_run(head, who, "verify")
     for text in body.expect:
         parse_anchor(text)  # a bad anchor is a 422 now, not a failed job later
-    return await _accepted(request, fleet, who, key, await body_digest(request), "verify", body.model_dump(mode="json"))
+    return await _accepted(request, fleet, who, key, "verify", body)
 
 
 @router.post("/reports", status_code=202, response_model=JobAccepted, responses=ERRORS | {202: ACCEPTED},
@@ -192,7 +195,7 @@ async def verify(request: Request, body: VerifyIn, fleet: Fleet, who: Caller, he
 async def report(request: Request, body: ReportIn, fleet: Fleet, who: Caller, head: HeadState,
                  key: IdempotencyKey = None) -> Any:
     may_run(head, who, "report")
-    return await _accepted(request, fleet, who, key, await body_digest(request), "report", body.model_dump(mode="json"))
+    return await _accepted(request, fleet, who, key, "report", body)
 
 
 @router.post("/simulations", status_code=202, response_model=JobAccepted,
@@ -207,8 +210,7 @@ async def simulate(request: Request, body: SimulateIn, fleet: Fleet, who: Caller
         _shared(request, name, field)
     if body.loans:
         job_kinds.require_loans_readable(head.state, who.id)
-    params = body.model_dump(mode="json")
-    return await _accepted(request, fleet, who, key, await body_digest(request), "simulate", params)
+    return await _accepted(request, fleet, who, key, "simulate", body)
 
 
 @router.post("/exports", responses=ERRORS | NOT_FOUND | NO_TRACES | {200: {
