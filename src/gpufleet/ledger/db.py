@@ -10,7 +10,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, P
 from gpufleet.errors import InputError, NotInitialized
 
 DEFAULT_DB = "./gpufleet.db"
-HEAD_REVISION = "0003"  # the newest migration; a test checks it against Alembic's own view
+HEAD_REVISION = "0004"  # the newest migration; a test checks it against Alembic's own view
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 

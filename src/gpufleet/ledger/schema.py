@@ -51,6 +51,40 @@ snapshots = Table(
     Column("digest", String(64), nullable=True),
 )
 
+# -- verifiable disclosure (migration 0004) --------------------------------------------------
+
+# The root of every perfect subtree of the RFC 9162 tree over the events in seq order: (level L,
+# idx i) covers events i*2**L + 1 .. (i+1)*2**L; level 0 holds the leaf hashes. Hex SHA-256.
+merkle_nodes = Table(
+    "merkle_nodes",
+    metadata,
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Signed tree heads (C2SP tlog-checkpoint): the note body; its signature lines are kept apart so
+# that cosigners can add theirs to an append-only record.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("origin", String(200), nullable=False),
+    Column("root_hash", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", String(27), nullable=False),
+)
+
+checkpoint_signatures = Table(
+    "checkpoint_signatures",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("key_name", String(200), primary_key=True, autoincrement=False),
+    Column("key_id", String(8), primary_key=True, autoincrement=False),  # hex of the signed-note key hash
+    Column("line", Text, nullable=False),  # the whole signature line, "— name base64"
+    Column("added_at", String(27), nullable=False),
+)
+
 # -- the service's own records (not part of the hash chain) ------------------------------------
 
 # The principals that may sign in (a person or a service account of the ledger), enabled by an admin.
