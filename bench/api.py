@@ -173,7 +173,8 @@ def build(url: str, events: int, seed: int, progress: Progress) -> tuple[dict[st
     for person, role in PRINCIPALS.items():
         items.append(("person_registered", {"person": person, "name": person}))
         items.append(("access_granted", {"principal": person, "entity": ENTITY, "role": role}))
-    fleet.record_many([(make_payload(t, d), gen.day, None) for t, d in items], actor="bench-setup")
+    fleet.record_many([(make_payload(t, d), gen.day, None) for t, d in items], actor="bench-setup",
+                      after_the_fact=True)  # dated with the synthetic history, after today
     tokens = {}
     for person in PRINCIPALS:
         identity.add_user(fleet, person)

@@ -189,3 +189,20 @@ def test_an_access_grant_cannot_be_dated_after_today(client, world):
                          json={"principal": "tesla-indep", "entity": "tesla", "role": "operator"})
     assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == "on"
     assert client.get("/v1/status", headers=world.headers("tesla-indep")).status_code == 403
+
+
+@pytest.mark.parametrize("query", ["", "?as_of=2024-06-30"], ids=["latest", "as-of"])
+def test_a_status_answer_carries_an_etag_is_304_when_held_and_gzip_when_accepted(client, world, query):
+    auth = world.headers("tesla-viewer")
+    first = client.get(f"/v1/status{query}", headers=auth)
+    assert first.status_code == 200 and first.headers["etag"].startswith('"')
+    held = client.get(f"/v1/status{query}", headers=auth | {"If-None-Match": first.headers["etag"]})
+    assert held.status_code == 304 and held.content == b"" and held.headers["etag"] == first.headers["etag"]
+    packed = client.get(f"/v1/status{query}", headers=auth | {"Accept-Encoding": "gzip"})
+    assert packed.headers["content-encoding"] == "gzip" and packed.json() == first.json()  # httpx unpacks it
+    plain = client.get(f"/v1/status{query}", headers=auth | {"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.json() == first.json()
+    _fail_one(client, world, key=None)  # the ledger moves on: the held answer is stale
+    moved = client.get(f"/v1/status{query}", headers=auth | {"If-None-Match": first.headers["etag"]})
+    assert moved.status_code == 200 and moved.headers["etag"] != first.headers["etag"]
+    assert moved.json()["ledger_seq"] == first.json()["ledger_seq"] + 1

@@ -59,10 +59,77 @@ def test_a_kept_status_answer_is_never_one_of_an_older_ledger(engine):
     service = FleetService(engine)
     _append(engine, ev.EntityRegistered(entity="a", name="A"), D1)
     _append(engine, _demand("first"), D1)
-    asked = [service.head_status(), service.status(D2), service.status(D2, known_at="2199-01-01")]
-    assert service.head_status() is asked[0] and service.status(D2) is asked[1]  # kept, not recomputed
+    asked = [service.head_status().data, service.status(D2), service.status(D2, known_at="2199-01-01")]
+    assert service.head_status().data is asked[0] and service.status(D2) is asked[1]  # kept, not recomputed
     _append(engine, ev.EntityRegistered(entity="b", name="B"), D1)  # the ledger moves on: every answer changes
     fresh = FleetService(engine)
-    now = [service.head_status(), service.status(D2), service.status(D2, known_at="2199-01-01")]
-    assert now == [fresh.head_status(), fresh.status(D2), fresh.status(D2, known_at="2199-01-01")]
+    now = [service.head_status().data, service.status(D2), service.status(D2, known_at="2199-01-01")]
+    assert now == [fresh.head_status().data, fresh.status(D2), fresh.status(D2, known_at="2199-01-01")]
     assert [a["ledger_seq"] for a in asked] == [2, 2, 2] and [a["ledger_seq"] for a in now] == [3, 3, 3]
+
+
+def _counting_folds(monkeypatch) -> list:
+    folds: list = []
+    full_fold = Ledger.state_at
+    monkeypatch.setattr(Ledger, "state_at", lambda self, seq: folds.append(seq) or full_fold(self, seq))
+    return folds
+
+
+def test_the_read_side_head_fold_is_brought_forward_in_place_not_refolded(engine, monkeypatch):
+    from gpufleet.services.fleet import FleetService
+
+    service = FleetService(engine)
+    _append(engine, ev.EntityRegistered(entity="a", name="A"), D1)
+    folds = _counting_folds(monkeypatch)
+    for n in range(6):
+        _append(engine, _demand(f"d{n}"), D2)
+        with service.reading_head() as fold:
+            assert fold.seq == n + 2 and fold.state.to_dict() == FleetService(engine).state().to_dict()
+    assert folds == [2]  # folded once (nothing to bring forward yet), then caught up over each new event
+
+
+def test_a_held_fold_is_never_changed_and_a_void_or_late_record_refolds(engine, monkeypatch):
+    from gpufleet.services.fleet import FleetService
+
+    service = FleetService(engine)
+    _append(engine, ev.EntityRegistered(entity="a", name="A"), D1)
+    folds = _counting_folds(monkeypatch)
+    with service.reading_head() as held:
+        before = held.state.to_dict()
+        _append(engine, _demand("late"), D1)
+        _append(engine, _demand("later"), D2)
+        with service.reading_head() as newer:  # the held fold is not free: a new fold
+            assert (newer.seq, held.seq) == (3, 1) and newer.state is not held.state
+        assert held.state.to_dict() == before
+    _append(engine, _demand("back-dated"), D1)  # before the fold's last date: cannot be applied on top
+    with service.reading_head() as fold:
+        assert fold.seq == 4 and fold.state.to_dict() == FleetService(engine).state().to_dict()
+    assert folds == [1, 3, 4]
+
+
+def test_concurrent_readers_and_writers_see_only_whole_folds_of_the_head(engine):
+    """Readers in threads while a writer appends: each fold read equals a fresh fold at its own seq."""
+    import threading
+
+    from gpufleet.services.fleet import FleetService
+
+    service = FleetService(engine)
+    _append(engine, ev.EntityRegistered(entity="a", name="A"), D1)
+    seen, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            with service.reading_head() as fold:
+                seen.append((fold.seq, fold.state.to_dict()))
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    for n in range(25):
+        _append(engine, _demand(f"c{n}"), D2)
+    stop.set()
+    for thread in readers:
+        thread.join()
+    with engine.connect() as conn:
+        truth = {seq: Ledger(conn).state_at(seq).to_dict() for seq in {s for s, _ in seen}}
+    assert seen and all(state == truth[seq] for seq, state in seen)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,11 +17,11 @@ from starlette.responses import Response
 
 from gpufleet.domain.access import Principal
 from gpufleet.domain.chain import format_instant
-from gpufleet.domain.state import FleetState
 from gpufleet.errors import ConflictError, InputError
 from gpufleet.ledger.schema import api_requests
 from gpufleet.services import identity
 from gpufleet.services.fleet import FleetService
+from gpufleet.services.head_state import HeadFold
 
 bearer = HTTPBearer(auto_error=False, description="an API token (gpf_...) or an OIDC access token (JWT)")
 MAX_KEY = 100
@@ -57,18 +56,13 @@ IdempotencyKey = Annotated[str | None, Header(
     description="a retried write with the same key and body gets the first answer; another body gets 409")]
 
 
-@dataclass
-class Head:
-    seq: int
-    state: FleetState
+def head(fleet: Fleet) -> Iterator[HeadFold]:
+    """The fold of the ledger at its head, held (never changed) until the answer is sent."""
+    with fleet.reading_head() as fold:
+        yield fold
 
 
-def head(fleet: Fleet) -> Head:
-    seq, state = fleet.head_state()
-    return Head(seq, state)
-
-
-HeadState = Annotated[Head, Depends(head)]
+HeadState = Annotated[HeadFold, Depends(head)]
 
 
 async def body_digest(request: Request) -> str:

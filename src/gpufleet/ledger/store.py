@@ -37,7 +37,7 @@ from gpufleet.ledger.snapshots import SNAPSHOT_FORMAT
 SNAPSHOT_EVERY = 5_000  # events between snapshots; a query folds at most about this many
 # The head state each database had after this process's last append, keyed by URL and checked
 # against the head's (seq, hash) before use: a rollback misses it; another writer's events since are
-# applied on top when they continue its chain in date order (Ledger._caught_up).
+# applied on top when they continue its chain in date order (Ledger.caught_up).
 _HEAD_STATES: dict[str, tuple[int, str, FleetState]] = {}
 CATCH_UP_MAX = 1_000  # events another writer appended that a cached head state is brought over, at most
 _ROW_COLUMNS = (events.c.seq, events.c.effective_date, events.c.type, events.c.payload)
@@ -131,6 +131,10 @@ class Ledger:
         """The fleet on ``as_of`` (default: every effective date), as recorded by ``known_at``."""
         return self._state(as_of, self.known_seq(known_at), use_snapshots=use_snapshots)
 
+    def state_at(self, seq: int) -> FleetState:
+        """The fold of events 1..``seq`` at every date (from the newest snapshot it may start from)."""
+        return self._state(None, seq)
+
     def _state(self, as_of: date | None, known: int, extra_voided: set[int] = frozenset(),
                use_snapshots: bool = True, snapshot_before: int | None = None) -> FleetState:
         voided = self._voided(known) | extra_voided
@@ -201,7 +205,7 @@ class Ledger:
         cached = _HEAD_STATES.pop(key, None)  # taken out: a failed batch must not leave a half-applied state
         writer = _Writer(self, head, gate)
         if cached is not None:
-            writer.state = self._caught_up(cached, head)
+            writer.state = self.caught_up(cached, head)
         out = []
         for draft in drafts:
             try:
@@ -215,7 +219,7 @@ class Ledger:
             _HEAD_STATES[key] = (writer.head.seq, writer.head.hash, writer.state)
         return out
 
-    def _caught_up(self, cached: tuple[int, str, FleetState], head: Head) -> FleetState | None:
+    def caught_up(self, cached: tuple[int, str, FleetState], head: Head) -> FleetState | None:
         """``cached``, the head state this process had at an earlier (seq, hash), brought to ``head`` by
         applying the events other writers appended since (a server's workers take turns), when they
         continue its chain in date order: no void, none effective before the state's last date (which

@@ -34,7 +34,8 @@ def require_reads_everything(state: FleetState, principal: str) -> None:
 @kind("report", media_type=HTML)
 def board_report(ctx: JobContext, params: dict) -> str:
     """The HTML of the board report (``gpufleet report``), for ``start``..``end`` (default: the ledger's span)."""
-    require_reads_everything(ctx.service.head_state()[1], ctx.principal)
+    with ctx.service.reading_head() as fold:
+        require_reads_everything(fold.state, ctx.principal)
     ctx.progress(0.1, "building the report")
     policy = governance.load_policy(ctx.settings.policy)
     with tempfile.TemporaryDirectory(prefix="gpufleet-report-") as folder:

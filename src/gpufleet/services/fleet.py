@@ -9,7 +9,11 @@ gate (:func:`gpufleet.domain.governance.approval_gate`) before the ledger's inva
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
+import gzip
+import hashlib
+import json
 import os
 import secrets
 import sqlite3
@@ -26,10 +30,10 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DatabaseError
 
-from gpufleet.domain import access, views
+from gpufleet.domain import access, views, vote_signing
 from gpufleet.domain.access import Principal
 from gpufleet.domain.chain import Event, end_of_day, format_instant, parse_instant
-from gpufleet.domain.events import AccessGranted, Payload, payload_class
+from gpufleet.domain.events import AccessGranted, ApprovalRecorded, Payload, payload_class
 from gpufleet.domain.governance import GovernancePolicy, approval_gate
 from gpufleet.domain.state import FleetState
 from gpufleet.domain.types import FIRST_DAY, LAST_DAY, EnvelopeText
@@ -37,8 +41,31 @@ from gpufleet.errors import ConflictError, InputError, LedgerCorrupt, NotInitial
 from gpufleet.ledger import db
 from gpufleet.ledger.schema import events
 from gpufleet.ledger.store import Anchor, Draft, Ledger, VerifyReport
+from gpufleet.services.head_state import HeadFold, HeadStates
 
 STATUS_MEMO = 32  # status answers a long-lived process keeps
+
+
+class StatusAnswer:
+    """A status answer and its encodings, each made once (an answer at a million events is megabytes)."""
+
+    def __init__(self, data: dict):
+        self.data = data
+
+    @functools.cached_property
+    def json(self) -> bytes:
+        """Compact UTF-8 JSON, as the API sends it."""
+        return json.dumps(self.data, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+    @functools.cached_property
+    def etag(self) -> str:
+        """A strong entity tag (RFC 9110) of :attr:`json`."""
+        return '"' + hashlib.sha256(self.json).hexdigest()[:32] + '"'
+
+    @functools.cached_property
+    def gzip(self) -> bytes:
+        """:attr:`json`, gzip-compressed (reproducibly: no time stamp)."""
+        return gzip.compress(self.json, compresslevel=6, mtime=0)
 
 
 def default_actor() -> str:
@@ -71,27 +98,16 @@ class FleetService:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._head_cache: tuple[int, str, FleetState] | None = None  # (seq, hash, state) of the last head read
+        self._head_states = HeadStates()
         # status answers by (query, seq, hash of that event): a ledger prefix never changes, so neither do they
-        self._status_memo: OrderedDict[tuple, dict] = OrderedDict()
+        self._status_memo: OrderedDict[tuple, StatusAnswer] = OrderedDict()
         self._memo_lock = threading.Lock()
 
-    def head_state(self) -> tuple[int, FleetState]:
-        """The head's sequence number and the fold of every event, shared and read-only: a long-lived
-        process (the server) reads it with one query while the head has not moved."""
-        seq, _digest, state = self._head()
-        return seq, state
-
-    def _head(self) -> tuple[int, str, FleetState]:
-        with self.engine.connect() as conn:
-            ledger = Ledger(conn)
-            head = ledger.head()
-            cached = self._head_cache
-            if cached is not None and cached[:2] == (head.seq, head.hash):
-                return cached
-            state = ledger._state(None, head.seq)
-        self._head_cache = (head.seq, head.hash, state)
-        return self._head_cache
+    def reading_head(self) -> contextlib.AbstractContextManager[HeadFold]:
+        """Hold the fold of every event at the head (or newer) for the block: shared, so read it only.
+        A long-lived process (the server) keeps it in memory and brings it forward in place as the
+        head moves (:class:`gpufleet.services.head_state.HeadStates`)."""
+        return self._head_states.reading(self.engine)
 
     @classmethod
     def open(cls, database: str = db.DEFAULT_DB, *, create: bool = False) -> FleetService:
@@ -165,8 +181,13 @@ class FleetService:
         inside the append's transaction, so a role revoked a moment earlier is already gone. Access is
         judged on the state at the ledger's frontier, so a grant takes effect when it is recorded: it
         cannot be dated after today (history recorded ``after_the_fact`` excepted)."""
-        approvals = partial(approval_gate, policy=policy or GovernancePolicy(), after_the_fact=after_the_fact)
+        policy = policy or GovernancePolicy()
+        approvals = partial(approval_gate, policy=policy, after_the_fact=after_the_fact)
         today = datetime.now(UTC).date()
+
+        def order() -> dict[str, int]:  # the transactions' recording order, read only for a signed vote's series
+            created = ledger.events(types=list(vote_signing.CREATORS))
+            return vote_signing.recording_order((e.seq, e.event_type, e.payload) for e in created)
 
         def gate(state: FleetState, payload: Payload, on: date) -> None:
             if isinstance(payload, AccessGranted) and on > today and not after_the_fact:
@@ -175,6 +196,8 @@ class FleetService:
             if principal is not None:
                 access.require_record(state, principal, payload)
             approvals(state, payload, on)
+            if isinstance(payload, ApprovalRecorded):
+                vote_signing.check_vote(state, payload, policy, on, after_the_fact, order)
 
         return ledger.append(drafts, gate=gate)
 
@@ -185,9 +208,13 @@ class FleetService:
             return Ledger(conn).state(as_of, _instant(known_at))
 
     def status(self, as_of: date | None = None, known_at: str | None = None, entity: str | None = None) -> dict:
-        """The documented ``status`` JSON: the query, then holdings, sites, loans, transfers, claims.
-        The answer is kept (shared: do not change it) for the ledger prefix it was read from, so a
-        long-lived process answers a repeated query with two small reads."""
+        """The documented ``status`` JSON: the query, then holdings, sites, loans, transfers, claims."""
+        return self.status_answer(as_of, known_at, entity).data
+
+    def status_answer(self, as_of: date | None = None, known_at: str | None = None,
+                      entity: str | None = None) -> StatusAnswer:
+        """:meth:`status`, kept (shared: do not change it) for the ledger prefix it was read from, so a
+        long-lived process answers a repeated query with two small reads and no encoding."""
         known = _instant(known_at)
         with self.engine.connect() as conn:
             ledger = Ledger(conn)
@@ -204,12 +231,14 @@ class FleetService:
             state = ledger._state(as_of, seq)
         return self._memo(key, lambda: self._status(state, as_of, known, seq, entity))
 
-    def head_status(self, entity: str | None = None) -> dict:
-        """``status`` with no as_of or known_at, from the head state kept in memory (:meth:`head_state`),
-        kept for the head's (seq, hash)."""
-        seq, digest, state = self._head()
-        key = ("head", seq, digest, entity, datetime.now(UTC).date())
-        return self._memo(key) or self._memo(key, lambda: self._status(state, None, None, seq, entity))
+    def head_status(self, entity: str | None = None, fold: HeadFold | None = None) -> StatusAnswer:
+        """``status`` with no as_of or known_at, from the head fold kept in memory (:meth:`reading_head`;
+        ``fold``: one the caller holds), kept for the head's (seq, hash)."""
+        if fold is None:
+            with self.reading_head() as held:
+                return self.head_status(entity, held)
+        key = ("head", fold.seq, fold.hash, entity, datetime.now(UTC).date())
+        return self._memo(key) or self._memo(key, lambda: self._status(fold.state, None, None, fold.seq, entity))
 
     @staticmethod
     def _status(state: FleetState, as_of: date | None, known: str | None, seq: int, entity: str | None) -> dict:
@@ -219,7 +248,7 @@ class FleetService:
         header = {"as_of": on.isoformat(), "known_at": known, "ledger_seq": seq, "entity": entity}
         return header | views.status_report(state, on, entity)
 
-    def _memo(self, key: tuple, compute=None) -> dict | None:
+    def _memo(self, key: tuple, compute=None) -> StatusAnswer | None:
         """The status answer kept for ``key``, or (with ``compute``) compute and keep it (the newest 32)."""
         with self._memo_lock:
             if key in self._status_memo:
@@ -227,7 +256,7 @@ class FleetService:
                 return self._status_memo[key]
         if compute is None:
             return None
-        answer = compute()
+        answer = StatusAnswer(compute())
         with self._memo_lock:
             self._status_memo[key] = answer
             while len(self._status_memo) > STATUS_MEMO:

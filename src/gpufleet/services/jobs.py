@@ -381,9 +381,9 @@ def _plan(ctx: JobContext, params: dict) -> dict | list:
                           integral=params.get("integral", False))
     solver = SolveOptions(time_limit_s=params.get("time_limit_s", 600.0))
     ctx.progress(0.1, "solving")
-    head = ctx.service.head_state()[1]  # who may read what: as the ledger says now
-    readable = access.readable_entities(head, ctx.principal)
-    owners = {name: site.owner for name, site in head.sites.items()}
+    with ctx.service.reading_head() as fold:  # who may read what: as the ledger says now
+        readable = access.readable_entities(fold.state, ctx.principal)
+        owners = {name: site.owner for name, site in fold.state.sites.items()}
     if params.get("compare"):
         return [visible_plan(p, readable, owners) for p in planning.compare(state, start, options, solver)]
     return visible_plan(planning.plan(state, start, options, params.get("policy", "owner-first"), solver), readable,
@@ -405,7 +405,7 @@ def _simulate(ctx: JobContext, params: dict) -> dict:
         restart_s=params.get("restart_s", scheduling.DEFAULT_RESTART_S))
     loans = None
     if params.get("loans"):
-        loans = ctx.service.head_state()[1]
+        loans = ctx.service.state()  # this job's own fold of the head: the replay keeps it
         require_loans_readable(loans, ctx.principal)
     setup = scheduling.prepare(workload, cluster_spec=cluster_spec(folder, params), loans=loans,
                                quotas=shared_file(folder, params["quotas"], "quotas") if params.get("quotas") else None,

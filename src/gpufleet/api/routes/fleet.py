@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, Field
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from gpufleet.api.deps import (
     Caller, Fleet, HeadState, IdempotencyKey, Remember, body_digest, idempotent, ledger_key,
@@ -23,7 +23,7 @@ from gpufleet.domain.events import EVENT_TYPES, Payload, payload_class
 from gpufleet.domain.state import FleetState
 from gpufleet.domain.types import FIRST_DAY, LAST_DAY, MAX_SEQ
 from gpufleet.errors import GpufleetError
-from gpufleet.services.fleet import FleetService, parse_date
+from gpufleet.services.fleet import FleetService, StatusAnswer, parse_date
 
 router = APIRouter(prefix="/v1", tags=["fleet"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -125,18 +125,29 @@ async def load_scenario(request: Request, fleet: Fleet, who: Caller, key: Idempo
     return await idempotent(fleet, who, key, digest, run)
 
 
-@router.get("/status", responses=ERRORS, summary="Holdings, sites, loans, transfers and claims, as of a date")
-def status(fleet: Fleet, who: Caller, head: HeadState,
+@router.get("/status", responses=ERRORS | {304: {"description": "not modified: the answer the client holds (ETag)"}},
+            summary="Holdings, sites, loans, transfers and claims, as of a date")
+def status(request: Request, fleet: Fleet, who: Caller, head: HeadState,
            as_of: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None,
            known_at: Annotated[str | None, Query(max_length=40, description="as recorded by then (ISO)")] = None,
            entity: Annotated[str | None, Query(max_length=80)] = None) -> dict:
     """The same JSON as ``gpufleet status --format json``. A principal who is not an auditor sees one
-    of its entities (its only one by default)."""
+    of its entities (its only one by default). Each answer carries an ETag; it is encoded once per ledger
+    prefix, and sent gzip-compressed when the client accepts it."""
     entity = visible_entity(head.state, who, entity)
-    # the answers are kept by the service for their ledger prefix: encoded as they are (no re-encoding)
     if as_of is None and known_at is None:
-        return JSONResponse(fleet.head_status(entity))
-    return JSONResponse(fleet.status(as_of, known_at, entity))
+        return kept_answer(request, fleet.head_status(entity, head))
+    return kept_answer(request, fleet.status_answer(as_of, known_at, entity))
+
+
+def kept_answer(request: Request, answer: StatusAnswer) -> Response:
+    """A kept answer as encoded once: 304 when the client holds it (If-None-Match), gzip when accepted."""
+    headers = {"ETag": answer.etag, "Vary": "Accept-Encoding", "Cache-Control": "private, no-cache"}
+    if answer.etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", "").lower():
+        return Response(answer.gzip, media_type="application/json", headers=headers | {"Content-Encoding": "gzip"})
+    return Response(answer.json, media_type="application/json", headers=headers)
 
 
 def visible_entity(state: FleetState, who: Principal, entity: str | None) -> str | None:

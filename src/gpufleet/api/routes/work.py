@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Path, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from gpufleet.api.deps import Caller, Fleet, Head, HeadState, IdempotencyKey, body_digest, idempotent
+from gpufleet.api.deps import Caller, Fleet, HeadState, IdempotencyKey, body_digest, idempotent
 from gpufleet.api.problems import NotFound
 from gpufleet.api.routes.fleet import ERRORS, event_out
 from gpufleet.domain import access
@@ -27,6 +27,7 @@ from gpufleet.reports import board_job
 from gpufleet.scheduler.limits import MAX_PREEMPTIONS, MAX_TIME_S
 from gpufleet.services import jobs as job_kinds
 from gpufleet.services import scheduling
+from gpufleet.services.head_state import HeadFold
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{24}$")]
@@ -109,7 +110,7 @@ CAPABILITY = {"plan": Capability.PLAN, "verify": Capability.AUDIT, "report": Cap
               "simulate": Capability.SIMULATE}
 
 
-def may_run(head: Head, who: Principal, kind: str) -> None:
+def may_run(head: HeadFold, who: Principal, kind: str) -> None:
     """Raise Forbidden unless ``who`` may run a job of ``kind`` (and so read its result) now."""
     access.require(head.state, who, CAPABILITY[kind], None)
     if kind == "report":
