@@ -286,6 +286,9 @@ def parse_signature_line(line: str) -> Signature:
         raise NoteError(f"a signature line begins with an em dash and a space, not {line[:12]!r}",
                         field="signature")
     name, _, b64 = line[len(SIG_PREFIX):].partition(" ")
+    if " " in b64:
+        raise NoteError("a signature line is '— name signature': the key name or signature has a space",
+                        field="signature")
     if not valid_name(name):
         raise NoteError(f"the signature line's key name {name!r} is empty or has a space or '+'",
                         field="signature")
