@@ -10,8 +10,9 @@ operator  also records fleet events for its entity (lots, installs, failures, lo
 planner   also runs plans and records their proposals and demand for its entity
 finance   also reads costs and prices
 auditor   reads everything (every entity), runs the audit and verify
-admin     persons, service accounts and access roles of its entity; never records fleet events
-          or votes, whatever other role the same person holds (separation of duties)
+admin     persons, service accounts, access roles and vote-signing keys of its entity; never
+          records fleet events or votes, whatever other role the same person holds (separation
+          of duties)
 ========  ====================================================================================
 
 Approving is not a role: a vote is cast by the authenticated person, and whether it counts follows
@@ -82,7 +83,7 @@ ROLES_FOR: dict[Capability, frozenset[AccessRole]] = {
     Capability.SIMULATE: frozenset({R.OPERATOR, R.PLANNER}),
 }
 _ADMIN_EVENTS = (ev.EntityRegistered, ev.PersonRegistered, ev.RoleAssigned, ev.ServiceAccountRegistered,
-                 ev.AccessGranted, ev.AccessRevoked)
+                 ev.AccessGranted, ev.AccessRevoked, ev.PersonKeyRegistered, ev.PersonKeyRevoked)
 _PLANNER_EVENTS = (ev.DemandRecorded, ev.LoanProposed, ev.InstallPlanned)
 
 
@@ -174,6 +175,10 @@ def acting_entities(state: FleetState, p: ev.Payload) -> set[str] | None:
             return None
         case ev.RoleAssigned() | ev.ServiceAccountRegistered() | ev.AccessGranted() | ev.AccessRevoked():
             return {p.entity}
+        case ev.PersonKeyRegistered():
+            return {p.entity}
+        case ev.PersonKeyRevoked():  # the entity whose admin registered the key
+            return _field(state.person_keys, f"{p.person}/{p.key_id}", "entity")
         case ev.DemandRecorded():
             return {p.entity}
         case ev.SiteRegistered():

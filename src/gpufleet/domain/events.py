@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from gpufleet.domain.types import (
     AccessRole,
@@ -121,6 +121,33 @@ class AccessRevoked(Payload):
     principal: Id
     entity: EntityId
     role: AccessRole
+    reason: Text = ""
+
+
+KeyId = Annotated[str, Field(pattern=r"^[0-9a-f]{8}$", description="a key ID: 8 lowercase hex digits")]
+Signature = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]{86}==$",
+                                 description="an Ed25519 signature (64 bytes), standard base64")]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="a SHA-256 digest, 64 lowercase hex digits")]
+
+
+@event("person_key_registered")
+class PersonKeyRegistered(Payload):
+    """A person's public key for signing votes, registered by an admin of ``entity`` (where the person
+    holds a role); ``proof`` shows the key's holder made the registration (see docs/disclosure.md)."""
+
+    person: PersonId
+    entity: EntityId
+    public_key: Annotated[str, Field(max_length=400, description="the signed-note verifier key: name+hash+base64")]
+    proof: Annotated[Signature, Field(description="the key's Ed25519 signature of the registration message "
+                                                  "naming the person, the entity and the key, base64")]
+
+
+@event("person_key_revoked")
+class PersonKeyRevoked(Payload):
+    """A person's vote-signing key stops being valid from the effective date on."""
+
+    person: PersonId
+    key_id: KeyId
     reason: Text = ""
 
 
@@ -450,6 +477,31 @@ class ApprovalRecorded(Payload):
     decision: Decision
     person: PersonId
     reason: Text = ""
+    content_sha256: Annotated[Sha256 | None, Field(description="signed votes: the hash of the transaction's terms "
+                                                               "signed (docs/disclosure.md)")] = None
+    key_id: Annotated[KeyId | None, Field(description="signed votes: the person's registered key")] = None
+    signature: Annotated[Signature | None, Field(description="signed votes: Ed25519 over the vote message")] = None
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> ApprovalRecorded:
+        given = [name for name in _SIGNED_VOTE_FIELDS if getattr(self, name) is not None]
+        if given and len(given) != len(_SIGNED_VOTE_FIELDS):
+            missing = [name for name in _SIGNED_VOTE_FIELDS if name not in given]
+            raise ValueError(f"a signed vote needs {', '.join(_SIGNED_VOTE_FIELDS)}; {', '.join(missing)} missing")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _unsigned_as_before(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """An unsigned vote serializes without the signature fields, so its canonical JSON (and the
+        hash of every vote recorded before signed votes existed) is unchanged."""
+        data = handler(self)
+        if self.signature is None:
+            for name in _SIGNED_VOTE_FIELDS:
+                data.pop(name, None)
+        return data
+
+
+_SIGNED_VOTE_FIELDS = ("content_sha256", "key_id", "signature")
 
 
 @event("event_voided")

@@ -53,6 +53,8 @@ class GovernancePolicy(BaseModel):
     structuring_min_count: int = Field(default=3, ge=2, description="transactions in a series to report structuring")
     structuring_floor: float = Field(default=0.5, ge=0, le=1,
                                      description="the smallest fraction of the threshold that counts as just under it")
+    require_signed_votes: bool = Field(default=False, description="refuse a vote that is not signed with the "
+                                                                  "voter's registered key (docs/disclosure.md)")
     market: list[MarketPoint] = Field(default_factory=lambda: [
         MarketPoint(since=date(2023, 1, 1), usd_per_gpu_hour=4.92,
                     source="AWS capacity blocks, late 2024 (facts [19]); the earliest figure given"),

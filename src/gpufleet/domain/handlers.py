@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from gpufleet.domain import events as ev
+from gpufleet.domain import vote_signing
 from gpufleet.domain.approvals import check_voter
 from gpufleet.domain.state import (
     Approval,
@@ -21,6 +22,7 @@ from gpufleet.domain.state import (
     GpuModel,
     Lot,
     Loan,
+    PersonKey,
     Proposal,
     PurchaseOrder,
     Site,
@@ -450,7 +452,29 @@ def _approval(s: FleetState, p: ev.ApprovalRecorded, on: date) -> None:
     check_voter(s, p.subject, p.person)
     if any(a.subject == p.subject and a.person == p.person for a in s.approvals.values()):
         raise InvariantViolation(f"{p.person} has already voted on {p.subject}", field="person")
-    s.approvals[p.approval] = Approval(p.subject, p.decision.value, p.person, p.reason, on)
+    vote_signing.check_signature(s, p, on)
+    s.approvals[p.approval] = Approval(p.subject, p.decision.value, p.person, p.reason, on,
+                                       p.content_sha256, p.key_id, p.signature)
+
+
+@handles(ev.PersonKeyRegistered)
+def _key_registered(s: FleetState, p: ev.PersonKeyRegistered, on: date) -> None:
+    _get(s.persons, p.person, "person", "person")
+    s.entity(p.entity)
+    key = vote_signing.check_registration(s, p)
+    key_id = key.key_id.hex()
+    s.person_keys[f"{p.person}/{key_id}"] = PersonKey(p.person, p.entity, key_id, p.public_key, on)
+
+
+@handles(ev.PersonKeyRevoked)
+def _key_revoked(s: FleetState, p: ev.PersonKeyRevoked, on: date) -> None:
+    record = s.person_keys.get(f"{p.person}/{p.key_id}")
+    if record is None:
+        raise UnknownReference(f"'{p.person}' has no registered key {p.key_id}", field="key_id")
+    if record.revoked_on is not None:
+        raise InvariantViolation(f"{p.person}'s key {p.key_id} was already revoked on {record.revoked_on}",
+                                 field="key_id")
+    record.revoked_on, record.reason = on, p.reason
 
 
 @handles(ev.EventVoided)

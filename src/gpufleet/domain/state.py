@@ -158,6 +158,26 @@ class Approval:
     person: str
     reason: str
     on: date
+    content_sha256: str | None = None  # a signed vote: the hash of the terms signed, the key, the signature
+    key_id: str | None = None
+    signature: str | None = None
+
+
+@dataclass(slots=True)
+class PersonKey:
+    """A person's vote-signing key (a signed-note verifier key), valid from ``registered_on`` until
+    ``revoked_on`` (exclusive), if revoked."""
+
+    person: str
+    entity: str  # whose admin registered it
+    key_id: str  # 8 hex digits
+    public_key: str  # the vkey text
+    registered_on: date
+    revoked_on: date | None = None
+    reason: str = ""
+
+    def active_on(self, on: date) -> bool:
+        return self.registered_on <= on and (self.revoked_on is None or on < self.revoked_on)
 
 
 @dataclass(slots=True)
@@ -194,6 +214,7 @@ _RECORDS: dict[str, type] = {
     "claims": Claim,
     "approvals": Approval,
     "proposals": Proposal,
+    "person_keys": PersonKey,  # by "person/key_id"
 }
 
 
@@ -217,6 +238,7 @@ class FleetState:
     claims: dict[str, Claim] = field(default_factory=dict)
     approvals: dict[str, Approval] = field(default_factory=dict)
     proposals: dict[str, Proposal] = field(default_factory=dict)
+    person_keys: dict[str, PersonKey] = field(default_factory=dict)  # "person/key_id" -> the key
     acquired: Counter[Key2] = field(default_factory=Counter)
     on_order: Counter[Key2] = field(default_factory=Counter)
     in_transit: Counter[Key2] = field(default_factory=Counter)

@@ -33,7 +33,7 @@ from sqlalchemy import Connection, insert, select
 from gpufleet.domain.state import FleetState
 from gpufleet.ledger.schema import events, snapshots
 
-SNAPSHOT_FORMAT = 4  # bump whenever FleetState.to_dict changes: older snapshots are then ignored
+SNAPSHOT_FORMAT = 5  # bump whenever FleetState.to_dict changes: older snapshots are then ignored
 # Snapshots found untrustworthy in this process, by database URL: reported once, never read again.
 _DISTRUSTED: set[tuple[str, int]] = set()
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
-from gpufleet.domain import views
+from gpufleet.domain import views, vote_signing
 from gpufleet.domain.access import Principal
 from gpufleet.domain.chain import end_of_day
 from gpufleet.domain.governance import (
@@ -23,7 +24,7 @@ from gpufleet.domain.governance import (
 )
 from gpufleet.domain.parties import related_parties
 from gpufleet.domain.state import FleetState
-from gpufleet.errors import InputError, InvariantViolation
+from gpufleet.errors import ConflictError, InputError, InvariantViolation
 from gpufleet.services.fleet import FleetService, make_payload
 
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
@@ -65,8 +66,11 @@ def recording_order(seqs: dict[str, list[int]]) -> dict[str, int]:
     return {subject: found[0] for subject, found in seqs.items() if found}
 
 
-def approvals(service: FleetService, policy: GovernancePolicy, on: date | None = None) -> list[dict]:
-    """Every transaction that needs approval, with its status and votes."""
+def approvals(service: FleetService, policy: GovernancePolicy, on: date | None = None, *,
+              with_terms: bool = False) -> list[dict]:
+    """Every transaction that needs approval, with its status, its votes (each with its signature's
+    status: :func:`gpufleet.domain.vote_signing.vote_signature_status`) and the hash of its terms that
+    a signed vote signs; ``with_terms``: the terms themselves too (what a voter reads and signs)."""
     state = service.state()
     on = on or datetime.now(UTC).date()
     rows = []
@@ -74,29 +78,86 @@ def approvals(service: FleetService, policy: GovernancePolicy, on: date | None =
         if not needs_approval(t, policy):
             continue
         st = status_of(state, t, policy, on)
+        terms = vote_signing.transaction_terms(state, t, policy)
         rows.append({"subject": t.subject, "kind": t.kind, "giver": t.giver, "receiver": t.receiver,
                      "on": t.on.isoformat(), "value_usd": round(t.value_usd, 2),
                      "series_usd": round(t.series_usd, 2), "status": st.status,
                      "approvals": st.approvals, "rejections": st.rejections, "waivers": st.waivers,
-                     "related_basis": t.related_basis})
+                     "related_basis": t.related_basis, "content_sha256": vote_signing.content_sha256(terms),
+                     "votes": votes_of(state, t, terms, policy, on)}
+                    | ({"terms": terms} if with_terms else {}))
     return rows
+
+
+def votes_of(state: FleetState, t, terms: dict, policy: GovernancePolicy, on: date) -> list[dict]:
+    """Each vote on ``t`` (a loan's also on its proposal) with its signature's status, recomputed from the
+    ledger: the terms a vote on the proposal signed are the proposal's."""
+    subjects = {t.subject, f"proposal:{t.id}"} if t.kind == "loan" else {t.subject}
+    out = []
+    for a in state.approvals.values():
+        if a.subject not in subjects:
+            continue
+        signed_terms = terms if a.subject == t.subject else vote_signing.terms_of(state, policy, a.subject, on)
+        sig = vote_signing.vote_signature_status(state, a, signed_terms)
+        out.append({"subject": a.subject, "person": a.person, "decision": a.decision, "on": a.on.isoformat(),
+                    "signature": sig.status, "key_id": sig.key_id, "detail": sig.detail})
+    return out
+
+
+@dataclass(frozen=True)
+class SignedVote:
+    """What a voter signed on their own machine: the content hash of the terms, the key, the signature
+    (base64); ``terms``: the terms they read, if sent, so a refusal names the terms that changed."""
+
+    content_sha256: str
+    key_id: str
+    signature: str
+    terms: dict | None = None
 
 
 def vote(service: FleetService, subject: str, person: str, decision: str, reason: str, policy: GovernancePolicy,
          on: date | None = None, actor: str | None = None, *, principal: Principal | None = None,
-         idempotency_key: str | None = None):
+         idempotency_key: str | None = None, signed: SignedVote | None = None):
     """Record one person's vote. Approving re-checks the price and the fleet at that moment. Through
-    the service, ``principal`` is the voter (its access is checked in the append's transaction)."""
+    the service, ``principal`` is the voter (its access is checked in the append's transaction). A
+    ``signed`` vote must sign the terms the ledger has now (the append's gate checks it again)."""
     on = on or datetime.now(UTC).date()
     if decision == "waived" and not reason.strip():
         raise InputError("a waiver needs a written reason", field="reason")
     state = service.state()
     if decision == "approved":
         _recheck(state, subject, policy, on)
+    if signed is not None:
+        _check_signed_terms(service, state, subject, policy, on, signed)
     existing = sum(1 for a in state.approvals.values() if a.subject == subject)
-    payload = make_payload("approval_recorded", {"approval": f"{subject}.{existing + 1}", "subject": subject,
-                                                 "decision": decision, "person": person, "reason": reason})
-    return service.record(payload, on, actor, idempotency_key, principal=principal)
+    data = {"approval": f"{subject}.{existing + 1}", "subject": subject, "decision": decision, "person": person,
+            "reason": reason}
+    if signed is not None:
+        data |= {"content_sha256": signed.content_sha256, "key_id": signed.key_id, "signature": signed.signature}
+    payload = make_payload("approval_recorded", data)
+    return service.record(payload, on, actor, idempotency_key, principal=principal, policy=policy)
+
+
+def current_terms(service: FleetService, state: FleetState, subject: str, policy: GovernancePolicy,
+                  on: date) -> dict | None:
+    """The terms of ``subject`` as the ledger has them now (what a signed vote signs); None if none."""
+    return vote_signing.terms_of(state, policy, subject, on, recording_order(evidence(service)))
+
+
+def _check_signed_terms(service: FleetService, state: FleetState, subject: str, policy: GovernancePolicy,
+                        on: date, signed: SignedVote) -> None:
+    """Refuse, naming the fields, a signature over terms the ledger no longer has."""
+    terms = current_terms(service, state, subject, policy, on)
+    if terms is None or vote_signing.content_sha256(terms) == signed.content_sha256:
+        return
+    if signed.terms is not None and vote_signing.content_sha256(signed.terms) == signed.content_sha256:
+        changed = ", ".join(f"{k} ({signed.terms.get(k)} -> {terms.get(k)})"
+                            for k in vote_signing.changed_fields(signed.terms, terms))
+        raise ConflictError(f"the terms changed since you signed: {changed}; read them again and sign what they "
+                            "are now", field="content_sha256")
+    raise ConflictError(f"the terms changed since you signed: {subject}'s terms now hash to "
+                        f"{vote_signing.content_sha256(terms)}, not {signed.content_sha256}; read them again and "
+                        "sign what they are now", field="content_sha256")
 
 
 def open_loan(service: FleetService, payload, on: date, actor: str | None, key: str | None,
@@ -169,6 +230,7 @@ def audit(service: FleetService, policy: GovernancePolicy, on: date | None = Non
             finding("high", "delay_imposed",
                     f"swap {t.id} delayed {t.giver} by {weeks:,.0f} GPU-weeks (USD {usd:,.0f} at market rates)",
                     f"{t.giver} gave up GPUs already shipped and received later delivery slots", t.subject, usd)
+    _signature_findings(state, txs, policy, on, seqs, finding)
     _structuring_findings(txs, policy, order, seqs, finding)
     _claim_findings(service, state, on, seqs, finding)
     _idle_while_borrowing(state, seqs, finding)
@@ -221,6 +283,26 @@ def _claim_findings(service, state, on, seqs, finding) -> None:
         if row["status"] == "missed":
             finding("high", "claim_missed", f"claim {row['claim']} missed: {row['actual']:,.0f} against "
                     f"{row['target']:,.0f}", f"recorded on {row['deadline']}", subject)
+
+
+def _signature_findings(state: FleetState, txs, policy: GovernancePolicy, on: date, seqs, finding) -> None:
+    """For each transaction voted on, each vote's signature status (info), and a finding for each signed
+    vote that does not verify against the ledger: a bad signature, a key not the person's then, or
+    terms that changed since they were signed."""
+    for t in txs:
+        votes = votes_of(state, t, vote_signing.transaction_terms(state, t, policy), policy, on)
+        if not votes:
+            continue
+        evidence_of = {subject: seqs.get(subject, []) for subject in {v["subject"] for v in votes}}
+        finding("info", "vote_signatures", f"{t.kind} {t.id}: " + "; ".join(
+            f"{v['person']} {v['decision']}: {v['signature']}" for v in votes),
+            "whether each vote is signed with the voter's registered key over the transaction's terms",
+            evidence_seqs=sorted({s for found in evidence_of.values() for s in found}))
+        for v in votes:
+            if v["signature"] == vote_signing.SIGNED_INVALID:
+                finding("high", "vote_signature_invalid",
+                        f"{v['person']}'s signed vote on {v['subject']} ({v['decision']}) does not verify",
+                        v["detail"], v["subject"])
 
 
 def _structuring_findings(txs, policy: GovernancePolicy, order, seqs, finding) -> None:
