@@ -1,0 +1,188 @@
+"""Signed checkpoints of the ledger (gpufleet.services.checkpoints) on SQLite and PostgreSQL: created at the
+head, with the Merkle root and the chain head, recorded, cosigned, checked against the ledger and a
+policy; and the Go reference opening a real ledger's checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import pytest
+from builders import two_party_fleet
+from go_note import notecheck  # noqa: F401 - the fixture
+from sqlalchemy import text
+
+from gpufleet.domain import chain
+from gpufleet.domain.notes import (
+    ALG_COSIGNATURE_V1, PolicyNotMet, SignatureError, generate_key, open_note, signature_line,
+)
+from gpufleet.errors import ConflictError, InputError, LedgerCorrupt
+from gpufleet.ledger import merkle_store
+from gpufleet.ledger.store import Ledger
+from gpufleet.services import checkpoints
+from gpufleet.services.keys import load_policy
+
+NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def _story():
+    return (two_party_fleet().po("p1", "a", {"l1": (100, "2024-02-01"), "l2": (50, "2024-04-01")})
+            .on("2024-02-01").ship("l1").deliver("l1").install("a", "s1", 60))
+
+
+def append(engine, drafts):
+    with engine.begin() as conn:
+        Ledger(conn).append(drafts)
+
+
+def mth(leaves: list[bytes]) -> bytes:
+    """RFC 9162 section 2.1.1, written here from the RFC (independent of gpufleet.domain.merkle)."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return hashlib.sha256(b"\x00" + leaves[0]).digest()
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + mth(leaves[:k]) + mth(leaves[k:])).digest()
+
+
+def event_leaves(engine, size: int) -> list[bytes]:
+    """Each event's canonical bytes (the Merkle tree's leaf data), events 1..size."""
+    with engine.connect() as conn:
+        return [chain.canonical_bytes(e.seq, e.recorded_at, e.effective_date.isoformat(), e.actor, e.event_type,
+                                      e.idempotency_key, e.prev_hash, e.payload)
+                for e in Ledger(conn).events(0, size)]
+
+
+@pytest.fixture
+def ledger(engine):
+    drafts = _story().drafts()
+    append(engine, drafts[:5])
+    return engine, drafts[5:]
+
+
+def test_a_checkpoint_at_the_head_has_the_merkle_root_and_the_chain_head(ledger):
+    engine, _ = ledger
+    log = generate_key("gpufleet.example/ledger")
+    recorded = checkpoints.create_checkpoint(engine, log, now=NOW)
+    cp = recorded.checkpoint
+    with engine.connect() as conn:
+        head = Ledger(conn).head()
+        store_root = merkle_store.root_hash(conn, 5)
+    assert (cp.origin, cp.tree_size) == ("gpufleet.example/ledger", 5)
+    assert cp.root_hash == store_root == mth(event_leaves(engine, 5))
+    assert cp.chain_head == (5, head.hash) and cp.recorded_at == head.recorded_at
+    assert recorded.created_at == chain.format_instant(NOW)
+    opened = open_note(recorded.note, [log.vkey])
+    assert opened.text == cp.body and [s.name for s in opened.signatures] == [log.name]
+    assert checkpoints.note_text(engine, 5) == recorded.note == checkpoints.note_text(engine)
+    with engine.connect() as conn:
+        checkpoints.check_against_ledger(conn, cp)
+
+
+def test_checkpoints_follow_the_ledger_and_are_listed_newest_first(ledger):
+    engine, rest = ledger
+    log = generate_key("log")
+    checkpoints.create_checkpoint(engine, log)
+    append(engine, rest)
+    second = checkpoints.create_checkpoint(engine, log)
+    size = 5 + len(rest)
+    assert second.checkpoint.tree_size == size and second.checkpoint.root_hash == mth(event_leaves(engine, size))
+    assert [row["tree_size"] for row in checkpoints.list_checkpoints(engine)] == [size, 5]
+    assert checkpoints.latest(engine).checkpoint == second.checkpoint
+    assert checkpoints.get(engine, 5).checkpoint.tree_size == 5
+    row = checkpoints.list_checkpoints(engine)[0]
+    assert row["signers"] == [log.vkey.label] and row["root_hash"] == second.checkpoint.root_hash.hex()
+
+
+def test_signing_the_same_head_twice_records_one_line_and_another_origin_is_refused(ledger):
+    engine, _ = ledger
+    log = generate_key("log")
+    first = checkpoints.create_checkpoint(engine, log)
+    again = checkpoints.create_checkpoint(engine, log)
+    assert again.note == first.note and len(again.lines) == 1
+    with pytest.raises(ConflictError, match="origin 'log', not 'other'"):
+        checkpoints.create_checkpoint(engine, log, origin="other")
+    with pytest.raises(InputError, match="cosigner key"):
+        checkpoints.create_checkpoint(engine, generate_key("w", ALG_COSIGNATURE_V1))
+
+
+def test_an_empty_ledger_has_a_checkpoint_of_size_zero(engine):
+    recorded = checkpoints.create_checkpoint(engine, generate_key("log"))
+    assert recorded.checkpoint.tree_size == 0
+    assert recorded.checkpoint.root_hash == hashlib.sha256(b"").digest()
+    assert recorded.checkpoint.chain_head == (0, chain.GENESIS_HASH) and recorded.checkpoint.recorded_at is None
+
+
+def test_cosigners_add_lines_that_verify_and_a_policy_reads_them(ledger, tmp_path):
+    engine, rest = ledger
+    log, committee = generate_key("log"), generate_key("audit-committee")
+    auditor = generate_key("auditor-a", ALG_COSIGNATURE_V1)
+    checkpoints.create_checkpoint(engine, log)
+    recorded, added = checkpoints.cosign(engine, 5, auditor, log.vkey, now=NOW)
+    assert added and len(recorded.lines) == 2
+    assert checkpoints.cosign(engine, 5, auditor, log.vkey, now=NOW)[1] is False  # one line per key
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(f"keys: [{log.vkey.text}, {auditor.vkey.text}, {committee.vkey.text}]\n"
+                           "required: [log]\nquorum: 2 of [auditor-a, audit-committee]\n")
+    policy = load_policy(policy_file)
+    with pytest.raises(PolicyNotMet, match="quorum 2 of \\[auditor-a, audit-committee\\]: 1 signed \\(auditor-a\\)"):
+        checkpoints.verify_checkpoint(recorded.note, [], policy)
+    recorded, _ = checkpoints.cosign(engine, None, committee, log.vkey)
+    verified = checkpoints.verify_checkpoint(recorded.note, [], policy)
+    assert {s.name for s in verified.satisfied} == {"log", "auditor-a", "audit-committee"}
+    assert verified.as_dict()["verified"][1] == {"key": auditor.vkey.label, "timestamp": int(NOW.timestamp())}
+    # a later checkpoint, cosigned by the same auditor: consistent with the one it signed
+    append(engine, rest)
+    checkpoints.create_checkpoint(engine, log)
+    later, added = checkpoints.cosign(engine, None, auditor, log.vkey)
+    assert added and later.checkpoint.tree_size == 5 + len(rest)
+    witness = generate_key("witness", ALG_COSIGNATURE_V1)
+    checkpoints.cosign(engine, None, witness, log.vkey)
+    with pytest.raises(ConflictError, match="already cosigned the larger tree of size"):
+        checkpoints.cosign(engine, 5, witness, log.vkey)  # a cosignature/v1 states the largest tree seen
+
+
+def test_a_cosignature_must_verify_and_be_by_the_key_named(ledger):
+    engine, _ = ledger
+    log, auditor, other = generate_key("log"), generate_key("auditor"), generate_key("other")
+    recorded = checkpoints.create_checkpoint(engine, log)
+    good = signature_line(recorded.checkpoint.body, auditor)
+    with pytest.raises(InputError, match="signed by other\\+.*not by the key given \\(auditor\\+"):
+        checkpoints.add_signature(engine, 5, signature_line(recorded.checkpoint.body, other), auditor.vkey)
+    forged = signature_line(recorded.checkpoint.body.replace("\n5\n", "\n6\n"), auditor)
+    with pytest.raises(SignatureError, match="invalid signature for key auditor\\+"):
+        checkpoints.add_signature(engine, 5, forged, auditor.vkey)
+    with pytest.raises(SignatureError, match="no signature by a known key"):
+        checkpoints.cosign(engine, 5, auditor, other.vkey)  # the log key given is not the log's
+    with pytest.raises(checkpoints.CheckpointNotFound, match="no checkpoint is recorded at tree size 4"):
+        checkpoints.add_signature(engine, 4, good, auditor.vkey)
+    assert checkpoints.add_signature(engine, 5, good, auditor.vkey, log.vkey)[1]
+
+
+def test_a_rewritten_ledger_is_not_signed_again_nor_cosigned(ledger):
+    engine, rest = ledger
+    log = generate_key("log")
+    checkpoints.create_checkpoint(engine, log)
+    append(engine, rest)
+    with engine.begin() as conn:  # the attacker drops the guard and rewrites the first nodes
+        if conn.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER IF EXISTS merkle_nodes_no_update"))
+        else:
+            conn.execute(text("ALTER TABLE merkle_nodes DISABLE TRIGGER USER"))
+        conn.execute(text("UPDATE merkle_nodes SET hash = :h WHERE idx = 0"), {"h": "ab" * 32})
+    with pytest.raises(LedgerCorrupt, match="no longer has the root that checkpoint signed"):
+        checkpoints.create_checkpoint(engine, log)
+    with pytest.raises(LedgerCorrupt, match="Merkle root at size 5 is not the checkpoint's"):
+        checkpoints.cosign(engine, 5, generate_key("auditor"), log.vkey)
+
+
+def test_the_go_reference_opens_a_ledger_checkpoint(sqlite_engine, notecheck):
+    append(sqlite_engine, _story().drafts())
+    log, auditor = generate_key("gpufleet.example/ledger"), generate_key("auditor.example", ALG_COSIGNATURE_V1)
+    recorded = checkpoints.create_checkpoint(sqlite_engine, log)
+    recorded, _ = checkpoints.cosign(sqlite_engine, None, auditor, log.vkey)
+    answer = notecheck.open(recorded.note, log.vkey.text, auditor.vkey.text)
+    assert [s["name"] for s in answer["verified"]] == [log.name, auditor.name], answer
+    size = recorded.checkpoint.tree_size
+    assert answer["checkpoint"]["size"] == size
+    assert answer["checkpoint"]["root_hex"] == mth(event_leaves(sqlite_engine, size)).hex()
