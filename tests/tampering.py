@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, text
 
-from gpufleet.domain.chain import event_hash
+from gpufleet.domain.chain import canonical_bytes, event_hash
+from gpufleet.domain.merkle import leaf_hash
+from gpufleet.ledger import merkle_store
 from gpufleet.ledger.snapshots import snapshot_digest
 
 Attack = Callable[[Connection], None]
@@ -22,7 +24,7 @@ _COLUMNS = ("recorded_at", "effective_date", "actor", "type", "payload", "idempo
 def disable_guards(conn: Connection) -> None:
     """Drop what refuses updates and deletes of events, the head and snapshots."""
     if conn.dialect.name == "postgresql":
-        for table in ("events", "ledger_head", "snapshots"):
+        for table in ("events", "ledger_head", "snapshots", "merkle_nodes"):
             conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
         return
     for (name,) in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).all():
@@ -41,8 +43,17 @@ def snapshot_seqs(conn: Connection) -> list[int]:
     return list(conn.execute(text("SELECT seq FROM snapshots ORDER BY seq")).scalars())
 
 
+def rebuild_tree(conn: Connection) -> None:
+    """Recompute the whole Merkle tree from the events as stored (it is derived data: no secret)."""
+    conn.execute(text("DELETE FROM merkle_nodes"))
+    rows = conn.execute(text("SELECT seq, recorded_at, effective_date, actor, type, idempotency_key, prev_hash, "
+                             "payload FROM events ORDER BY seq")).all()
+    merkle_store.add_leaves(conn, 1, [leaf_hash(canonical_bytes(*r)) for r in rows])
+
+
 def _rehash(conn: Connection, first: int) -> None:
-    """Recompute the hash of every event from ``first`` on, and the head: a consistent chain again."""
+    """Recompute the hash of every event from ``first`` on, the head and the Merkle tree: a consistent
+    ledger again."""
     prev = row(conn, first - 1)["hash"] if first > 1 else "0" * 64
     for seq in range(first, last_seq(conn) + 1):
         r = row(conn, seq)
@@ -54,6 +65,7 @@ def _rehash(conn: Connection, first: int) -> None:
     end = last_seq(conn)
     conn.execute(text("UPDATE ledger_head SET seq = :s, hash = :h, recorded_at = :r"),
                  {"s": end, "h": prev, "r": row(conn, end)["recorded_at"]})
+    rebuild_tree(conn)
 
 
 def reseal_snapshots(conn: Connection, first: int = 1, edit: Callable[[str], str] = lambda s: s) -> None:
@@ -141,21 +153,27 @@ def insert_forged_by_renumbering(at: int) -> Attack:
 
 def append_forged(conn: Connection) -> None:
     """A forged event at the end, linked and hashed correctly, with the head moved to it: what any
-    writer of the database can do without dropping a trigger."""
+    writer of the database can do without dropping a trigger (its leaf added to the Merkle tree too)."""
     end = last_seq(conn)
     _forged(conn, end + 1, row(conn, end))
+    forged = row(conn, end + 1)
+    merkle_store.add_leaves(conn, end + 1, [leaf_hash(canonical_bytes(
+        end + 1, *(forged[c] for c in ("recorded_at", "effective_date", "actor", "type", "idempotency_key",
+                                       "prev_hash", "payload"))))])
     conn.execute(text("UPDATE ledger_head SET seq = :s, hash = :h"), {"s": end + 1, "h": row(conn, end + 1)["hash"]})
 
 
 def truncate(keep: int, rebuild_head: bool = False, drop_snapshots: bool = False) -> Attack:
     """Delete the events after ``keep``; optionally point the head at event ``keep`` and delete the
-    snapshots past it, so that nothing inside the database shows the cut."""
+    snapshots past it, so that nothing inside the database shows the cut (with the head, the Merkle tree is
+    rebuilt)."""
     def attack(conn):
         conn.execute(text("DELETE FROM events WHERE seq > :k"), {"k": keep})
         if rebuild_head:
             r = row(conn, keep)
             conn.execute(text("UPDATE ledger_head SET seq = :s, hash = :h, recorded_at = :r"),
                          {"s": keep, "h": r["hash"], "r": r["recorded_at"]})
+            rebuild_tree(conn)
         if drop_snapshots:
             conn.execute(text("DELETE FROM snapshots WHERE seq > :k"), {"k": keep})
     return attack

@@ -16,6 +16,7 @@ prefix of the chain, and every prefix was checked when it was written.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -25,11 +26,13 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Connection, and_, func, insert, select, update
 
 from gpufleet.domain import chain
+from gpufleet.domain import merkle
 from gpufleet.domain.chain import GENESIS_HASH, Event
 from gpufleet.domain.events import EventVoided, Payload
 from gpufleet.domain.fold import Row, fold, voided_seqs
 from gpufleet.domain.state import FleetState
 from gpufleet.errors import ConflictError, GpufleetError, InputError, InvariantViolation
+from gpufleet.ledger import merkle_store
 from gpufleet.ledger import snapshots as snapshot_store
 from gpufleet.ledger.schema import events, ledger_head, snapshots
 from gpufleet.ledger.snapshots import SNAPSHOT_FORMAT
@@ -86,6 +89,7 @@ class VerifyReport:
     anchors_checked: int = 0
     snapshots_checked: int = 0
     bad_snapshot_seq: int | None = None  # set when the problem is the snapshot at this seq, not an event
+    bad_tree_node: tuple[int, int] | None = None  # (level, idx) of merkle_nodes when the problem is that node
 
 
 class Ledger:
@@ -277,10 +281,23 @@ class Ledger:
             segments = [self.segment(1, None)]
         report = _stitch(segments, head)
         if report.ok:
+            report = self._check_tree(report)
+        if report.ok:
             report = self._check_anchors(report, anchors)
         if report.ok:
             report = self._check_snapshots(report)
         return report
+
+    def _check_tree(self, report: VerifyReport) -> VerifyReport:
+        """The Merkle tree holds exactly the nodes of a tree of ``events_checked`` leaves, and every
+        parent is the hash of its children (the leaves were checked against the events in the walk)."""
+        bad = merkle_store.shape_problem(self.conn, report.events_checked)
+        if bad is None:
+            bad = merkle_store.first_bad_parent(self._raw_rows(merkle_store.PARENTS_SQL))
+        if bad is None:
+            return report
+        (level, idx), reason = bad
+        return replace(report, ok=False, first_bad_seq=(idx << level) + 1, reason=reason, bad_tree_node=(level, idx))
 
     def _check_anchors(self, report: VerifyReport, anchors: Sequence[Anchor]) -> VerifyReport:
         """Each anchored event still has the hash published. The chain verified, so a stored hash is
@@ -330,11 +347,13 @@ class Ledger:
         return None
 
     def segment(self, first: int, last: int | None) -> Segment:
-        """Check the events ``first..last`` (to the end if None) among themselves."""
-        where = f"WHERE seq >= {int(first)}" + (f" AND seq <= {int(last)}" if last is not None else "")
+        """Check the events ``first..last`` (to the end if None) among themselves, and each one's leaf
+        in the Merkle tree."""
+        where = f"WHERE e.seq >= {int(first)}" + (f" AND e.seq <= {int(last)}" if last is not None else "")
         rows = self._raw_rows(
-            "SELECT seq, recorded_at, effective_date, actor, type, idempotency_key, prev_hash, payload, hash "
-            f"FROM events {where} ORDER BY seq")
+            "SELECT e.seq, e.recorded_at, e.effective_date, e.actor, e.type, e.idempotency_key, e.prev_hash, "
+            "e.payload, e.hash, m.hash FROM events e LEFT JOIN merkle_nodes m ON m.level = 0 AND m.idx = e.seq - 1 "
+            f"{where} ORDER BY e.seq")
         return walk_chain(rows, first, last)
 
 
@@ -352,24 +371,28 @@ class Segment:
     last_hash: str | None
     last_recorded: str
     bad: tuple[int, str] | None = None
+    bad_leaf: tuple[int, str] | None = None  # the first event whose Merkle leaf is wrong (the chain comes first)
 
 
 def walk_chain(rows, first: int, last: int | None) -> Segment:
-    """Recompute every hash and link in ``rows`` (events ``first..last`` in seq order)."""
-    hasher = chain.event_hash
+    """Recompute every hash and link in ``rows`` (events ``first..last`` in seq order, each with its
+    stored Merkle leaf), and every leaf hash."""
+    encode, sha256 = chain.canonical_bytes, hashlib.sha256
     expected, prev_hash, last_recorded = first, None, ""
-    first_prev = first_recorded = None
-    for seq, rec, eff, actor, kind, key, prev, payload, digest in rows:
-        bad = None
+    first_prev = first_recorded = bad_leaf = None
+    for seq, rec, eff, actor, kind, key, prev, payload, digest, leaf in rows:
+        bad, data = None, encode(seq, rec, eff, actor, kind, key, prev, payload)
         if seq != expected:
             bad = (expected, f"event {expected} is missing (next stored is {seq})") if seq > expected else \
                 (seq, f"event {seq} appears twice or out of order")
         elif prev_hash is not None and prev != prev_hash:
             bad = (seq, f"event {seq} does not link to event {seq - 1} (prev_hash differs)")
-        elif hasher(seq, rec, eff, actor, kind, key, prev, payload) != digest:
+        elif sha256(data).hexdigest() != digest:
             bad = (seq, f"event {seq} was altered: its content does not match its hash")
         elif rec < last_recorded:
             bad = (seq, f"event {seq} is recorded before event {seq - 1}")
+        elif bad_leaf is None and leaf != sha256(b"\x00" + data).hexdigest():
+            bad_leaf = (seq, _leaf_problem(seq, leaf))
         if first_prev is None:
             first_prev, first_recorded = prev, rec
         if bad:
@@ -379,7 +402,13 @@ def walk_chain(rows, first: int, last: int | None) -> Segment:
     if last is not None and expected <= last:
         return Segment(first, expected - first, first_prev, first_recorded or "", prev_hash, last_recorded,
                        (expected, f"event {expected} is missing"))
-    return Segment(first, expected - first, first_prev, first_recorded or "", prev_hash, last_recorded)
+    return Segment(first, expected - first, first_prev, first_recorded or "", prev_hash, last_recorded,
+                   bad_leaf=bad_leaf)
+
+
+def _leaf_problem(seq: int, leaf: str | None) -> str:
+    node = merkle_store.describe(0, seq - 1)
+    return f"{node} is missing" if leaf is None else f"{node} was altered: it is not event {seq}'s leaf hash"
 
 
 def _stitch(segments: list[Segment], head: Head) -> VerifyReport:
@@ -406,6 +435,10 @@ def _stitch(segments: list[Segment], head: Head) -> VerifyReport:
     if head.hash != prev_hash:
         return VerifyReport(False, count, head.seq, head.hash, count,
                             f"the ledger head's hash is not the hash of event {count}")
+    for seg in segments:  # the chain is whole: now the leaves derived from it
+        if seg.bad_leaf is not None:
+            seq, reason = seg.bad_leaf
+            return VerifyReport(False, count, head.seq, head.hash, seq, reason, bad_tree_node=(0, seq - 1))
     return VerifyReport(True, count, head.seq, head.hash)
 
 
@@ -560,9 +593,16 @@ class _Writer:
 
     def _flush(self) -> None:
         """Write the buffered events in this transaction, by the fastest path each driver has:
-        ``COPY`` on PostgreSQL (about 4x executemany), the DB-API ``executemany`` on SQLite."""
+        ``COPY`` on PostgreSQL (about 4x executemany), the DB-API ``executemany`` on SQLite; then their
+        leaves and the Merkle tree nodes they complete (one more bulk insert)."""
         if not self.buffer:
             return
+        self._insert_events()
+        leaf = merkle.leaf_hash
+        merkle_store.add_leaves(self.conn, self.buffer[0][0], [leaf(_canonical(row)) for row in self.buffer])
+        self.buffer = []
+
+    def _insert_events(self) -> None:
         dialect = self.conn.dialect.name
         if dialect not in ("postgresql", "sqlite"):
             self.conn.execute(insert(events), [dict(zip(_COLUMNS, row, strict=True)) for row in self.buffer])
@@ -577,12 +617,17 @@ class _Writer:
                     cursor.executemany(_SQLITE_INSERT, self.buffer)
             finally:
                 cursor.close()
-        self.buffer = []
 
 
 _COLUMNS = ("seq", "recorded_at", "effective_date", "actor", "type", "payload", "idempotency_key", "prev_hash",
             "hash")
 _SQLITE_INSERT = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+def _canonical(row: tuple) -> bytes:
+    """The canonical bytes of an event given as a row in ``_COLUMNS`` order."""
+    seq, recorded, effective, actor, kind, payload, key, prev, _hash = row
+    return chain.canonical_bytes(seq, recorded, effective, actor, kind, key, prev, payload)
 
 
 def _row(e: Event) -> tuple:

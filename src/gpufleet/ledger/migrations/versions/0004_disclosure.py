@@ -7,6 +7,10 @@ O(log n) of them. ``checkpoints`` holds each signed tree head's note body (C2SP 
 and ``checkpoint_signatures`` its signature lines (the log's own and any cosigner's). All three
 are append-only, as the events are.
 
+The upgrade fills ``merkle_nodes`` for the events already in the ledger (:func:`_backfill`): it reads
+them in seq order, ``BATCH`` at a time, and stores each batch's leaves and completed parents as an
+append does (``merkle_store.add_leaves``), in the migration's transaction.
+
 Revision ID: 0004
 Revises: 0003
 """
@@ -20,6 +24,9 @@ branch_labels = None
 depends_on = None
 
 TABLES = ("merkle_nodes", "checkpoints", "checkpoint_signatures")
+BATCH = 50_000  # events read and stored per step of the backfill
+_EVENTS = ("SELECT seq, recorded_at, effective_date, actor, type, idempotency_key, prev_hash, payload FROM events "
+           "WHERE seq > :after ORDER BY seq LIMIT :n")
 
 
 def _sqlite_guards(table: str) -> list[str]:
@@ -61,6 +68,24 @@ def upgrade() -> None:
     for table in TABLES:
         for statement in guards(table):
             op.execute(statement)
+    _backfill(op.get_bind())
+
+
+def _backfill(conn: sa.Connection) -> None:
+    """The Merkle tree of the events already recorded: leaf hash = SHA-256(0x00 || canonical bytes),
+    each batch appended to the tree as ``_Writer._flush`` does. The events must be 1..n without a gap."""
+    from gpufleet.domain.chain import canonical_bytes
+    from gpufleet.domain.merkle import leaf_hash
+    from gpufleet.errors import LedgerCorrupt
+    from gpufleet.ledger.merkle_store import add_leaves
+
+    done = 0
+    while rows := conn.execute(sa.text(_EVENTS), {"after": done, "n": BATCH}).all():
+        if rows[0][0] != done + 1 or rows[-1][0] != done + len(rows):
+            raise LedgerCorrupt(f"the events after {done} are not numbered {done + 1}, {done + 2}, ...: run "
+                                "`gpufleet ledger verify` on the ledger before migrating it", seq=done + 1)
+        add_leaves(conn, done + 1, [leaf_hash(canonical_bytes(*row)) for row in rows])
+        done += len(rows)
 
 
 def downgrade() -> None:
