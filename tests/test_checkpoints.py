@@ -5,6 +5,7 @@ policy; and the Go reference opening a real ledger's checkpoint."""
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -186,3 +187,113 @@ def test_the_go_reference_opens_a_ledger_checkpoint(sqlite_engine, notecheck):
     size = recorded.checkpoint.tree_size
     assert answer["checkpoint"]["size"] == size
     assert answer["checkpoint"]["root_hex"] == mth(event_leaves(sqlite_engine, size)).hex()
+
+
+# -- the command line ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_ledger(tmp_path):
+    """An SQLite ledger file with the story's events, and a log key pair made by the CLI."""
+    from cli_runner import invoke
+
+    path = tmp_path / "ledger.db"
+    assert invoke("init", db=path).code == 0
+    from gpufleet.ledger import db
+
+    engine = db.make_engine(str(path))
+    append(engine, _story().drafts())
+    engine.dispose()
+    made = invoke("keys", "generate", "--name", "gpufleet.example/ledger", "--out", tmp_path / "log.key")
+    assert made.code == 0, made.stderr
+    return path, tmp_path / "log.key", made.stdout.strip()
+
+
+def test_cli_keys_generate_prints_the_vkey_and_refuses_to_overwrite(tmp_path):
+    from cli_runner import invoke, refused
+
+    made = invoke("keys", "generate", "--name", "auditor.example", "--out", tmp_path / "a.key", "--cosigner")
+    assert made.code == 0 and made.stdout == (tmp_path / "a.key.pub").read_text()
+    assert made.stdout.startswith("auditor.example+") and "mode 0600" in made.stderr
+    assert stat_mode(tmp_path / "a.key") == 0o600
+    refused(invoke("keys", "generate", "--name", "x", "--out", tmp_path / "a.key"), 5, "a.key already exists")
+    refused(invoke("keys", "generate", "--name", "bad name", "--out", tmp_path / "b.key"), 3, "without spaces")
+    refused(invoke("keys", "generate", "--name", "x", "--out", tmp_path / "no" / "b.key"), 3, "no such folder")
+
+
+def stat_mode(path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_cli_create_show_list_cosign_and_verify(cli_ledger, tmp_path):
+    from cli_runner import invoke, refused
+
+    path, log_key, log_vkey = cli_ledger
+    created = invoke("checkpoint", "create", "--key", log_key, db=path)
+    assert created.code == 0, created.stderr
+    assert created.stdout.startswith("gpufleet.example/ledger\n") and "\n\n\u2014 gpufleet.example/ledger " in \
+        created.stdout
+    assert invoke("checkpoint", "show", db=path).stdout == created.stdout
+    size = int(created.stdout.splitlines()[1])
+    assert invoke("checkpoint", "show", size, "--out", tmp_path / "cp.note", db=path).code == 0
+    assert (tmp_path / "cp.note").read_text() == created.stdout
+    refused(invoke("checkpoint", "show", size + 1, db=path), 3, f"no checkpoint is recorded at tree size {size + 1}")
+    auditor = invoke("keys", "generate", "--name", "auditor.example", "--out", tmp_path / "a.key", "--cosigner")
+    cosigned = invoke("checkpoint", "cosign", size, "--key", tmp_path / "a.key", "--log-key", log_vkey, db=path)
+    assert cosigned.code == 0, cosigned.stderr
+    assert cosigned.stdout.startswith(created.stdout) and "\u2014 auditor.example " in cosigned.stdout
+    listed = json.loads(invoke("checkpoint", "list", "--format", "json", db=path).stdout)
+    assert listed[0]["tree_size"] == size and len(listed[0]["signers"]) == 2
+    assert "Checkpoints" in invoke("checkpoint", "list", db=path).stdout
+    (tmp_path / "both.note").write_text(cosigned.stdout)
+    checked = invoke("checkpoint", "verify", tmp_path / "both.note", "--key", log_vkey, "--key",
+                     tmp_path / "a.key.pub", "--format", "json")
+    assert checked.code == 0, checked.stderr
+    answer = json.loads(checked.stdout)
+    assert answer["tree_size"] == size and [s["key"].split("+")[0] for s in answer["verified"]] == \
+        ["gpufleet.example/ledger", "auditor.example"]
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'keys = ["{log_vkey}", "{auditor.stdout.strip()}"]\nrequired = ["gpufleet.example/ledger"]\n'
+                      'quorum = "1 of [auditor.example]"\n')
+    met = invoke("checkpoint", "verify", tmp_path / "both.note", "--policy", policy)
+    assert met.code == 0 and "policy met by gpufleet.example/ledger+" in met.stdout, met.stderr
+    refused(invoke("checkpoint", "verify", tmp_path / "cp.note", "--policy", policy), 1,
+            "quorum 1 of [auditor.example]: 0 signed (none)")
+
+
+def test_cli_verify_fails_on_a_tampered_note_and_refuses_an_open_key_file(cli_ledger, tmp_path):
+    from cli_runner import invoke, refused
+
+    path, log_key, log_vkey = cli_ledger
+    note = invoke("checkpoint", "create", "--key", log_key, db=path).stdout
+    body = note.split("\n\n")[0] + "\n"
+    (tmp_path / "edited.note").write_text(note.replace("gpufleet-chain ", "gpufleet-chain  ", 1))
+    refused(invoke("checkpoint", "verify", tmp_path / "edited.note", "--key", log_vkey), 1, "invalid signature")
+    from gpufleet.domain.notes import sign_note
+    from gpufleet.services.keys import load_signer
+
+    malformed = sign_note(body.replace("gpufleet-chain ", "gpufleet-chain  ", 1), [load_signer(log_key)])
+    (tmp_path / "bad.note").write_text(malformed)  # signed, but not a well-formed gpufleet checkpoint
+    refused(invoke("checkpoint", "verify", tmp_path / "bad.note", "--key", log_vkey), 3, "gpufleet-chain is followed")
+    lines = note.splitlines(keepends=True)
+    lines[1] = str(int(lines[1]) - 1) + "\n"
+    (tmp_path / "forged.note").write_text("".join(lines))
+    refused(invoke("checkpoint", "verify", tmp_path / "forged.note", "--key", log_vkey), 1, "invalid signature")
+    refused(invoke("checkpoint", "verify", tmp_path / "missing.note", "--key", log_vkey), 3, "cannot read")
+    refused(invoke("checkpoint", "verify", tmp_path / "bad.note"), 3, "at least one verifier key")
+    log_key.chmod(0o644)
+    refused(invoke("checkpoint", "create", "--key", log_key, db=path), 3, "mode 0644", f"chmod 600 {log_key}")
+
+
+def test_cli_cosigns_a_note_file_offline(cli_ledger, tmp_path):
+    from cli_runner import invoke
+
+    path, log_key, log_vkey = cli_ledger
+    (tmp_path / "cp.note").write_text(invoke("checkpoint", "create", "--key", log_key, db=path).stdout)
+    invoke("keys", "generate", "--name", "committee.example", "--out", tmp_path / "c.key")
+    done = invoke("checkpoint", "cosign", tmp_path / "cp.note", "--key", tmp_path / "c.key", "--log-key", log_vkey,
+                  "--out", tmp_path / "cosigned.note")
+    assert done.code == 0, done.stderr
+    checked = invoke("checkpoint", "verify", tmp_path / "cosigned.note", "--key", tmp_path / "c.key.pub")
+    assert checked.code == 0 and "signed by committee.example+" in checked.stdout
+    assert "not checked (unknown key): gpufleet.example/ledger+" in checked.stdout
