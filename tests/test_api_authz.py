@@ -28,7 +28,9 @@ import postgres_server
 from api_world import ENTITIES, EXAMPLE, ON, ROLES, World, build_world
 from gpufleet.api.app import create_app
 from gpufleet.api.settings import ServiceSettings
+from gpufleet.domain import vote_signing
 from gpufleet.domain.governance import GovernancePolicy
+from gpufleet.domain.notes import generate_key
 from gpufleet.services import identity
 from gpufleet.services.fleet import FleetService, make_payload
 
@@ -113,6 +115,20 @@ def _loan(loan: str) -> dict:
             "end_date": (ON + timedelta(days=2)).isoformat(), "fee_usd_per_gpu_hour": FEE}
 
 
+def _key_registration(person: str) -> dict:
+    """A vote-signing key of ``person`` (who holds a role in Tesla), with its proof of possession."""
+    key = generate_key(person)
+    message = vote_signing.registration_message(person, "tesla", key.vkey.text)
+    return {"person": person, "entity": "tesla", "public_key": key.vkey.text,
+            "proof": vote_signing.b64(key.sign(message))}
+
+
+def _key_revocation(c: Ctx) -> dict:
+    registered = _key_registration(c.person("viewer"))
+    c.setup(("person_key_registered", registered))
+    return {"person": registered["person"], "key_id": registered["public_key"].split("+")[1], "reason": "lost"}
+
+
 GPUS = {"owner": "tesla", "model": "h100", "gpus": 1}
 LATER = (ON + timedelta(days=30)).isoformat()
 # event type -> (who may record it for Tesla, the payload: made by the context, with what it needs recorded)
@@ -126,6 +142,8 @@ RECORDS: dict[str, tuple[set[str], Callable[[Ctx], dict]]] = {
     "access_granted": ({"tesla-admin"}, lambda c: {"principal": c.person(), "entity": "tesla", "role": "viewer"}),
     "access_revoked": ({"tesla-admin"}, lambda c: {"principal": c.person("viewer"), "entity": "tesla",
                                                    "role": "viewer", "reason": "left"}),
+    "person_key_registered": ({"tesla-admin"}, lambda c: _key_registration(c.person("viewer"))),
+    "person_key_revoked": ({"tesla-admin"}, lambda c: _key_revocation(c)),
     "gpu_model_registered": ({f"{e}-operator" for e in ENTITIES} | {"tesla-bot"},  # of no entity
                              lambda c: {"model": c.uid("gpu"), "name": "a GPU", "watts": 700.0, "memory_gb": 80.0}),
     "site_registered": (OPERATORS, lambda c: {"site": c.uid("site"), "name": "a site", "owner": "tesla", "pue": 1.2,
@@ -421,12 +439,14 @@ def _pages(ctx: Ctx, who: str) -> list[dict]:
 
 
 def _entities_named(state, payload: dict) -> set[str]:
-    """The entities a payload names, directly or through a site, lot, loan, proposal or swap of the ledger
-    (worked out here from the payload's values, not by the service's rule)."""
+    """The entities a payload names, directly or through a site, lot, loan, proposal, swap or vote-signing key
+    (its ID: the entity that registered it) of the ledger (worked out here from the payload's values, not by the
+    service's rule)."""
     owners = {**{k: {s.owner} for k, s in state.sites.items()}, **{k: {lot.owner} for k, lot in state.lots.items()},
               **{k: {loan.lender, loan.borrower} for k, loan in state.loans.items()},
               **{k.partition(":")[2]: {p.owner, p.user} for k, p in state.proposals.items()},
-              **{k: {s.party_a, s.party_b} for k, s in state.swaps.items()}}
+              **{k: {s.party_a, s.party_b} for k, s in state.swaps.items()},
+              **{key.key_id: {key.entity} for key in state.person_keys.values()}}
     found: set[str] = set()
     values = [v for v in payload.values() if isinstance(v, str)] + [
         x for v in payload.values() if isinstance(v, list) for x in v if isinstance(x, str)]

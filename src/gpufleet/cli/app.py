@@ -415,14 +415,22 @@ def approvals_list(policy: PolicyOpt = None, fmt: FormatOpt = Format.table) -> N
     if fmt is Format.json:
         render.print_json(rows)
     elif fmt is Format.csv:
-        render.print_csv([r | {k: ";".join(r[k]) for k in ("approvals", "rejections", "waivers")} for r in rows])
+        render.print_csv([r | {k: ";".join(r[k]) for k in ("approvals", "rejections", "waivers")}
+                          | {"votes": ";".join(_signed(v) for v in r["votes"])} for r in rows])
     else:
         console.print(render.table("Transactions needing approval", [
-            r | {k: ", ".join(r[k]) or "-" for k in ("approvals", "rejections", "waivers")} for r in rows]))
+            {k: v for k, v in r.items() if k != "content_sha256"}
+            | {k: ", ".join(r[k]) or "-" for k in ("approvals", "rejections", "waivers")}
+            | {"votes": ", ".join(_signed(v) for v in r["votes"]) or "-"} for r in rows]))
+
+
+def _signed(vote: dict) -> str:
+    """A vote and its signature's status, as a cell: ``person decision signed-valid``."""
+    return f"{vote['person']} {vote['decision']} {vote['signature']}"
 
 
 def _vote(decision: str, subject: str, person: str | None, reason: str, policy: Path | None, on: str | None,
-          actor: str | None) -> None:
+          actor: str | None, sign_with: Path | None = None) -> None:
     from gpufleet.services import governance
 
     if Settings.remote is not None:  # the voter is the authenticated person: --person may only name them
@@ -433,39 +441,79 @@ def _vote(decision: str, subject: str, person: str | None, reason: str, policy: 
         if person not in (None, me):
             raise client.refuse_option("--person", f"you vote as '{me}', whom the token authenticates, "
                                                    f"not as '{person}'")
-        person, seq = me, Settings.remote.vote(subject, decision, reason)["seq"]
+        person, seq = me, Settings.remote.vote(subject, decision, reason, sign=_signer(sign_with, subject,
+                                                                                       decision, me))["seq"]
     elif person is None:
         raise typer.BadParameter("the voting person is required", param_hint="'--person'")
     else:
-        seq = governance.vote(_fleet(), subject, person, decision, reason, governance.load_policy(policy),
-                              parse_date(on, "on"), actor).seq
-    console.print(f"recorded event {seq}: {person} {decision} {subject}")
+        fleet, rules, day = _fleet(), governance.load_policy(policy), parse_date(on, "on")
+        signed = None
+        if sign_with is not None:
+            signed = governance.SignedVote(**_local_signature(fleet, rules, day, sign_with, subject, decision, person))
+        seq = governance.vote(fleet, subject, person, decision, reason, rules, day, actor, signed=signed).seq
+    how = " (signed)" if sign_with is not None else ""
+    console.print(f"recorded event {seq}: {person} {decision} {subject}{how}")
+
+
+def _signer(sign_with: Path | None, subject: str, decision: str, person: str):
+    """In client mode, what signs the terms the server shows (None: an unsigned vote)."""
+    if sign_with is None:
+        return None
+    from gpufleet.cli import signing
+
+    def sign(terms: dict, content_sha256: str | None) -> dict:
+        signing.show_terms(terms)
+        return signing.sign_vote(sign_with, subject, decision, person, terms, content_sha256)
+
+    return sign
+
+
+def _local_signature(fleet: FleetService, policy, on, sign_with: Path, subject: str, decision: str,
+                     person: str) -> dict:
+    """Sign, on this machine, the terms the local ledger has now for ``subject``."""
+    from datetime import UTC, datetime
+
+    from gpufleet.cli import signing
+    from gpufleet.errors import UnknownReference
+    from gpufleet.services import governance
+
+    day = on or datetime.now(UTC).date()
+    terms = governance.current_terms(fleet, fleet.state(), subject, policy, day)
+    if terms is None:
+        raise UnknownReference(f"no transaction '{subject}' is recorded (use swap:ID, loan:ID or proposal:ID)",
+                               field="subject")
+    signing.show_terms(terms)
+    return signing.sign_vote(sign_with, subject, decision, person, terms)
 
 
 PersonOpt = Annotated[str | None, typer.Option(help="the voting person (in client mode: you, if given)")]
+SignOpt = Annotated[Path | None, typer.Option("--sign-with", help="your private key file (mode 0600): sign the "
+                                                                  "vote here over the transaction's terms")]
 
 
 @approvals_app.command("approve")
 def approvals_approve(subject: str, person: PersonOpt = None,
                       reason: Annotated[str, typer.Option()] = "", policy: PolicyOpt = None, on: OnOpt = None,
-                      actor: ActorOpt = None) -> None:
+                      actor: ActorOpt = None, sign_with: SignOpt = None) -> None:
     """Approve (re-checks the price and the fleet now; an interested person is refused)."""
-    _vote("approved", subject, person, reason, policy, on, actor)
+    _vote("approved", subject, person, reason, policy, on, actor, sign_with)
 
 
 @approvals_app.command("reject")
 def approvals_reject(subject: str, person: PersonOpt = None, reason: Annotated[str, typer.Option()] = "",
-                     policy: PolicyOpt = None, on: OnOpt = None, actor: ActorOpt = None) -> None:
+                     policy: PolicyOpt = None, on: OnOpt = None, actor: ActorOpt = None,
+                     sign_with: SignOpt = None) -> None:
     """Reject a transaction."""
-    _vote("rejected", subject, person, reason, policy, on, actor)
+    _vote("rejected", subject, person, reason, policy, on, actor, sign_with)
 
 
 @approvals_app.command("waive")
 def approvals_waive(subject: str, person: PersonOpt = None,
                     reason: Annotated[str, typer.Option(help="required: why approval is waived")] = "",
-                    policy: PolicyOpt = None, on: OnOpt = None, actor: ActorOpt = None) -> None:
+                    policy: PolicyOpt = None, on: OnOpt = None, actor: ActorOpt = None,
+                    sign_with: SignOpt = None) -> None:
     """Waive approval, with a written reason (reported as a waiver)."""
-    _vote("waived", subject, person, reason, policy, on, actor)
+    _vote("waived", subject, person, reason, policy, on, actor, sign_with)
 
 
 @app.command()
@@ -784,3 +832,5 @@ app.add_typer(_service.tokens_app, name="tokens")
 app.add_typer(_service.access_app, name="access")
 app.command()(client.login)
 app.command()(client.logout)
+
+from gpufleet.cli import signing as _signing  # noqa: E402,F401  (registers keys register|list|revoke)

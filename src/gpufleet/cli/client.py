@@ -257,12 +257,17 @@ class Remote:
         return [{k: v for k, v in row.items() if k not in ("version", "proposal")}
                 for row in self.get("/v1/approvals")]
 
-    def vote(self, subject: str, decision: str, reason: str, key: str | None = None) -> dict:
-        """Read the transaction, then vote at the version read (If-Match: its ETag)."""
+    def vote(self, subject: str, decision: str, reason: str, key: str | None = None, sign=None) -> dict:
+        """Read the transaction, then vote at the version read (If-Match: its ETag); ``sign(terms,
+        content_sha256)``, if given, signs the terms read here and answers the vote's signature fields."""
         path = f"/v1/approvals/{quote(subject, safe=':')}"
-        etag = self.request("GET", path).headers.get("etag", "*")
-        return self.request("POST", f"{path}/votes", body={"decision": decision, "reason": reason},
-                            headers={"If-Match": etag}, key=key).json()
+        read = self.request("GET", path)
+        body = {"decision": decision, "reason": reason}
+        if sign is not None:
+            row = read.json()
+            body |= sign(row.get("terms") or {}, row.get("content_sha256"))
+        return self.request("POST", f"{path}/votes", body=body, headers={"If-Match": read.headers.get("etag", "*")},
+                            key=key).json()
 
     def audit(self) -> list[dict]:
         return self.get("/v1/audit")

@@ -26,7 +26,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from gpufleet.domain import events as ev
-from gpufleet.domain.notes import VerifierKey, parse_vkey
+from gpufleet.domain.notes import ALG_ED25519, VerifierKey, parse_vkey
 from gpufleet.errors import ConflictError, GpufleetError, InvariantViolation
 
 if TYPE_CHECKING:
@@ -175,6 +175,9 @@ def check_registration(state: FleetState, p: ev.PersonKeyRegistered) -> Verifier
         key = parse_vkey(p.public_key)
     except GpufleetError as exc:
         raise InvariantViolation(f"not a signed-note verifier key: {exc.message}", field="public_key") from None
+    if key.algorithm != ALG_ED25519:
+        raise InvariantViolation(f"{key.label} is a cosigner key (type 0x{key.algorithm:02x}); votes are signed with "
+                                 "a signed-note Ed25519 key (type 0x01: `gpufleet keys generate`)", field="public_key")
     if not verifies(key, registration_message(p.person, p.entity, p.public_key), p.proof):
         raise InvariantViolation(f"the proof is not {key.label}'s signature of the registration of '{p.person}' in "
                                  f"'{p.entity}': it must be made with the private key being registered",

@@ -193,7 +193,11 @@ def _approvals_section(rows: list[dict], on: date) -> Section:
     intro = ("Transactions between related parties that need approval by the giver's independent directors "
              "or audit committee; 'executed_unapproved' means it happened with no recorded approval. "
              f"The whole ledger, judged on {on}.")
-    body = _table(rows) if rows else _empty("No transaction needs related-party approval.")
+    intro += (" 'votes' gives each vote's signature: unsigned, signed-valid (the voter's registered key, over "
+              "the transaction's terms as the ledger has them) or signed-invalid.")
+    shown = [{k: v for k, v in r.items() if k not in ("votes", "content_sha256")}
+             | {"votes": [f"{v['person']} {v['decision']} {v['signature']}" for v in r["votes"]]} for r in rows]
+    body = _table(shown) if rows else _empty("No transaction needs related-party approval.")
     return Section(SECTION_TITLES[3], intro, body)
 
 

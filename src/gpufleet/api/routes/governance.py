@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from starlette.responses import JSONResponse
 
 from gpufleet.api.deps import Caller, Fleet, HeadState, IdempotencyKey, body_digest, idempotent, ledger_key
@@ -16,6 +16,7 @@ from gpufleet.api.problems import NotFound, PreconditionFailed, PreconditionRequ
 from gpufleet.api.routes.fleet import ERRORS, EventOut, event_out, visible_entity
 from gpufleet.domain import access
 from gpufleet.domain.access import Capability
+from gpufleet.domain.events import KeyId, Sha256, Signature
 from gpufleet.domain.state import FleetState
 from gpufleet.domain.types import FIRST_DAY, LAST_DAY
 from gpufleet.services import governance
@@ -26,8 +27,28 @@ Subject = Annotated[str, Path(pattern=r"^(swap|loan|proposal):[A-Za-z0-9][A-Za-z
 
 
 class VoteIn(BaseModel):
+    """A vote; signed (docs/disclosure.md), it also carries the content hash of the terms the voter read,
+    the voter's key ID and their Ed25519 signature of the vote message, made on their own machine."""
+
     decision: Literal["approved", "rejected", "waived"]
     reason: Annotated[str, Field(max_length=2000)] = ""
+    content_sha256: Sha256 | None = None
+    key_id: KeyId | None = None
+    signature: Signature | None = None
+    terms: Annotated[dict[str, Any] | None, Field(description="the terms signed, as read (optional): a refusal "
+                                                              "then names the terms that changed")] = None
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> VoteIn:
+        given = [self.content_sha256, self.key_id, self.signature]
+        if any(v is not None for v in given) and any(v is None for v in given):
+            raise ValueError("a signed vote needs content_sha256, key_id and signature")
+        return self
+
+    def signed(self) -> governance.SignedVote | None:
+        if self.signature is None:
+            return None
+        return governance.SignedVote(self.content_sha256 or "", self.key_id or "", self.signature, self.terms)
 
 
 def _visible(state, who, row: dict) -> bool:
@@ -41,10 +62,11 @@ def version(row: dict) -> str:
     return '"' + hashlib.sha256(json.dumps(terms, sort_keys=True, default=str).encode()).hexdigest()[:32] + '"'
 
 
-def _rows(request: Request, fleet, state: FleetState, on: date | None = None) -> list[dict]:
+def _rows(request: Request, fleet, state: FleetState, on: date | None = None, *,
+          with_terms: bool = False) -> list[dict]:
     """The approvals rows, each with its proposal's terms from ``state`` (the head's: a proposal's
-    record does not change once recorded)."""
-    rows = governance.approvals(fleet, request.app.state.policy, on)
+    record does not change once recorded); ``with_terms``: also the terms a signed vote signs."""
+    rows = governance.approvals(fleet, request.app.state.policy, on, with_terms=with_terms)
     for row in rows:
         kind, _, ident = row["subject"].partition(":")
         prop = state.proposals.get(f"loan:{ident}") if kind == "proposal" else None
@@ -65,12 +87,13 @@ def approvals(request: Request, fleet: Fleet, who: Caller, head: HeadState,
 @router.get("/approvals/{subject}", responses=ERRORS | {404: {"description": "no such transaction"}},
             summary="One transaction awaiting votes; its ETag is the version a vote names in If-Match")
 def approval(request: Request, subject: Subject, fleet: Fleet, who: Caller, head: HeadState) -> JSONResponse:
-    row = _find(request, fleet, who, head, subject)
+    """With its ``terms`` and their ``content_sha256``, what a signed vote signs (docs/disclosure.md)."""
+    row = _find(request, fleet, who, head, subject, with_terms=True)
     return JSONResponse(row | {"version": version(row)}, headers={"ETag": version(row)})
 
 
-def _find(request: Request, fleet, who, head, subject: str) -> dict:
-    for row in _rows(request, fleet, head.state):
+def _find(request: Request, fleet, who, head, subject: str, *, with_terms: bool = False) -> dict:
+    for row in _rows(request, fleet, head.state, with_terms=with_terms):
         if row["subject"] == subject and _visible(head.state, who, row):
             return row
     raise NotFound(f"no transaction '{subject}' that needs approval is visible to '{who.id}'")
@@ -98,7 +121,7 @@ async def vote(request: Request, subject: Subject, body: VoteIn, fleet: Fleet, w
             raise PreconditionFailed(f"{subject} changed since it was read: it is now at version {version(row)} "
                                      f"({row['status']}); read it again before voting")
         event = governance.vote(fleet, subject, who.id, body.decision, body.reason, request.app.state.policy,
-                                principal=who, idempotency_key=ledger_key(who, key))
+                                principal=who, idempotency_key=ledger_key(who, key), signed=body.signed())
         return 201, event_out(event)
 
     return await idempotent(fleet, who, key, digest, run)
