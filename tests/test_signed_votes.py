@@ -403,3 +403,12 @@ def test_a_vote_signed_on_the_voters_machine_through_the_server(server, tmp_path
     assert [(v["person"], v["signature"]) for v in row["votes"]] == [("tesla-indep", vs.SIGNED_VALID)]
     again = invoke("approvals", "approve", "proposal:p1", "--sign-with", key)
     assert again.code == 3 and "already voted" in again.stderr
+
+
+def test_a_revocation_cannot_be_back_dated_before_a_vote_its_key_signed(fleet):
+    register(fleet)
+    vote(fleet, signed=signed_vote(fleet))
+    before = fleet.head()
+    with pytest.raises(InvariantViolation, match="would break the later history"):
+        fleet.record(ev.PersonKeyRevoked(person="i", key_id=KEYS["i"].key_id.hex()), date(2024, 2, 3))
+    assert fleet.head() == before
