@@ -152,7 +152,8 @@ def test_a_signed_vote_is_recorded_with_its_signature_and_shown_valid(fleet):
     register(fleet)
     event = vote(fleet, signed=signed_vote(fleet))
     payload = json.loads(event.payload)
-    assert payload["key_id"] == KEYS["i"].key_id.hex() and payload["content_sha256"] == signed_vote(fleet).content_sha256
+    assert payload["key_id"] == KEYS["i"].key_id.hex()
+    assert payload["content_sha256"] == signed_vote(fleet).content_sha256
     vote(fleet, "j")  # unsigned: still allowed by the default policy
     (row,) = [r for r in governance.approvals(fleet, POLICY, VOTE_ON) if r["subject"] == SUBJECT]
     assert row["status"] == "approved"
