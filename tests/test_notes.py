@@ -39,7 +39,7 @@ def test_the_reference_signer_key_parses_to_its_verifier_key_and_key_id():
     assert (signer.name, signer.key_id.hex()) == ("PeterNeumann", "c74f20a3")
     assert signer.vkey.text == PETER_VKEY
     assert signer.text == PETER_SKEY
-    public = base64.b64decode(PETER_VKEY.split("+")[2])[1:]
+    public = base64.b64decode(PETER_VKEY.split("+", 2)[2])[1:]
     assert hashlib.sha256(b"PeterNeumann\n\x01" + public).digest()[:4] == bytes.fromhex("c74f20a3")
 
 
@@ -81,7 +81,7 @@ def test_the_c2sp_checkpoint_example_parses():
 
 def test_a_cosignature_v1_line_has_the_timestamp_and_verifies_only_with_its_message():
     witness = generate_key("witness.example/w1", ALG_COSIGNATURE_V1)
-    assert base64.b64decode(witness.vkey.text.split("+")[2])[0] == 0x04
+    assert base64.b64decode(witness.vkey.text.split("+", 2)[2])[0] == 0x04
     assert witness.key_id == hashlib.sha256(b"witness.example/w1\n\x04" + witness.vkey.public).digest()[:4]
     body = Checkpoint("log.example/x", 3, bytes(32)).body
     line = signature_line(body, witness, 1679315147)

@@ -830,7 +830,13 @@ app.add_typer(_service.db_app, name="db")
 app.add_typer(_service.users_app, name="users")
 app.add_typer(_service.tokens_app, name="tokens")
 app.add_typer(_service.access_app, name="access")
+
+from gpufleet.cli import proofs as _proofs  # noqa: E402  (prove inclusion|consistency, tree root)
+
+app.add_typer(_proofs.prove_app, name="prove")
+app.add_typer(_proofs.tree_app, name="tree")
 app.command()(client.login)
 app.command()(client.logout)
 
+from gpufleet.cli import checkpoints as _checkpoints  # noqa: E402,F401  (registers keys generate, checkpoint)
 from gpufleet.cli import signing as _signing  # noqa: E402,F401  (registers keys register|list|revoke)

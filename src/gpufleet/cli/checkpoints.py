@@ -85,7 +85,9 @@ def checkpoint_show(
 
 
 @checkpoint_app.command("list")
-def checkpoint_list(fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json")] = Format.table) -> None:
+def checkpoint_list(
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json")] = Format.table,
+) -> None:
     """The recorded checkpoints, newest first, with who signed each."""
     rows = checkpoints.list_checkpoints(_fleet())
     if fmt is Format.json:
