@@ -9,15 +9,19 @@ Folding the head state costs seconds at a million events, and a server answers m
   (none can take it any more), is brought forward in place over the events appended since
   (:meth:`Ledger.caught_up`: milliseconds), and published. The fold it replaces becomes the spare.
 
-Only when that is impossible (no free fold, a void or a late record among the new events, more than
-``CATCH_UP_MAX`` of them) is the state folded again from the newest snapshot. A reader never sees a
-fold older than the head it read, and never a fold being changed.
+When both folds are held (concurrent requests), the advance waits for one to be released, at most
+as long as the last fold from a snapshot took: requests hold a fold for milliseconds, a fold costs
+seconds at scale, and without the wait concurrent requests under writes would each fold afresh and
+hold that fold longer still. Only when that is impossible (no fold freed in time, a void or a late
+record among the new events, more than ``CATCH_UP_MAX`` of them) is the state folded again from the
+newest snapshot. A reader never sees a fold older than the head it read, and never a fold being changed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -42,6 +46,8 @@ class HeadStates:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # guards the two folds and their reader counts
+        self._released = threading.Condition(self._lock)  # a reader let go of a fold
+        self._fold_s = 0.0  # how long the last fold from a snapshot took: the longest wait for a free fold
         self._advancing = threading.Lock()  # one catch-up or fold at a time: the others would repeat it
         self._published: HeadFold | None = None
         self._spare: HeadFold | None = None
@@ -55,6 +61,8 @@ class HeadStates:
         finally:
             with self._lock:
                 fold.readers -= 1
+                if fold.readers == 0:
+                    self._released.notify_all()
 
     def _acquire(self, engine: Engine) -> HeadFold:
         with engine.connect() as conn:
@@ -88,15 +96,23 @@ class HeadStates:
             state = ledger.caught_up((free.seq, free.hash, free.state), head)
             if state is not None:
                 return state
-        return ledger.state_at(head.seq)
+        started = time.perf_counter()
+        state = ledger.state_at(head.seq)
+        self._fold_s = time.perf_counter() - started
+        return state
 
     def _free(self) -> HeadFold | None:
         """A fold no reader holds, taken out (so none can take it while it changes): the spare first,
-        else the published one."""
-        with self._lock:
-            for name in ("_spare", "_published"):
-                fold = getattr(self, name)
-                if fold is not None and fold.readers == 0:
-                    setattr(self, name, None)
-                    return fold
-        return None
+        else the published one; waiting up to ``_fold_s`` for one to be released."""
+        with self._released:
+            deadline = time.monotonic() + self._fold_s
+            while True:
+                for name in ("_spare", "_published"):
+                    fold = getattr(self, name)
+                    if fold is not None and fold.readers == 0:
+                        setattr(self, name, None)
+                        return fold
+                left = deadline - time.monotonic()
+                if left <= 0 or (self._spare is None and self._published is None):
+                    return None
+                self._released.wait(left)
