@@ -32,6 +32,9 @@ class ServiceSettings(BaseSettings):
     oidc_claim: str = "sub"
     log_level: str = "info"
     recover_jobs: bool = Field(True, description="mark jobs left running by a previous process interrupted")
+    checkpoint_key_file: Path | None = Field(None, description="the log's private key file (mode 0600, from "
+                                             "`gpufleet keys generate`): POST /v1/checkpoints signs with it")
+    checkpoint_origin: str | None = Field(None, description="the checkpoints' origin line (default: the key's name)")
     config: Path | None = Field(None, description="a TOML file of these settings (GPUFLEET_CONFIG)")
 
     @model_validator(mode="after")
