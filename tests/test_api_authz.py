@@ -269,6 +269,11 @@ def _token_of(c: Ctx, who: str) -> str:
     return identity.create_token(c.fleet, who, scope="read", days=1).token_id
 
 
+def _tesla_dc(c: Ctx) -> int:
+    """The seq of the event that registered Tesla's site tesla-dc."""
+    return next(e.seq for e in c.fleet.events(types=["site_registered"]) if '"site":"tesla-dc"' in e.payload)
+
+
 def _event_about(body: dict, event_type: str, key: str, value: str) -> bool:
     return any(e["event_type"] == event_type and e["payload"].get(key) == value for e in body["events"])
 
@@ -282,6 +287,10 @@ CASES: list[Case] = [
     Case("redoc", "GET", "/redoc", get("/redoc"), set(), public=True),
     Case("me", "GET", "/v1/me", get("/v1/me"), AUTHENTICATED),
     Case("ledger-head", "GET", "/v1/ledger/head", get("/v1/ledger/head"), AUTHENTICATED),
+    Case("tree", "GET", "/v1/tree", get("/v1/tree"), AUTHENTICATED),  # hashes only: any principal
+    Case("consistency", "GET", "/v1/proofs/consistency", get("/v1/proofs/consistency?old=1"), AUTHENTICATED),
+    Case("inclusion", "GET", "/v1/proofs/inclusion/{seq}", lambda c: Request(f"/v1/proofs/inclusion/{_tesla_dc(c)}"),
+         TESLA | AUDITORS, sees=lambda body: body["event"] is not None),  # the event as GET /v1/events shows it
     Case("status", "GET", "/v1/status", get("/v1/status?entity=tesla"), TESLA | AUDITORS),
     Case("events", "GET", "/v1/events", get("/v1/events?limit=1000"), TESLA | AUDITORS,
          sees=lambda body: _event_about(body, "site_registered", "site", "tesla-dc")),

@@ -186,6 +186,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     for module in (fleet, governance, work, admin):
         app.include_router(module.router)
 
+    from gpufleet.api.routes import proofs as proof_routes
+
+    app.include_router(proof_routes.router)
+
     def openapi() -> dict:
         """FastAPI's document, with the error answers of every route documented in one place."""
         if app.openapi_schema is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
-from sqlalchemy import Connection, func, insert, select, tuple_
+from sqlalchemy import Connection, func, insert, select
 
 from gpufleet.domain import merkle
 from gpufleet.domain.merkle import ConsistencyProof, InclusionProof, Node, Range
@@ -123,10 +123,11 @@ def _read(conn: Connection, nodes: Sequence[Node]) -> dict[Node, bytes]:
     """The stored hashes of ``nodes``; LedgerCorrupt naming the first one that is missing."""
     found: dict[Node, bytes] = {}
     for i in range(0, len(nodes), _READ_CHUNK):
-        chunk = nodes[i:i + _READ_CHUNK]
-        query = select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash).where(
-            tuple_(merkle_nodes.c.level, merkle_nodes.c.idx).in_(chunk))
-        found |= {(level, idx): bytes.fromhex(h) for level, idx, h in conn.execute(query)}
+        # (level = L AND idx = I) OR ...: both databases look each one up in the primary key (SQLite
+        # scans the table for a row-value IN list); the values are our own integers, written as literals
+        where = " OR ".join(f"(level = {int(level)} AND idx = {int(idx)})" for level, idx in nodes[i:i + _READ_CHUNK])
+        rows = conn.exec_driver_sql(f"SELECT level, idx, hash FROM merkle_nodes WHERE {where}")
+        found |= {(level, idx): bytes.fromhex(h) for level, idx, h in rows}
     for node in nodes:
         if node not in found:
             raise LedgerCorrupt(f"{describe(*node)} is missing from merkle_nodes: run `gpufleet ledger verify`",
@@ -136,11 +137,23 @@ def _read(conn: Connection, nodes: Sequence[Node]) -> dict[Node, bytes]:
 
 # -- checking (Ledger.verify) ------------------------------------------------------------------
 
-# Each parent with its two children, in (level, idx) order.
-PARENTS_SQL = ("SELECT p.level, p.idx, p.hash, l.hash, r.hash FROM merkle_nodes p "
-               "LEFT JOIN merkle_nodes l ON l.level = p.level - 1 AND l.idx = 2 * p.idx "
-               "LEFT JOIN merkle_nodes r ON r.level = p.level - 1 AND r.idx = 2 * p.idx + 1 "
-               "WHERE p.level > 0 ORDER BY p.level, p.idx")
+MAX_LEVEL = 63  # a tree of at most 2**63 - 1 leaves has no node above this level
+
+
+def parents_sql(start: int, end: int | None) -> str:
+    """Each parent whose first leaf is in ``start .. end - 1`` (to the last if None) with its two
+    children, in (level, idx) order: a parallel verify splits the parents as it splits the events."""
+    terms = []
+    for level in range(1, MAX_LEVEL + 1):
+        low = -(-start >> level)  # ceil(start / 2**level): the first parent at this level starting at or after it
+        high = "" if end is None else f" AND p.idx < {-(-end >> level)}"
+        if end is not None and -(-end >> level) <= low:
+            break
+        terms.append(f"(p.level = {level} AND p.idx >= {low}{high})")
+    return ("SELECT p.level, p.idx, p.hash, l.hash, r.hash FROM merkle_nodes p "
+            "LEFT JOIN merkle_nodes l ON l.level = p.level - 1 AND l.idx = 2 * p.idx "
+            "LEFT JOIN merkle_nodes r ON r.level = p.level - 1 AND r.idx = 2 * p.idx + 1 "
+            f"WHERE {' OR '.join(terms) or 'FALSE'} ORDER BY p.level, p.idx")
 
 
 def describe(level: int, idx: int) -> str:
@@ -150,7 +163,7 @@ def describe(level: int, idx: int) -> str:
 
 
 def first_bad_parent(rows: Iterable[tuple[int, int, str, str | None, str | None]]) -> tuple[Node, str] | None:
-    """The first stored parent (rows of :data:`PARENTS_SQL`) that is not node_hash of its stored
+    """The first stored parent (rows of :func:`parents_sql`) that is not node_hash of its stored
     children, with the reason; None when every one is."""
     node_hash, fromhex = merkle.node_hash, bytes.fromhex
     for level, idx, h, left, right in rows:

@@ -281,19 +281,20 @@ class Ledger:
             segments = [self.segment(1, None)]
         report = _stitch(segments, head)
         if report.ok:
-            report = self._check_tree(report)
+            report = self._check_tree(report, segments)
         if report.ok:
             report = self._check_anchors(report, anchors)
         if report.ok:
             report = self._check_snapshots(report)
         return report
 
-    def _check_tree(self, report: VerifyReport) -> VerifyReport:
+    def _check_tree(self, report: VerifyReport, segments: list[Segment]) -> VerifyReport:
         """The Merkle tree holds exactly the nodes of a tree of ``events_checked`` leaves, and every
-        parent is the hash of its children (the leaves were checked against the events in the walk)."""
+        parent is the hash of its children (the leaves were checked against the events in the walk, the
+        parents by the walk of the range where they start)."""
         bad = merkle_store.shape_problem(self.conn, report.events_checked)
         if bad is None:
-            bad = merkle_store.first_bad_parent(self._raw_rows(merkle_store.PARENTS_SQL))
+            bad = next((seg.bad_node for seg in segments if seg.bad_node is not None), None)
         if bad is None:
             return report
         (level, idx), reason = bad
@@ -354,7 +355,11 @@ class Ledger:
             "SELECT e.seq, e.recorded_at, e.effective_date, e.actor, e.type, e.idempotency_key, e.prev_hash, "
             "e.payload, e.hash, m.hash FROM events e LEFT JOIN merkle_nodes m ON m.level = 0 AND m.idx = e.seq - 1 "
             f"{where} ORDER BY e.seq")
-        return walk_chain(rows, first, last)
+        found = walk_chain(rows, first, last)
+        if found.bad is not None:
+            return found
+        parents = self._raw_rows(merkle_store.parents_sql(first - 1, last))
+        return replace(found, bad_node=merkle_store.first_bad_parent(parents))
 
 
 PARALLEL_VERIFY_MIN = 50_000  # below this, starting processes costs more than it saves
@@ -372,6 +377,7 @@ class Segment:
     last_recorded: str
     bad: tuple[int, str] | None = None
     bad_leaf: tuple[int, str] | None = None  # the first event whose Merkle leaf is wrong (the chain comes first)
+    bad_node: tuple[tuple[int, int], str] | None = None  # the first Merkle parent starting in the range that is wrong
 
 
 def walk_chain(rows, first: int, last: int | None) -> Segment:
