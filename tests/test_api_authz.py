@@ -30,8 +30,8 @@ from gpufleet.api.app import create_app
 from gpufleet.api.settings import ServiceSettings
 from gpufleet.domain import vote_signing
 from gpufleet.domain.governance import GovernancePolicy
-from gpufleet.domain.notes import generate_key
-from gpufleet.services import identity
+from gpufleet.domain.notes import generate_key, signature_line
+from gpufleet.services import checkpoints, identity
 from gpufleet.services.fleet import FleetService, make_payload
 
 QUOTAS = EXAMPLE.parent / "quotas.yaml"
@@ -51,6 +51,7 @@ P1_SEERS = TESLA | XAI | AUDITORS | {"tesla-indep", "xai-indep"}  # the parties,
 # jobs that only read (a simulation, an export) are not writes: a read-only token may run them
 SIMULATORS = {f"{e}-{r}" for e in ENTITIES for r in ("operator", "planner")} | {"tesla-bot", "read_only"}
 FEE = GovernancePolicy().market_price(ON).usd_per_gpu_hour
+LOG_KEY = generate_key("gpufleet.example/authz")  # the server's checkpoint key (checkpoint_key_file)
 
 
 def label(who: str) -> str:
@@ -278,6 +279,20 @@ def _event_about(body: dict, event_type: str, key: str, value: str) -> bool:
     return any(e["event_type"] == event_type and e["payload"].get(key) == value for e in body["events"])
 
 
+def _checkpoint(c: Ctx) -> int:
+    """A checkpoint recorded at the head now (by the custodian, with the server's key); its size."""
+    return checkpoints.create_checkpoint(c.fleet, LOG_KEY).checkpoint.tree_size
+
+
+def _cosignature(c: Ctx) -> Request:
+    """A fresh cosigner's signature line on a checkpoint, with its verifier key."""
+    recorded = checkpoints.create_checkpoint(c.fleet, LOG_KEY)
+    cosigner = generate_key(c.uid("cosigner"))
+    line = signature_line(recorded.checkpoint.body, cosigner)
+    return Request(f"/v1/checkpoints/{recorded.checkpoint.tree_size}/signatures",
+                   json={"signature": line, "vkey": cosigner.vkey.text})
+
+
 CASES: list[Case] = [
     Case("healthz", "GET", "/healthz", get("/healthz"), set(), public=True),
     Case("readyz", "GET", "/readyz", get("/readyz"), set(), public=True),
@@ -314,6 +329,14 @@ CASES: list[Case] = [
     Case("exports", "POST", "/v1/exports", lambda c: Request("/v1/exports", json={
         "engine": "slurm", "cluster": "16x8:A100,2x8:H100", "quotas": "quotas.yaml"}), SIMULATORS),
     Case("verify", "POST", "/v1/ledger/verify", lambda c: Request("/v1/ledger/verify", json={}), AUDITORS, 202),
+    Case("checkpoints", "GET", "/v1/checkpoints", get("/v1/checkpoints"), AUTHENTICATED),
+    Case("checkpoint-latest", "GET", "/v1/checkpoints/latest",
+         lambda c: (_checkpoint(c), Request("/v1/checkpoints/latest"))[1], AUTHENTICATED),
+    Case("checkpoint", "GET", "/v1/checkpoints/{size}", lambda c: Request(f"/v1/checkpoints/{_checkpoint(c)}"),
+         AUTHENTICATED),
+    Case("create-checkpoint", "POST", "/v1/checkpoints", lambda c: Request("/v1/checkpoints"),
+         AUDITORS | ADMINS, 201),
+    Case("cosign-checkpoint", "POST", "/v1/checkpoints/{size}/signatures", _cosignature, AUDITORS, 201),
     Case("job-result", "GET", "/v1/jobs/{job_id}/result", lambda c: Request(f"/v1/jobs/{c.job_id}/result"),
          {"tesla-planner"}, denied=404),
     Case("jobs", "GET", "/v1/jobs", get("/v1/jobs"), AUTHENTICATED),
@@ -378,7 +401,11 @@ def ctx(request, tmp_path_factory):
         (traces / "small.csv").write_text("timestamp,duration,num_gpus,gpu_time,cluster\n" + "".join(
             f"2017-10-01 00:0{i}:00,600,{1 + i % 2},{600 * (1 + i % 2)},vc{1 + i % 2}\n" for i in range(5)))
         shutil.copy(QUOTAS, traces / "quotas.yaml")
-        settings = ServiceSettings(db=url, job_workers=1, policy=policy, traces_dir=traces)
+        key_file = tmp_path_factory.mktemp("keys") / "log.key"
+        key_file.write_text(LOG_KEY.text + "\n")
+        key_file.chmod(0o600)
+        settings = ServiceSettings(db=url, job_workers=1, policy=policy, traces_dir=traces,
+                                   checkpoint_key_file=key_file)
         with TestClient(create_app(settings)) as client:
             yield Ctx(client, world, fleet, _finished_plan(client, world))
         fleet.engine.dispose()

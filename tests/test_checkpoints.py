@@ -297,3 +297,96 @@ def test_cli_cosigns_a_note_file_offline(cli_ledger, tmp_path):
     checked = invoke("checkpoint", "verify", tmp_path / "cosigned.note", "--key", tmp_path / "c.key.pub")
     assert checked.code == 0 and "signed by committee.example+" in checked.stdout
     assert "not checked (unknown key): gpufleet.example/ledger+" in checked.stdout
+
+
+# -- the API -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    """The app on the API world, with a server-held log key; its client, world and keys."""
+    from api_world import build_world
+    from fastapi.testclient import TestClient
+
+    from gpufleet.api.app import create_app
+    from gpufleet.api.settings import ServiceSettings
+    from gpufleet.services.keys import generate_key_files
+
+    folder = tmp_path_factory.mktemp("checkpoint-api")
+    world = build_world(f"sqlite:///{folder / 'ledger.db'}")
+    log = generate_key_files("gpufleet.example/api", folder / "log.key")
+    settings = ServiceSettings(db=world.db, job_workers=1, checkpoint_key_file=folder / "log.key")
+    with TestClient(create_app(settings)) as client:
+        yield client, world, log
+
+
+def test_api_creates_serves_and_lists_checkpoints_as_c2sp_text(api):
+    client, world, log = api
+    made = client.post("/v1/checkpoints", headers=world.headers("x-auditor") | {"Idempotency-Key": "cp-1"})
+    assert made.status_code == 201, made.text
+    size = made.json()["tree_size"]
+    assert made.json()["signers"] == [log.vkey.label] and made.json()["origin"] == "gpufleet.example/api"
+    replayed = client.post("/v1/checkpoints", headers=world.headers("x-auditor") | {"Idempotency-Key": "cp-1"})
+    assert replayed.headers.get("Idempotent-Replayed") == "true" and replayed.json() == made.json()
+    note = client.get(f"/v1/checkpoints/{size}", headers=world.headers("tesla-viewer"))
+    assert note.status_code == 200 and note.headers["content-type"].startswith("text/plain")
+    assert note.text == made.json()["note"] and open_note(note.text, [log.vkey]).signatures
+    assert client.get("/v1/checkpoints/latest", headers=world.headers("xai-viewer")).text == note.text
+    listed = client.get("/v1/checkpoints", headers=world.headers("tesla-viewer")).json()
+    assert listed[0]["tree_size"] == size and listed[0]["root_hash"] == made.json()["root_hash"]
+    missing = client.get(f"/v1/checkpoints/{size + 1}", headers=world.headers("tesla-viewer"))
+    assert missing.status_code == 404 and "no checkpoint is recorded at tree size" in missing.json()["detail"]
+    refused = client.post("/v1/checkpoints", headers=world.headers("tesla-operator"))
+    assert refused.status_code == 403 and "auditor or admin" in refused.json()["detail"]
+
+
+def test_api_records_an_auditors_cosignature_only_when_it_verifies(api):
+    client, world, log = api
+    size = client.post("/v1/checkpoints", headers=world.headers("tesla-admin")).json()["tree_size"]
+    body = client.get(f"/v1/checkpoints/{size}", headers=world.headers("tesla-admin")).text.split("\n\n")[0] + "\n"
+    auditor, other = generate_key("auditor.example", ALG_COSIGNATURE_V1), generate_key("other.example")
+    line = signature_line(body, auditor, 1_735_787_045)
+
+    def post(who, signature, vkey, key=None):
+        headers = world.headers(who) | ({"Idempotency-Key": key} if key else {})
+        return client.post(f"/v1/checkpoints/{size}/signatures", headers=headers,
+                           json={"signature": signature, "vkey": vkey})
+
+    assert post("tesla-admin", line, auditor.vkey.text).status_code == 403  # an admin does not cosign
+    wrong = post("tesla-auditor", signature_line(body, other), auditor.vkey.text)
+    assert wrong.status_code == 422 and "not by the key given" in wrong.json()["detail"]
+    forged = post("tesla-auditor", signature_line(body + "x\n", auditor, 1_735_787_045), auditor.vkey.text)
+    assert forged.status_code == 422 and "invalid signature" in forged.json()["detail"]
+    assert post("tesla-auditor", line, "nonsense").status_code == 422
+    done = post("tesla-auditor", line, auditor.vkey.text, key="cosign-1")
+    assert done.status_code == 201 and done.json()["added"] and auditor.vkey.label in done.json()["signers"]
+    again = post("tesla-auditor", line, auditor.vkey.text)
+    assert again.status_code == 201 and again.json()["added"] is False
+    note = client.get(f"/v1/checkpoints/{size}", headers=world.headers("tesla-viewer")).text
+    assert [s.name for s in open_note(note, [log.vkey, auditor.vkey]).signatures] == [log.name, auditor.name]
+    assert post("tesla-auditor", line, auditor.vkey.text).json()["note"] == note
+    assert client.post(f"/v1/checkpoints/{size + 1000}/signatures", headers=world.headers("tesla-auditor"),
+                       json={"signature": line, "vkey": auditor.vkey.text}).status_code == 404
+
+
+def test_api_without_a_key_explains_how_to_sign(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from gpufleet.api.app import create_app
+    from gpufleet.api.settings import ServiceSettings
+    from gpufleet.services import identity
+    from gpufleet.services.fleet import FleetService, make_payload
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    fleet = FleetService.open(url, create=True)
+    today = datetime.now(UTC).date()
+    fleet.record_many([(make_payload("entity_registered", {"entity": "a", "name": "A"}), today, None),
+                       (make_payload("person_registered", {"person": "aud", "name": "Aud"}), today, None),
+                       (make_payload("access_granted", {"principal": "aud", "entity": "a", "role": "auditor"}), today,
+                        None)], actor="test")
+    identity.add_user(fleet, "aud")
+    token = identity.create_token(fleet, "aud", scope="write").token
+    with TestClient(create_app(ServiceSettings(db=url, job_workers=1))) as client:
+        answer = client.post("/v1/checkpoints", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 409 and "checkpoint_key_file" in answer.json()["detail"]
+        assert client.get("/v1/checkpoints/latest", headers={"Authorization": f"Bearer {token}"}).status_code == 404

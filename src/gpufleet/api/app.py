@@ -138,6 +138,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
         app.state.fleet = check_database(settings)
         app.state.policy = load_policy(settings.policy)
+        app.state.checkpoint_signer = None
+        if settings.checkpoint_key_file is not None:  # refused at start when others may read it
+            from gpufleet.services.keys import load_signer
+
+            app.state.checkpoint_signer = load_signer(settings.checkpoint_key_file)
         app.state.oidc = None
         if settings.oidc_issuer:
             app.state.oidc = identity.OidcVerifier(identity.OidcConfig(
@@ -181,9 +186,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return JSONResponse({"status": "ready", "schema": db.HEAD_REVISION, "head_seq": head.seq,
                              "head_hash": head.hash})
 
-    from gpufleet.api.routes import admin, fleet, governance, work
+    from gpufleet.api.routes import admin, checkpoints, fleet, governance, work
 
-    for module in (fleet, governance, work, admin):
+    for module in (fleet, governance, work, admin, checkpoints):
         app.include_router(module.router)
 
     from gpufleet.api.routes import proofs as proof_routes
