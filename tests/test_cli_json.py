@@ -42,6 +42,7 @@ INVOCATIONS: dict[str, list[str]] = {
     "users list": ["users", "list"],
     "tokens create": ["tokens", "create", "musk", "--scope", "read"],
     "tokens list": ["tokens", "list"],
+    "keys list": ["keys", "list"],
 }
 
 
