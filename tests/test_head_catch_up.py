@@ -133,3 +133,27 @@ def test_concurrent_readers_and_writers_see_only_whole_folds_of_the_head(engine)
     with engine.connect() as conn:
         truth = {seq: Ledger(conn).state_at(seq).to_dict() for seq in {s for s, _ in seen}}
     assert seen and all(state == truth[seq] for seq, state in seen)
+
+
+def test_concurrent_askers_of_a_new_status_answer_compute_it_once(engine, monkeypatch):
+    import threading
+    import time
+
+    from gpufleet.services.fleet import FleetService
+
+    _append(engine, ev.EntityRegistered(entity="a", name="A"), D1)
+    service, computed, real = FleetService(engine), [], FleetService._status
+
+    def slow(*args):
+        computed.append(args)
+        time.sleep(0.2)
+        return real(*args)
+
+    monkeypatch.setattr(FleetService, "_status", staticmethod(slow))
+    answers = []
+    askers = [threading.Thread(target=lambda: answers.append(service.head_status())) for _ in range(6)]
+    for thread in askers:
+        thread.start()
+    for thread in askers:
+        thread.join()
+    assert len(computed) == 1 and len(answers) == 6 and all(a is answers[0] for a in answers)

@@ -122,7 +122,7 @@ def answer_once(fleet: FleetService, who: Principal, key: str | None, digest: st
 
 
 def _stored(fleet: FleetService, who: Principal, key: str, digest: str) -> Response | None:
-    with fleet.engine.connect() as conn:
+    with fleet.reader.connect() as conn:
         row = conn.execute(select(api_requests).where(api_requests.c.principal == who.id,
                                                       api_requests.c.idempotency_key == key)).first()
     if row is None:

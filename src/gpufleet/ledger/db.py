@@ -43,8 +43,11 @@ def make_engine(db: str = DEFAULT_DB, *, must_exist: bool = False, synchronous: 
     return engine
 
 
+READ_ONLY = "gpufleet_read_only"  # an execution option: see read_only()
+
+
 def _serialize_sqlite_writers(engine: Engine, synchronous: str) -> None:
-    """Every SQLite transaction takes the write lock up front (BEGIN IMMEDIATE).
+    """Every SQLite transaction that may write takes the write lock up front (BEGIN IMMEDIATE).
 
     That gives SQLite the same guarantee as ``SELECT ... FOR UPDATE`` on the head row
     in PostgreSQL: appends are serialized, so no two writers extend the chain at once.
@@ -61,7 +64,14 @@ def _serialize_sqlite_writers(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same database for transactions that only read: on SQLite they begin DEFERRED, so in WAL mode
+    they read a snapshot beside the one writer instead of queueing for the write lock (a server's
+    token checks and head reads under appends); on PostgreSQL they are READ ONLY. Sharing the pool."""
+    return engine.execution_options(**{READ_ONLY: True}, postgresql_readonly=True)
 
 
 def alembic_config(connection=None):

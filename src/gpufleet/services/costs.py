@@ -29,7 +29,7 @@ def chargeback(service: FleetService, month: str | None = None, entity: str | No
     :class:`UnknownReference` (field 'entity') for an entity the ledger does not know.
     """
     bounds = month_bounds(month) if month is not None else None
-    with service.engine.connect() as conn:
+    with service.reader.connect() as conn:
         ledger = Ledger(conn)
         rows = _live_rows(ledger)
         if not rows:

@@ -21,6 +21,7 @@ import threading
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
@@ -98,16 +99,18 @@ class FleetService:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self.reader = db.read_only(engine)  # for transactions that only read (``engine`` writes)
         self._head_states = HeadStates()
         # status answers by (query, seq, hash of that event): a ledger prefix never changes, so neither do they
         self._status_memo: OrderedDict[tuple, StatusAnswer] = OrderedDict()
+        self._computing: dict[tuple, Future] = {}  # status answers being computed, by key
         self._memo_lock = threading.Lock()
 
     def reading_head(self) -> contextlib.AbstractContextManager[HeadFold]:
         """Hold the fold of every event at the head (or newer) for the block: shared, so read it only.
         A long-lived process (the server) keeps it in memory and brings it forward in place as the
         head moves (:class:`gpufleet.services.head_state.HeadStates`)."""
-        return self._head_states.reading(self.engine)
+        return self._head_states.reading(self.reader)
 
     @classmethod
     def open(cls, database: str = db.DEFAULT_DB, *, create: bool = False) -> FleetService:
@@ -204,7 +207,7 @@ class FleetService:
     # -- reads --------------------------------------------------------------------------
 
     def state(self, as_of: date | None = None, known_at: str | None = None) -> FleetState:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return Ledger(conn).state(as_of, _instant(known_at))
 
     def status(self, as_of: date | None = None, known_at: str | None = None, entity: str | None = None) -> dict:
@@ -216,7 +219,7 @@ class FleetService:
         """:meth:`status`, kept (shared: do not change it) for the ledger prefix it was read from, so a
         long-lived process answers a repeated query with two small reads and no encoding."""
         known = _instant(known_at)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             ledger = Ledger(conn)
             if known is None:
                 head = ledger.head()
@@ -249,41 +252,57 @@ class FleetService:
         return header | views.status_report(state, on, entity)
 
     def _memo(self, key: tuple, compute=None) -> StatusAnswer | None:
-        """The status answer kept for ``key``, or (with ``compute``) compute and keep it (the newest 32)."""
+        """The status answer kept for ``key``, or (with ``compute``) compute and keep it (the newest 32).
+        One thread computes a missing answer; the others asking for it meanwhile wait for that one
+        (an answer costs half a second at a million events, and a new head is asked for by every client)."""
         with self._memo_lock:
             if key in self._status_memo:
                 self._status_memo.move_to_end(key)
                 return self._status_memo[key]
-        if compute is None:
-            return None
-        answer = StatusAnswer(compute())
+            if compute is None:
+                return None
+            pending, mine = self._computing.get(key), False
+            if pending is None:
+                pending, mine = self._computing.setdefault(key, Future()), True
+        if not mine:
+            return pending.result()  # or the computing thread's error
+        try:
+            answer = StatusAnswer(compute())
+            answer.json  # encoded once, here, rather than by the first of the waiting requests
+        except BaseException as exc:
+            with self._memo_lock:
+                del self._computing[key]
+            pending.set_exception(exc)
+            raise
         with self._memo_lock:
             self._status_memo[key] = answer
+            del self._computing[key]
             while len(self._status_memo) > STATUS_MEMO:
                 self._status_memo.popitem(last=False)
+        pending.set_result(answer)
         return answer
 
     def events(self, since_seq: int = 0, until_seq: int | None = None, types: Sequence[str] = (),
                limit: int | None = None) -> list[Event]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return list(Ledger(conn).events(since_seq, until_seq, types, limit))
 
     def head(self):
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return Ledger(conn).head()
 
     def verify(self, anchors: Sequence[Anchor] = (), workers: int | None = None) -> VerifyReport:
         """Check the hash chain, each anchor (see :func:`parse_anchor`) and every snapshot; ``workers``
         processes hash ranges of a large ledger in parallel (default: one per CPU, at most 4)."""
         workers = workers or min(os.cpu_count() or 1, 4)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return Ledger(conn).verify(anchors, workers)
 
     def replay(self) -> ReplayReport:
         """Rebuild the state from the first event, with no snapshot, and compare it with the
         state built through the snapshots; rebuild every snapshot from the events and compare
         it with what is stored; also recount every invariant from scratch."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             ledger = Ledger(conn)
             report = ledger.verify()
             if not report.ok:

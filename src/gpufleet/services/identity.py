@@ -87,7 +87,7 @@ def disable_user(service: FleetService, principal: str) -> dict:
 
 
 def list_users(service: FleetService) -> list[dict]:
-    with service.engine.connect() as conn:
+    with service.reader.connect() as conn:
         rows = conn.execute(select(users).order_by(users.c.principal)).all()
     return [{"principal": r.principal, "created_at": r.created_at, "enabled": r.disabled_at is None}
             for r in rows]
@@ -134,7 +134,7 @@ def list_tokens(service: FleetService, principal: str | None = None) -> list[dic
     if principal is not None:
         query = query.where(api_tokens.c.principal == principal)
     now = format_instant(_now())
-    with service.engine.connect() as conn:
+    with service.reader.connect() as conn:
         rows = conn.execute(query).all()
     return [{"token_id": r.token_id, "principal": r.principal, "name": r.name, "scope": r.scope,
              "created_at": r.created_at, "expires_at": r.expires_at, "revoked_at": r.revoked_at,
@@ -160,7 +160,7 @@ def authenticate_token(service: FleetService, token: str) -> Principal:
     refused = Unauthenticated("the token is unknown, expired or revoked")
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX or len(parts[1]) != 16 or len(parts[2]) > 100:
         raise refused
-    with service.engine.connect() as conn:
+    with service.reader.connect() as conn:
         row = conn.execute(select(api_tokens).where(api_tokens.c.token_id == parts[1])).first()
         if row is None or not hmac.compare_digest(row.secret_sha256, _hash(parts[2])):
             raise refused
@@ -227,7 +227,7 @@ class OidcVerifier:
 
 def authenticate_oidc(service: FleetService, verifier: OidcVerifier, token: str) -> Principal:
     who, scope = verifier.principal_id(token)
-    with service.engine.connect() as conn:
+    with service.reader.connect() as conn:
         _require_user(conn, who)
     return Principal(who, scope, "oidc")
 

@@ -113,13 +113,13 @@ class JobStore:
 
     def get(self, job_id: str) -> dict | None:
         """The job as the API shows it; a result that is not JSON (the report's HTML) is only at its URL."""
-        with self.service.engine.connect() as conn:
+        with self.service.reader.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
         return None if row is None else _public(row)
 
     def result(self, job_id: str) -> tuple[dict, Any] | None:
         """(the job without its result, its result as stored: JSON-decoded), or None."""
-        with self.service.engine.connect() as conn:
+        with self.service.reader.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
         if row is None:
             return None
@@ -129,7 +129,7 @@ class JobStore:
         query = select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
         if principal is not None:
             query = query.where(jobs.c.principal == principal)
-        with self.service.engine.connect() as conn:
+        with self.service.reader.connect() as conn:
             return [_public(r, with_result=False) for r in conn.execute(query)]
 
     def update(self, job_id: str, **values) -> bool:
