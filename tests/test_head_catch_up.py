@@ -157,3 +157,22 @@ def test_concurrent_askers_of_a_new_status_answer_compute_it_once(engine, monkey
     for thread in askers:
         thread.join()
     assert len(computed) == 1 and len(answers) == 6 and all(a is answers[0] for a in answers)
+
+
+def test_a_read_only_transaction_reads_beside_a_writer_and_cannot_write(engine):
+    """Reads do not queue for the write lock (SQLite: DEFERRED beside BEGIN IMMEDIATE; PostgreSQL:
+    never blocked by a row lock), and a read-only transaction refuses a write on PostgreSQL."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from gpufleet.ledger import db
+
+    _append(engine, ev.EntityRegistered(entity="a", name="A"), D1)
+    reader = db.read_only(engine)
+    with engine.begin() as writer:
+        Ledger(writer).head(lock=True)  # the append lock, held
+        with reader.connect() as conn:
+            assert Ledger(conn).head().seq == 1
+    if engine.dialect.name == "postgresql":
+        with reader.connect() as conn, pytest.raises(DBAPIError, match="read-only"):
+            conn.execute(text("UPDATE ledger_head SET seq = seq WHERE id = 1"))
