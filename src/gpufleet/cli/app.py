@@ -840,3 +840,7 @@ app.command()(client.logout)
 
 from gpufleet.cli import checkpoints as _checkpoints  # noqa: E402,F401  (registers keys generate, checkpoint)
 from gpufleet.cli import signing as _signing  # noqa: E402,F401  (registers keys register|list|revoke)
+from gpufleet.cli import disclosure as _disclosure  # noqa: E402  (disclose, verify-bundle)
+
+app.command("disclose")(_disclosure.disclose)
+app.command("verify-bundle")(_disclosure.verify_bundle)
