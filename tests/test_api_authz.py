@@ -284,6 +284,11 @@ def _checkpoint(c: Ctx) -> int:
     return checkpoints.create_checkpoint(c.fleet, LOG_KEY).checkpoint.tree_size
 
 
+def _disclosed(bundle: dict, event_type: str, key: str, value: str) -> bool:
+    """Whether a disclosure bundle proves the event of ``event_type`` whose payload's ``key`` is ``value``."""
+    return any(e["event"]["type"] == event_type and e["event"]["payload"].get(key) == value for e in bundle["events"])
+
+
 def _cosignature(c: Ctx) -> Request:
     """A fresh cosigner's signature line on a checkpoint, with its verifier key."""
     recorded = checkpoints.create_checkpoint(c.fleet, LOG_KEY)
@@ -337,6 +342,8 @@ CASES: list[Case] = [
     Case("create-checkpoint", "POST", "/v1/checkpoints", lambda c: Request("/v1/checkpoints"),
          AUDITORS | ADMINS, 201),
     Case("cosign-checkpoint", "POST", "/v1/checkpoints/{size}/signatures", _cosignature, AUDITORS, 201),
+    Case("disclosures", "GET", "/v1/disclosures", lambda c: (_checkpoint(c), Request("/v1/disclosures?kind=loans"))[1],
+         TESLA | XAI | AUDITORS, sees=lambda body: _disclosed(body, "loan_proposed", "loan", "p1")),
     Case("job-result", "GET", "/v1/jobs/{job_id}/result", lambda c: Request(f"/v1/jobs/{c.job_id}/result"),
          {"tesla-planner"}, denied=404),
     Case("jobs", "GET", "/v1/jobs", get("/v1/jobs"), AUTHENTICATED),

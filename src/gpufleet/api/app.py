@@ -195,6 +195,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     app.include_router(proof_routes.router)
 
+    from gpufleet.api.routes import disclosures as disclosure_routes
+
+    app.include_router(disclosure_routes.router)
+
     def openapi() -> dict:
         """FastAPI's document, with the error answers of every route documented in one place."""
         if app.openapi_schema is None:

@@ -225,6 +225,15 @@ def build_bundle(fleet: FleetService, kind: str = "all", entity: str | None = No
     return bundle
 
 
+def signed_by(note: str, key: VerifierKey) -> bool:
+    """Whether ``key`` signed the note (a server's key may not have signed an older checkpoint)."""
+    try:
+        open_note(note, [key])
+    except Exception:
+        return False
+    return True
+
+
 def _listed(note: str, key: VerifierKey) -> str:
     """A key to list in the bundle: it must have signed the note."""
     try:
