@@ -17,6 +17,7 @@ import pytest
 import typer
 
 from gpufleet.cli.app import app
+from gpufleet.domain.notes import Checkpoint, generate_key, sign_note
 from test_cli import ok
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "h100-2024.yaml"
@@ -43,6 +44,8 @@ INVOCATIONS: dict[str, list[str]] = {
     "tokens create": ["tokens", "create", "musk", "--scope", "read"],
     "tokens list": ["tokens", "list"],
     "keys list": ["keys", "list"],
+    "checkpoint list": ["checkpoint", "list"],
+    "checkpoint verify": ["checkpoint", "verify", "{note}", "--key", "{vkey}"],
 }
 
 
@@ -86,6 +89,10 @@ def test_every_json_command_is_exercised():
 def test_json_output_is_only_json(key, example_db, tmp_path):
     trace = tmp_path / "trace.csv"
     trace.write_text(TRACE)
-    args = [a.replace("{trace}", str(trace)) for a in INVOCATIONS[key]]
+    log = generate_key("log.example")
+    note = tmp_path / "checkpoint.note"
+    note.write_text(sign_note(Checkpoint("log.example", 1, bytes(32)).body, [log]))
+    given = {"{trace}": str(trace), "{note}": str(note), "{vkey}": log.vkey.text}
+    args = [given.get(a, a) for a in INVOCATIONS[key]]
     proc = ok(*args, "--format", "json", db=example_db)
     json.loads(proc.stdout)  # the whole of standard output, not a line of it
