@@ -46,6 +46,7 @@ def run_demo(database: str) -> dict:
         },
         "policies_2023_12_01": comparison,
         "governance": governance_section(service),
+        "disclosure": disclosure_section(service, Path(database).parent),
     }
 
 
@@ -140,3 +141,150 @@ def policy_comparison(service: FleetService) -> dict:
 
 def _swap_value(state) -> float:
     return float(sum(s.value_a_usd for s in state.swaps.values()))
+
+
+# -- verifiable disclosure: checkpoints, a bundle, and a rewrite caught ------------------------------------------
+
+CHECKPOINT_DAYS = (date(2023, 12, 31), date(2024, 12, 31))
+SWAP_ID = "dec-2023-h100"
+
+
+def disclosure_section(service: FleetService, folder: Path) -> dict:
+    """Publish checkpoints at the end of 2023 (after the swap) and of 2024 with a demo key (in a temporary
+    folder, 0600, removed at the end), write the related-party bundle to ``folder``, verify it offline, and
+    show that a rewrite of the swap, chain rebuilt, passes ``verify`` but not the consistency proof."""
+    import shutil
+    import tempfile
+
+    from gpufleet.domain import disclosure as bundles
+    from gpufleet.services import disclosure, keys
+
+    key_dir = Path(tempfile.mkdtemp(prefix="gpufleet-demo-key-"))
+    try:
+        signer = keys.generate_key_files("demo.gpufleet.example/h100-2024", key_dir / "log.key")
+        notes = [checkpoint_at(service, signer, _size_known_by(service, day)) for day in CHECKPOINT_DAYS]
+        for day, note in zip(CHECKPOINT_DAYS, notes, strict=True):
+            (folder / f"checkpoint-{day.year}.note").write_text(note, encoding="utf-8")
+        bundle = disclosure.build_bundle(service, "related-party", note=notes[1], keys=[signer.vkey],
+                                         previous=notes[0])
+        path = folder / "disclosure.json"
+        path.write_text(disclosure.bundle_text(bundle), encoding="utf-8")
+        report = bundles.verify_bundle(bundles.load_bundle(bundle), [signer.vkey], previous=notes[0])
+        tamper = rewrite_story(service, folder, notes[0], bundle)
+    finally:
+        shutil.rmtree(key_dir, ignore_errors=True)
+    return {"key": signer.vkey.text, "checkpoints": [_checkpoint_row(day, n) for day, n in
+                                                     zip(CHECKPOINT_DAYS, notes, strict=True)],
+            "bundle": str(path), "verified": report.as_dict(), "tamper": tamper}
+
+
+def _size_known_by(service: FleetService, day: date) -> int:
+    """The number of events recorded by the end of ``day``: a checkpoint's tree size then."""
+    from gpufleet.domain.chain import end_of_day
+
+    last = end_of_day(day)
+    return max((e.seq for e in service.events() if e.recorded_at <= last), default=0)
+
+
+def checkpoint_at(service: FleetService, signer, size: int) -> str:
+    """A signed checkpoint note of the tree of ``size`` events, with event ``size``'s recorded time and hash.
+    At the head it is recorded (``create_checkpoint``); at a past size it is only signed: a demo replaying
+    history signs today what would have been published then."""
+    from gpufleet.domain.notes import Checkpoint, gpufleet_extensions, sign_note
+    from gpufleet.ledger import merkle_store
+    from gpufleet.services import checkpoints
+
+    if size == service.head().seq:
+        return checkpoints.create_checkpoint(service, signer).note
+    event = next(iter(service.events(size - 1, size)))
+    with service.engine.connect() as conn:
+        root = merkle_store.root_hash(conn, size)
+    body = Checkpoint(signer.name, size, root, gpufleet_extensions(event.recorded_at, size, event.hash)).body
+    return sign_note(body, [signer])
+
+
+def _checkpoint_row(day: date, note: str) -> dict:
+    from gpufleet.services.disclosure import read_checkpoint
+
+    cp = read_checkpoint(note)
+    return {"as_of": day.isoformat(), "tree_size": cp.tree_size, "root_hash": cp.root_hash.hex(),
+            "recorded_at": cp.recorded_at}
+
+
+def rewrite_story(service: FleetService, folder: Path, first_note: str, bundle: dict) -> dict:
+    """On a copy of the ledger: rewrite the swap's event (its reason), rebuild the chain, the head and the
+    Merkle tree, as an insider with the database's password can; then what catches it and what does not."""
+    from gpufleet.domain import merkle
+    from gpufleet.ledger import merkle_store
+    from gpufleet.services.disclosure import read_checkpoint
+
+    copy = folder / "rewritten.db"
+    _copy_database(service.engine.url.database, copy)
+    rewritten = FleetService.open(str(copy))
+    try:
+        seq = _rewrite_swap(rewritten)
+        verified = rewritten.verify().ok
+        first = read_checkpoint(first_note)
+        original = next(e for e in bundle["events"] if e["seq"] == seq)
+        with rewritten.engine.connect() as conn:
+            size = merkle_store.tree_size(conn)
+            proof = merkle_store.consistency(conn, first.tree_size, size)
+            new_root = merkle_store.root_hash(conn, size)
+            inclusion = merkle_store.inclusion(conn, seq, size)
+        consistency = merkle.consistency_problem(first.tree_size, size, proof.proof, first.root_hash, new_root)
+        leaf = merkle.leaf_hash(_b64(original["canonical"]))
+        included = merkle.inclusion_problem(leaf, seq - 1, size, inclusion.audit_path, new_root)
+    finally:
+        rewritten.engine.dispose()
+        copy.unlink(missing_ok=True)
+    return {"seq": seq, "chain_verifies": verified, "consistency_with_first_checkpoint": consistency,
+            "original_event_included": included}
+
+
+def _copy_database(source: str, target: Path) -> None:
+    """A consistent copy of an SQLite ledger (its write-ahead log included), by SQLite's backup API."""
+    import sqlite3
+
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    dst.close()
+    src.close()
+
+
+def _b64(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode(text)
+
+
+def _rewrite_swap(service: FleetService) -> int:
+    """Drop the triggers, change the swap's reason, recompute every later hash, the head and the tree."""
+    from sqlalchemy import text
+
+    from gpufleet.domain.chain import canonical_bytes, event_hash
+    from gpufleet.domain.merkle import leaf_hash
+    from gpufleet.ledger import merkle_store
+
+    with service.engine.begin() as conn:
+        for (name,) in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).all():
+            conn.execute(text(f'DROP TRIGGER "{name}"'))
+        seq = conn.execute(text("SELECT seq FROM events WHERE type = 'delivery_slot_swap' AND payload LIKE :p"),
+                           {"p": f'%"{SWAP_ID}"%'}).scalar_one()
+        conn.execute(text("UPDATE events SET payload = replace(payload, '\"reason\":\"', "
+                          "'\"reason\":\"routine reallocation by the vendor; ') WHERE seq = :s"), {"s": seq})
+        cols = "seq, recorded_at, effective_date, actor, type, idempotency_key, prev_hash, payload"
+        rows = [list(r) for r in conn.execute(text(f"SELECT {cols} FROM events ORDER BY seq")).all()]
+        prev = conn.execute(text("SELECT hash FROM events WHERE seq = :s"), {"s": seq - 1}).scalar_one()
+        leaves = []
+        for r in rows:
+            if r[0] >= seq:
+                r[6] = prev
+                prev = event_hash(*r)
+                conn.execute(text("UPDATE events SET prev_hash = :p, hash = :h WHERE seq = :s"),
+                             {"p": r[6], "h": prev, "s": r[0]})
+            leaves.append(leaf_hash(canonical_bytes(*r)))
+        conn.execute(text("UPDATE ledger_head SET hash = :h"), {"h": prev})
+        conn.execute(text("DELETE FROM merkle_nodes"))
+        conn.execute(text("DELETE FROM snapshots"))
+        merkle_store.add_leaves(conn, 1, leaves)
+    return seq
