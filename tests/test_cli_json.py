@@ -17,7 +17,7 @@ import pytest
 import typer
 
 from gpufleet.cli.app import app
-from gpufleet.domain.notes import Checkpoint, generate_key, sign_note
+from gpufleet.domain.notes import Checkpoint, generate_key, gpufleet_extensions, sign_note
 from test_cli import ok
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "h100-2024.yaml"
@@ -46,6 +46,7 @@ INVOCATIONS: dict[str, list[str]] = {
     "keys list": ["keys", "list"],
     "checkpoint list": ["checkpoint", "list"],
     "checkpoint verify": ["checkpoint", "verify", "{note}", "--key", "{vkey}"],
+    "verify-bundle": ["verify-bundle", "{bundle}", "--key", "{vkey}"],
 }
 
 
@@ -93,6 +94,29 @@ def test_json_output_is_only_json(key, example_db, tmp_path):
     note = tmp_path / "checkpoint.note"
     note.write_text(sign_note(Checkpoint("log.example", 1, bytes(32)).body, [log]))
     given = {"{trace}": str(trace), "{note}": str(note), "{vkey}": log.vkey.text}
+    if "{bundle}" in INVOCATIONS[key]:
+        given["{bundle}"] = str(_bundle(example_db, log, tmp_path))
     args = [given.get(a, a) for a in INVOCATIONS[key]]
     proc = ok(*args, "--format", "json", db=example_db)
     json.loads(proc.stdout)  # the whole of standard output, not a line of it
+
+
+def _bundle(db: Path, log, folder: Path) -> Path:
+    """A related-party disclosure bundle of ``db``, against a checkpoint of its head signed with ``log``
+    (not recorded: the module's ledger stays as it is)."""
+    from gpufleet.ledger import merkle_store
+    from gpufleet.services import disclosure
+    from gpufleet.services.fleet import FleetService
+
+    fleet = FleetService.open(str(db))
+    try:
+        head = fleet.head()
+        with fleet.engine.connect() as conn:
+            root = merkle_store.root_hash(conn, head.seq)
+        body = Checkpoint("log.example", head.seq, root,
+                          gpufleet_extensions(head.recorded_at, head.seq, head.hash)).body
+        bundle = disclosure.build_bundle(fleet, "related-party", note=sign_note(body, [log]))
+    finally:
+        fleet.engine.dispose()
+    (path := folder / "bundle.json").write_text(disclosure.bundle_text(bundle))
+    return path
