@@ -1,0 +1,153 @@
+"""The approvals inbox: what awaits the signed-in person's vote, and why they may not cast one.
+
+Each row is a related-party transaction that needs approval (``governance.approvals``), with its
+related-party basis, its fee against the market band, the value it moves and what it costs the giver.
+A vote goes through the same path as ``POST /v1/approvals/{subject}/votes``: the voter is the signed-in
+person, and the version read with the page (the API's ETag) is sent back, so a vote on a transaction
+that changed since is refused with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from gpufleet.api.routes.governance import version
+from gpufleet.domain import access
+from gpufleet.domain.access import Capability, Forbidden, Principal
+from gpufleet.domain.approvals import check_voter
+from gpufleet.domain.governance import GovernancePolicy, Transaction, swap_delay_cost, transactions
+from gpufleet.domain.state import FleetState
+from gpufleet.errors import GpufleetError
+
+OPEN = ("proposed", "executed_unapproved")  # states in which a vote still counts
+DECISIONS = ("approved", "rejected", "waived")
+
+
+@dataclass(frozen=True)
+class Price:
+    """A loan's fee against the market band on the day it is judged (None fee: a swap, no fee)."""
+
+    fee: float | None
+    market: float
+    low: float
+    high: float
+    verdict: str  # "within the band" | "below the band" | "above the band" | "no fee (a slot swap)"
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    subject: str
+    kind: str
+    giver: str
+    receiver: str
+    on: str
+    status: str
+    related_basis: str
+    terms: str  # the terms in one line
+    value_usd: float
+    series_usd: float
+    price: Price
+    cost_usd: float  # what the transaction costs the giver (see :func:`cost_to_giver`)
+    cost_note: str
+    votes: tuple[str, ...]  # "person decision on date"
+    standing: str  # vote | voted | interested | not_approver | closed | cannot_vote
+    reason: str  # why the person cannot vote (or how they voted); empty when they may vote
+    version: str  # the API's ETag of the transaction: a vote names it
+    can_open: bool  # an approved proposal that the person, an operator of the lender, may open as a loan
+
+
+def price_against_band(fee: float | None, policy: GovernancePolicy, on: date) -> Price:
+    """The fee against the market reference on ``on`` and the policy's band around it."""
+    market = policy.market_price(on).usd_per_gpu_hour
+    low, high = market * (1 - policy.price_band), market * (1 + policy.price_band)
+    if fee is None:
+        verdict = "no fee (a slot swap)"
+    elif fee < low:
+        verdict = "below the band"
+    elif fee > high:
+        verdict = "above the band"
+    else:
+        verdict = "within the band"
+    return Price(fee, market, low, high, verdict)
+
+
+def cost_to_giver(state: FleetState, t: Transaction | None, row: dict, policy: GovernancePolicy) -> tuple[float, str]:
+    """What the giver gives up, in USD, with how it is counted: a loan's GPU-hours at the market price
+    less the fees it is paid; a swap's delay to the giver (GPU-weeks at the market rate)."""
+    if row["kind"] == "slot_swap":
+        swap_id = row["subject"].partition(":")[2]
+        if swap_id not in state.swaps:
+            return 0.0, "the swap is not in the record as of this date"
+        weeks, usd = swap_delay_cost(state, swap_id, policy)
+        return usd, f"{row['giver']} waits {weeks:,.0f} GPU-weeks for the lots it got back, at the market rate"
+    if t is None or t.fee_usd_per_gpu_hour is None:
+        return 0.0, "not valued"
+    fees = t.gpu_hours * t.fee_usd_per_gpu_hour
+    return t.value_usd - fees, (f"{t.gpu_hours:,.0f} GPU-hours lent, worth USD {t.value_usd:,.0f} at the market, "
+                                f"for USD {fees:,.0f} in fees")
+
+
+def standing(state: FleetState, row: dict, who: Principal) -> tuple[str, str]:
+    """Whether ``who`` may vote on ``row`` now, and if not, why (the ledger's own words)."""
+    mine = [v for v in row["votes"] if v["person"] == who.id]
+    if mine:
+        return "voted", f"you voted {mine[-1]['decision']} on {mine[-1]['on']}"
+    if row["status"] not in OPEN:
+        return "closed", f"it is {row['status'].replace('_', ' ')}: no vote is open"
+    try:
+        access.require_vote(state, who, who.id)
+        check_voter(state, row["subject"], who.id)
+    except Forbidden as exc:
+        return "cannot_vote", exc.message
+    except GpufleetError as exc:
+        kind = "interested" if " is interested in " in exc.message else "not_approver"
+        return kind, exc.message
+    return "vote", ""
+
+
+def may_open(state: FleetState, row: dict, who: Principal) -> bool:
+    """An approved proposal not yet opened, that ``who`` (an operator of the lender) may open."""
+    if row["kind"] != "loan_proposal" or row["status"] != "approved" or access.is_admin(state, who.id):
+        return False
+    try:
+        access.require(state, who, Capability.RECORD, [row["giver"]], writes=True)
+    except Forbidden:
+        return False
+    return True
+
+
+def terms_line(row: dict) -> str:
+    """The terms a voter reads, in one line."""
+    terms = row.get("terms") or {}
+    if row["kind"] == "slot_swap":
+        return (f"{terms.get('gpus', 0):,} {terms.get('model', '')} of lots {', '.join(terms.get('lots_given') or [])} "
+                f"for lots {', '.join(terms.get('lots_received') or [])}")
+    fee = terms.get("fee_usd_per_gpu_hour")
+    fee_text = f", USD {float(fee):,.2f}/GPU-hour" if fee is not None else ""
+    return (f"{terms.get('gpus', 0):,} {terms.get('model', '')} at {terms.get('site', '')}, "
+            f"{terms.get('start', '')} to {terms.get('end', '')}{fee_text}")
+
+
+def inbox_rows(rows: list[dict], state: FleetState, policy: GovernancePolicy, who: Principal,
+               on: date) -> list[InboxRow]:
+    """The rows ``who`` may see: those awaiting their vote first (proposals, newest first), then those they
+    cannot vote on, then the rest."""
+    txs = {t.subject: t for t in transactions(state, policy, on)}
+    out = []
+    for row in rows:
+        if not access.may_read(state, who.id, {row["giver"], row["receiver"]}, row["giver"]):
+            continue
+        t = txs.get(row["subject"])
+        fee = None if t is None else t.fee_usd_per_gpu_hour
+        cost, note = cost_to_giver(state, t, row, policy)
+        kind, reason = standing(state, row, who)
+        out.append(InboxRow(
+            row["subject"], row["kind"], row["giver"], row["receiver"], row["on"], row["status"],
+            row["related_basis"] or "not related parties", terms_line(row), row["value_usd"], row["series_usd"],
+            price_against_band(fee, policy, on), cost, note,
+            tuple(f"{v['person']} {v['decision']} on {v['on']}" for v in row["votes"]), kind, reason,
+            version(row), may_open(state, row, who)))
+    order = {"vote": 0, "interested": 1, "voted": 2, "not_approver": 3, "cannot_vote": 3, "closed": 4}
+    return sorted(out, key=lambda r: (order[r.standing], r.status != "proposed",
+                                      -date.fromisoformat(r.on).toordinal(), r.subject))

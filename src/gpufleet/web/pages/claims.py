@@ -1,0 +1,68 @@
+"""Claims: each public claim against the record at its deadline, and against what the ledger supported
+on the day the claim was made (as known that day), at the page's as-of date and "as known at" time."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from gpufleet.domain import access, views
+from gpufleet.domain.chain import end_of_day
+from gpufleet.domain.state import FleetState
+from gpufleet.services import governance
+from gpufleet.services.fleet import FleetService
+
+UNITS = {"active_gpus": "GPUs", "gpu_spend_usd": "USD"}
+SERIES = (("target", "target", "#616161"), ("actual", "recorded", "#1565c0"),
+          ("supported_when_stated", "supported when stated", "#b35900"))
+
+
+def claim_rows(service: FleetService, on: date, known_at: str | None = None) -> list[dict]:
+    """Each claim made by ``on`` (as recorded by ``known_at``): the recorded metric at its deadline (or
+    ``on``, if earlier) and the most the ledger supported by the deadline, as known the day it was made."""
+    state = service.state(on, known_at)
+    rows = []
+    for claim_id, c in sorted(state.claims.items()):
+        if c.stated_on > on:
+            continue
+        actual_on = min(on, c.deadline)
+        actual = views.claim_actual(service.state(actual_on, known_at), claim_id, actual_on)
+        supported = governance._supported(service.state(c.deadline, end_of_day(c.stated_on)), c)  # noqa: SLF001
+        rows.append({"claim": claim_id, "claimant": c.claimant, "metric": str(c.metric), "model": c.model,
+                     "target": c.target, "stated_on": c.stated_on.isoformat(), "deadline": c.deadline.isoformat(),
+                     "actual": actual, "gap": actual - c.target, "supported_when_stated": supported,
+                     "achievable_when_stated": supported >= c.target, "source_url": c.source_url,
+                     "status": "open" if on < c.deadline else ("met" if actual >= c.target else "missed")})
+    return rows
+
+
+def visible(rows: list[dict], state: FleetState, principal: str) -> list[dict]:
+    """The claims of entities ``principal`` may read (``state``: the ledger's head, where roles are)."""
+    return [r for r in rows if access.may_read(state, principal, {r["claimant"]})]
+
+
+def verdict(row: dict) -> str:
+    """One sentence a reader can check against the two figures."""
+    unit = UNITS.get(row["metric"], "")
+    when = "was" if row["achievable_when_stated"] else "was not"
+    return (f"On {row['stated_on']} the record supported {row['supported_when_stated']:,.0f} {unit} by "
+            f"{row['deadline']}: the claim {when} achievable when made; {row['status']}.")
+
+
+def claims_figure(rows: list[dict]) -> go.Figure | None:
+    """Target, recorded and supported-when-stated per claim, one panel per metric (None: no claims)."""
+    if not rows:
+        return None
+    metrics = sorted({r["metric"] for r in rows})
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[f"{m} ({UNITS.get(m, '')})" for m in metrics])
+    for col, metric in enumerate(metrics, start=1):
+        mine = [r for r in rows if r["metric"] == metric]
+        for key, label, colour in SERIES:
+            fig.add_trace(go.Bar(x=[r["claim"] for r in mine], y=[r[key] for r in mine], name=label,
+                                 marker_color=colour, legendgroup=key, showlegend=col == 1,
+                                 hovertemplate="%{x}<br>" + label + ": %{y:,.0f}<extra></extra>"), row=1, col=col)
+        fig.update_yaxes(tickformat=",.0f", row=1, col=col)
+    fig.update_layout(barmode="group", height=420, legend={"orientation": "h", "y": -0.2})
+    return fig
