@@ -169,3 +169,51 @@ def _infeasible_families(h: highspy.Highs, model: LinearModel) -> str:
     if names:
         return "the plan is infeasible; the conflict involves: " + ", ".join(names)
     return "the plan is infeasible (HiGHS found no smaller conflicting set); check " + ", ".join(model.families)
+
+
+class Resolver:
+    """A model passed to HiGHS once, then re-solved after changing only its bounds (``changeRowsBounds``,
+    ``changeColsBounds``): no rebuild, no new ``passModel``, for the many samples of a sweep.
+
+    Every :meth:`solve` restarts dual simplex from the basis of the first solve, not the previous
+    sample's: a sample's answer then depends on its bounds alone, whatever ran before it in the same
+    process (a sweep's results are the same on any number of workers). LPs only.
+    """
+
+    def __init__(self, model: LinearModel, options: SolveOptions = SolveOptions()):
+        if model.integer.any():
+            raise InputError("a sweep re-solves LPs only; leave out --integral", field="integral")
+        with _solver_output(False):
+            self.h = highspy.Highs()
+        self.h.setOptionValue("output_flag", False)
+        self.h.setOptionValue("time_limit", float(options.time_limit_s))
+        self.h.setOptionValue("solver", options.method)
+        self.h.passModel(_lp(model))
+        self.model = model
+        self.rows = np.arange(model.A.shape[0], dtype=np.int32)
+        self.cols = np.arange(model.A.shape[1], dtype=np.int32)
+        self.first = self._run()
+        self.basis = self.h.getBasis()
+
+    def solve(self, row_lo: np.ndarray, row_hi: np.ndarray, col_lo: np.ndarray, col_hi: np.ndarray) -> Solution:
+        """The optimum with these bounds (same lengths as the model's); typed errors as :func:`solve`."""
+        self.h.changeRowsBounds(len(self.rows), self.rows, np.asarray(row_lo, float), np.asarray(row_hi, float))
+        self.h.changeColsBounds(len(self.cols), self.cols, np.asarray(col_lo, float), np.asarray(col_hi, float))
+        self.h.setBasis(self.basis)
+        return self._run()
+
+    def _run(self) -> Solution:
+        started = time.perf_counter()
+        with _solver_output(False):
+            self.h.run()
+        elapsed = time.perf_counter() - started
+        status = self.h.getModelStatus()
+        if status == highspy.HighsModelStatus.kInfeasible:
+            raise PlanInfeasible(_infeasible_families(self.h, self.model))
+        if status != highspy.HighsModelStatus.kOptimal:
+            raise PlanNotOptimal(f"HiGHS stopped with status '{self.h.modelStatusToString(status)}'")
+        sol = self.h.getSolution()
+        info = self.h.getInfo()
+        duals = np.asarray(sol.row_dual) if sol.dual_valid else np.zeros(len(self.rows))
+        return Solution(np.asarray(sol.col_value), duals, float(info.objective_function_value), "Optimal", elapsed,
+                        None)

@@ -1,0 +1,167 @@
+"""Supply risk: Monte Carlo samples of the fleet's supply, each re-planned (``gpufleet sweep supply``).
+
+A sweep starts from the ledger as known at a date; each sample redraws site slips, lot delays and
+redirections, repairs and demand (:mod:`gpufleet.planner.uncertainty`), re-solves the plan with
+the model built once (:mod:`gpufleet.planner.reuse`), and records per entity the active GPUs by
+week, idle GPU-weeks, value and delays, and each open claim's value and whether it is met.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from gpufleet.domain.state import FleetState
+from gpufleet.domain.views import claim_checks
+from gpufleet.errors import InputError, PlanError
+from gpufleet.planner import reuse
+from gpufleet.planner import uncertainty as unc
+from gpufleet.planner.problem import PlanOptions, problem_from_state
+from gpufleet.services.planning import lent_now
+from gpufleet.services.sweeps.runner import Sweep, digest
+
+Z95 = 1.959963984540054
+
+
+def read_config(path: Path | None) -> unc.SweepConfig:
+    """The YAML distributions file (``--config``), or the defaults; errors name the field."""
+    if path is None:
+        return unc.SweepConfig()
+    from gpufleet.services.scenario_io import _read_yaml
+
+    data, lines = _read_yaml(Path(path))
+    return config_from(data, str(path), lines)
+
+
+def config_from(data: object, where: str = "config", lines: dict | None = None) -> unc.SweepConfig:
+    try:
+        return unc.SweepConfig.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        field = ".".join(str(x) for x in loc) or "config"
+        line = (lines or {}).get(loc)
+        raise InputError(first["msg"], field=field, location=f"{where}:{line}" if line else where) from None
+
+
+def supply_sweep(state: FleetState, start: date, *, cfg: unc.SweepConfig | None = None, samples: int = 200,
+                 seed: int = 0, policy: str = "owner-first", options: PlanOptions | None = None) -> Sweep:
+    """The sweep of ``state`` (the ledger as of and known at ``start``) from ``start``."""
+    cfg = cfg or unc.SweepConfig()
+    options = options or PlanOptions()
+    weeks = reuse.horizon_for(state, start, options.horizon_weeks, options.week_days)
+    if weeks > options.horizon_weeks:
+        from dataclasses import replace
+
+        options = replace(options, horizon_weeks=weeks)
+    problem = problem_from_state(state, start, options)
+    base = reuse.supply_base(state, problem, policy, lent_now(problem, state), cfg)
+    return Sweep("supply", base, digest(base), seed, samples)
+
+
+def prepare(base: reuse.SupplyBase) -> reuse.ReusablePolicy:
+    """Per worker process, once: the policy's LPs built and passed to HiGHS."""
+    return reuse.ReusablePolicy(base)
+
+
+def draw(base: reuse.SupplyBase, seed: int, index: int) -> unc.SupplyDraw:
+    """Sample ``index``'s draws (the same on any worker)."""
+    return unc.draw_supply(unc.sample_rng(seed, index), base.step_slip, base.lot_delay, base.lot_redirect_p,
+                           base.failures, base.demand)
+
+
+def sample(policy: reuse.ReusablePolicy, seed: int, index: int) -> dict:
+    """One sample's row (without the metadata columns)."""
+    base = policy.base
+    v = reuse.variant(base, draw(base, seed, index))
+    try:
+        model, x = policy.solve(v.problem)
+    except PlanError as exc:
+        return {"status": f"no plan: {exc.message}"[:300], **_empty(base)}
+    row = reuse.outcome(base, v, model, x)
+    return {"status": "ok", **row, "claim_met": reuse.claim_met(base, np.array(row["claim_actual"])).tolist()}
+
+
+def _empty(base: reuse.SupplyBase) -> dict:
+    return {"active": [], "idle_gpu_weeks": [], "value_usd": [], "lot_delay_days": [], "redirected_gpus": [],
+            "site_online_day": [], "claim_actual": [], "claim_met": []}
+
+
+# -- summaries -------------------------------------------------------------------------------------------------
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (95% by default)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summary(base: reuse.SupplyBase, rows: list[dict]) -> dict:
+    """P10/P50/P90 per entity and week of active GPUs; distributions of idle GPU-weeks, value and delays;
+    each open claim's probability of being met with its 95% Wilson interval."""
+    p = base.problem
+    ok = [r for r in rows if r["status"] == "ok"]
+    out: dict = {"start": p.start.isoformat(), "samples": len(rows), "failed_samples": len(rows) - len(ok),
+                 "policy": base.policy, "entities": []}
+    if not ok:
+        out["claims"] = []
+        return out
+    active = np.array([r["active"] for r in ok])  # [N, E, T]
+    q = np.percentile(active, [10, 50, 90], axis=0)
+    dates = [(p.start + timedelta(days=p.options.week_days * t)).isoformat() for t in range(p.weeks)]
+    for e, name in enumerate(p.entities):
+        figures = {k: _spread(np.array([r[k][e] for r in ok])) for k in
+                   ("idle_gpu_weeks", "value_usd", "lot_delay_days", "redirected_gpus")}
+        out["entities"].append({"entity": name, "dates": dates, "active_p10": q[0, e].round(1).tolist(),
+                                "active_p50": q[1, e].round(1).tolist(), "active_p90": q[2, e].round(1).tolist(),
+                                **figures})
+    out["claims"] = claim_summary(base, ok)
+    return out
+
+
+def _spread(values: np.ndarray) -> dict:
+    p10, p50, p90 = np.percentile(values, [10, 50, 90])
+    return {"mean": round(float(values.mean()), 3), "p10": round(float(p10), 3), "p50": round(float(p50), 3),
+            "p90": round(float(p90), 3)}
+
+
+def claim_summary(base: reuse.SupplyBase, ok: list[dict]) -> list[dict]:
+    c, out = base.claims, []
+    for k, claim in enumerate(c.ids):
+        met = int(sum(bool(r["claim_met"][k]) for r in ok))
+        lo, hi = wilson(met, len(ok))
+        values = np.array([r["claim_actual"][k] for r in ok])
+        out.append({"claim": claim, "metric": c.metric[k], "target": float(c.target[k]),
+                    "probability": round(met / len(ok), 4), "ci95": [round(lo, 4), round(hi, 4)], "samples": len(ok),
+                    "value_p10": round(float(np.percentile(values, 10)), 1),
+                    "value_p50": round(float(np.percentile(values, 50)), 1),
+                    "value_p90": round(float(np.percentile(values, 90)), 1)})
+    return out
+
+
+@dataclass(frozen=True)
+class ClaimView:
+    """Where a claim's probability comes from: a sweep from its stated date, or the record (decided)."""
+
+    claim: str
+    stated_on: date
+    deadline: date
+    decided: str | None  # met | missed when the deadline is before the sweep's start
+
+
+def claim_dates(state: FleetState, start: date) -> tuple[list[ClaimView], list[date]]:
+    """Every recorded claim and the distinct stated dates to sweep from ("as known at the claim's date");
+    claims whose deadline has passed on ``start`` are decided by the record."""
+    checks = {c.claim: c.status for c in claim_checks(state, start)}
+    views = [ClaimView(k, c.stated_on, c.deadline, checks[k] if c.deadline < start else None)
+             for k, c in sorted(state.claims.items())]
+    return views, sorted({v.stated_on for v in views if v.stated_on < v.deadline and v.stated_on < start})
