@@ -1,4 +1,4 @@
-"""Imports flow one way: domain <- ledger <- planner, scheduler <- services <- reports <- api <- cli. The core imports no framework."""
+"""Imports flow one way: domain <- ledger <- planner, scheduler <- services <- reports <- api <- web <- cli. The core imports no framework."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gpufleet"
-LAYERS = ["domain", "ledger", "planner", "scheduler", "services", "reports", "api", "cli"]  # each may import only the layers before it
+LAYERS = ["domain", "ledger", "planner", "scheduler", "services", "reports", "api", "web", "cli"]  # each may import only the layers before it
 SHARED = {"errors"}  # importable from every layer
 FRAMEWORKS = {"sqlalchemy", "alembic", "typer", "rich", "fastapi", "uvicorn", "matplotlib", "plotly", "yaml",
-              "highspy", "psycopg", "click"}
+              "highspy", "psycopg", "click", "jinja2"}
 
 
 def imports(path: Path) -> set[str]:

@@ -7,6 +7,7 @@ over HTTP the same operations need the admin role (docs/service.md).
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -40,7 +41,7 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="server processes (default 1)", min=1, max=64)] = None,
     config: Annotated[Path | None, typer.Option(help="a TOML file of settings (docs/service.md)")] = None,
 ) -> None:
-    """Run the REST service (FastAPI under uvicorn) on the --db database; stop with Ctrl-C."""
+    """Run the REST service (FastAPI under uvicorn) and its dashboard (/ui) on the --db database; stop with Ctrl-C."""
     import uvicorn
     from pydantic import ValidationError
 
@@ -62,11 +63,12 @@ def serve(
     for name, value in settings.model_dump(exclude_none=True).items():
         os.environ[f"GPUFLEET_{name.upper()}"] = str(value)
     os.environ["GPUFLEET_RECOVER_JOBS"] = "false"  # done once, above, not by each worker
+    os.environ.setdefault("GPUFLEET_UI_SECRET", secrets.token_hex(32))  # the dashboard's sessions, for every worker
     configure_logging(settings.log_level)
     render.errors.print(f"gpufleet serving {settings.db} on http://{settings.host}:{settings.port} "
                         f"({settings.workers} worker(s); {recovered} interrupted job(s) marked)",
                         markup=False, highlight=False)
-    uvicorn.run("gpufleet.api.app:create_app", factory=True, host=settings.host, port=settings.port,
+    uvicorn.run("gpufleet.web:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_config=None, access_log=False, timeout_graceful_shutdown=10)
 
 

@@ -1,0 +1,18 @@
+// gpufleet dashboard: draw the page's charts from their JSON (no inline scripts, no eval: a strict CSP).
+(function () {
+  "use strict";
+  function draw(root) {
+    if (typeof window.Plotly === "undefined") { return; }
+    root.querySelectorAll("[data-figure]").forEach(function (div) {
+      if (div.dataset.drawn === "1") { return; }
+      var source = document.getElementById(div.dataset.figure);
+      if (!source) { return; }
+      var fig = JSON.parse(source.textContent);
+      div.dataset.drawn = "1";
+      window.Plotly.newPlot(div, fig.data, fig.layout || {}, {displaylogo: false, responsive: true})
+        .then(function () { div.dataset.rendered = "1"; });
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { draw(document); });
+  document.addEventListener("htmx:afterSettle", function (event) { draw(event.target); });
+})();

@@ -1,0 +1,1 @@
+"""Views: builders of the pages' data and figures: pure functions of the services' answers (no requests here)."""
