@@ -9,16 +9,26 @@ that changed since is refused with the reason.
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse, Response
+
+from gpufleet.api.problems import PreconditionFailed
 from gpufleet.api.routes.governance import version
 from gpufleet.domain import access
 from gpufleet.domain.access import Capability, Forbidden, Principal
 from gpufleet.domain.approvals import check_voter
 from gpufleet.domain.governance import GovernancePolicy, Transaction, swap_delay_cost, transactions
 from gpufleet.domain.state import FleetState
-from gpufleet.errors import GpufleetError
+from gpufleet.errors import GpufleetError, InputError
+from gpufleet.services import governance
+from gpufleet.services.fleet import make_payload
+from gpufleet.web import common
 
 OPEN = ("proposed", "executed_unapproved")  # states in which a vote still counts
 DECISIONS = ("approved", "rejected", "waived")
@@ -151,3 +161,94 @@ def inbox_rows(rows: list[dict], state: FleetState, policy: GovernancePolicy, wh
     order = {"vote": 0, "interested": 1, "voted": 2, "not_approver": 3, "cannot_vote": 3, "closed": 4}
     return sorted(out, key=lambda r: (order[r.standing], r.status != "proposed",
                                       -date.fromisoformat(r.on).toordinal(), r.subject))
+
+
+# -- the page -------------------------------------------------------------------------------------
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+SUBJECT = re.compile(r"^(swap|loan|proposal):[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$")
+
+
+@router.get("/approvals")
+def page(request: Request, who: common.Viewer, time: common.Time) -> Response:
+    """The inbox of the signed-in person, judged on the as-of date (votes are cast on today's record)."""
+    fleet, policy, on = request.app.state.fleet, request.app.state.policy, time.on()
+    with fleet.reading_head() as head:
+        rows = governance.approvals(fleet, policy, on, with_terms=True)
+        found = inbox_rows(rows, head.state, policy, who.principal, on)
+    today = datetime.now(UTC).date()
+    return common.render(request, "approvals.html", who, time, page_title="Approvals", rows=found,
+                         voting=time.as_of in (None, today) and time.known_at is None,
+                         done=request.query_params.get("done", "")[:200], policy=policy)
+
+
+def _row(request: Request, state: FleetState, who: Principal, subject: str) -> dict:
+    """The transaction ``subject`` as the API reads it (visible to ``who``), or a not-found page."""
+    if not SUBJECT.match(subject):
+        raise InputError(f"'{subject[:100]}' is not a transaction (swap:ID, loan:ID or proposal:ID)", field="subject")
+    rows = governance.approvals(request.app.state.fleet, request.app.state.policy)
+    for row in rows:
+        if row["subject"] == subject and access.may_read(state, who.id, {row["giver"], row["receiver"]},
+                                                         row["giver"]):
+            return row
+    raise common.NotFoundPage(f"no transaction '{subject}' that needs approval is visible to '{who.id}'")
+
+
+def cast_vote(request: Request, who: Principal, fields: dict[str, str]) -> str:
+    """The vote of the form, as ``POST /v1/approvals/{subject}/votes`` records it: the voter is ``who``,
+    and the version the page was read at must still be the transaction's."""
+    subject, decision = fields.get("subject", ""), fields.get("decision", "")
+    if decision not in DECISIONS:
+        raise InputError(f"decision must be one of {', '.join(DECISIONS)}", field="decision")
+    fleet = request.app.state.fleet
+    with fleet.reading_head() as head:
+        access.require_vote(head.state, who, who.id)
+        row = _row(request, head.state, who, subject)
+    if fields.get("version") != version(row):
+        raise PreconditionFailed(f"{subject} changed since you read it: it is now at version {version(row)} "
+                                 f"({row['status']}); read it again before voting")
+    governance.vote(fleet, subject, who.id, decision, fields.get("reason", "")[:2000], request.app.state.policy,
+                    principal=who)
+    return f"your vote ({decision}) on {subject} is recorded"
+
+
+def open_loan(request: Request, who: Principal, fields: dict[str, str]) -> str:
+    """Open the loan of an approved proposal, as ``POST /v1/events/loan_opened`` would (an operator of the
+    lender): its terms are the proposal's, from its start (or today, if that has passed)."""
+    subject = fields.get("subject", "")
+    fleet = request.app.state.fleet
+    with fleet.reading_head() as head:
+        row = _row(request, head.state, who, subject)
+        if not may_open(head.state, row, who):
+            access.require(head.state, who, Capability.RECORD, [row["giver"]], writes=True)
+            raise InputError(f"{subject} is {row['status']}: only an approved proposal opens as a loan",
+                             field="subject")
+        if fields.get("version") != version(row):
+            raise PreconditionFailed(f"{subject} changed since you read it; read it again")
+        ident = subject.partition(":")[2]
+        p = head.state.proposals[f"loan:{ident}"]
+    payload = make_payload("loan_opened", {
+        "loan": ident, "lender": p.owner, "borrower": p.user, "model": p.model, "site": p.site, "gpus": p.gpus,
+        "end_date": p.end_date.isoformat(), "fee_usd_per_gpu_hour": p.fee_usd_per_gpu_hour})
+    on = max(p.start, datetime.now(UTC).date())
+    fleet.record(payload, on, idempotency_key=f"ui:{who.id}:open:{subject}", policy=request.app.state.policy,
+                 principal=who)
+    return f"loan {ident} is open from {on}: {p.gpus:,} {p.model} from {p.owner} to {p.user}"
+
+
+@router.post("/approvals/vote")
+async def vote(request: Request, who: common.Viewer) -> Response:
+    """Approve, reject or waive (with a reason) from the inbox; back to the inbox saying what was done."""
+    fields = await common.form_of(request)
+    common.check_csrf(request, who, fields)
+    done = await run_in_threadpool(cast_vote, request, who.principal, fields)
+    return RedirectResponse("/ui/approvals?" + urllib.parse.urlencode({"done": done}), 303)
+
+
+@router.post("/approvals/open")
+async def open_(request: Request, who: common.Viewer) -> Response:
+    """Open an approved proposal's loan (operators of the lender)."""
+    fields = await common.form_of(request)
+    common.check_csrf(request, who, fields)
+    done = await run_in_threadpool(open_loan, request, who.principal, fields)
+    return RedirectResponse("/ui/approvals?" + urllib.parse.urlencode({"done": done}), 303)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import date
 
 import plotly.graph_objects as go
+from fastapi import APIRouter, Request
+from starlette.responses import Response
 from plotly.subplots import make_subplots
 
 from gpufleet.domain import access, views
@@ -13,6 +15,7 @@ from gpufleet.domain.chain import end_of_day
 from gpufleet.domain.state import FleetState
 from gpufleet.services import governance
 from gpufleet.services.fleet import FleetService
+from gpufleet.web import common
 
 UNITS = {"active_gpus": "GPUs", "gpu_spend_usd": "USD"}
 SERIES = (("target", "target", "#616161"), ("actual", "recorded", "#1565c0"),
@@ -66,3 +69,24 @@ def claims_figure(rows: list[dict]) -> go.Figure | None:
         fig.update_yaxes(tickformat=",.0f", row=1, col=col)
     fig.update_layout(barmode="group", height=420, legend={"orientation": "h", "y": -0.2})
     return fig
+
+
+# -- the page -------------------------------------------------------------------------------------
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+
+@router.get("/claims")
+def page(request: Request, who: common.Viewer, time: common.Time) -> Response:
+    """The claims the signed-in principal may read, at the page's as-of date and as known at its time."""
+    fleet = request.app.state.fleet
+    rows = claim_rows(fleet, time.on(), time.known_at)
+    with fleet.reading_head() as head:
+        rows = visible(rows, head.state, who.principal.id)
+    fig = claims_figure(rows)
+    chart = None if fig is None else {"id": "claims-chart", "json": common.figure_json(fig),
+                                      "label": "Each claim's target, what the record holds at its deadline (or the "
+                                               "as-of date) and the most the ledger supported when it was made"}
+    return common.render(request, "claims.html", who, time, page_title="Claims", rows=rows, chart=chart,
+                         charts=chart is not None, units=UNITS, verdict=verdict)
+
