@@ -11,3 +11,9 @@ def test_fleet_page_for_an_auditor(dashboard):
     tab = dashboard.sign_in("tesla-auditor")
     tab.visit("/ui/fleet")
     tab.check("fleet-auditor", charts=1)
+
+
+def test_sites_page_for_an_auditor(dashboard):
+    tab = dashboard.sign_in("tesla-auditor")
+    tab.visit("/ui/sites")
+    tab.check("sites-auditor", charts=1)
