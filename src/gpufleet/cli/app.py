@@ -870,3 +870,7 @@ from gpufleet.cli import disclosure as _disclosure  # noqa: E402  (disclose, ver
 
 app.command("disclose")(_disclosure.disclose)
 app.command("verify-bundle")(_disclosure.verify_bundle)
+
+from gpufleet.cli import sweeps as _sweeps  # noqa: E402  (sweep supply|quotas)
+
+app.add_typer(_sweeps.sweep_app, name="sweep")
