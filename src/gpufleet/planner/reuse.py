@@ -249,12 +249,11 @@ def outcome(base: SupplyBase, v: SupplyVariant, model: LinearModel, x: np.ndarra
     m_of_q = np.array([models.index(p.cohort_model[c]) for c in lay.pc[lay.qp]], dtype=int)
     active = np.zeros((len(p.entities), len(models), lay.T))
     np.add.at(active, (lay.qu, m_of_q), var.serve)
-    gpus_by = np.bincount(p.cohort_owner[base.lot_cohort], weights=base.lot_gpus, minlength=len(p.entities))
-    delay = np.bincount(p.cohort_owner[base.lot_cohort], weights=base.lot_gpus * v.draw.lot_delay_days,
-                        minlength=len(p.entities))
-    lost = np.bincount(p.cohort_owner[base.lot_cohort], weights=base.lot_gpus * (v.lot_final_cohort
-                                                                                 != base.lot_cohort),
-                       minlength=len(p.entities))
+    owner, E = p.cohort_owner[base.lot_cohort], len(p.entities)
+    gpus_by = np.bincount(owner, weights=base.lot_gpus, minlength=E).astype(float)
+    delay = np.bincount(owner, weights=base.lot_gpus * v.draw.lot_delay_days, minlength=E).astype(float)
+    lost = np.bincount(owner, weights=base.lot_gpus * (v.lot_final_cohort != base.lot_cohort),
+                       minlength=E).astype(float)
     return {
         "active": np.round(active.sum(axis=1), 3).tolist(),
         "idle_gpu_weeks": [kpis["idle_gpu_weeks"][e] for e in p.entities],

@@ -199,6 +199,7 @@ class Resolver:
         """The optimum with these bounds (same lengths as the model's); typed errors as :func:`solve`."""
         self.h.changeRowsBounds(len(self.rows), self.rows, np.asarray(row_lo, float), np.asarray(row_hi, float))
         self.h.changeColsBounds(len(self.cols), self.cols, np.asarray(col_lo, float), np.asarray(col_hi, float))
+        self.h.clearSolver()  # no edge weights, factorization or solution from the previous sample
         self.h.setBasis(self.basis)
         return self._run()
 
