@@ -159,15 +159,18 @@ class Dashboard:
         return tab
 
 
-def start_dashboard(tmp_path_factory):
-    """Build the world, start the server and the browser; a generator for a module-scoped fixture."""
+def start_dashboard(tmp_path_factory, setup=None, env: dict[str, str] | None = None):
+    """Build the world, start the server and the browser; a generator for a module-scoped fixture.
+    ``setup(world, folder)``: more of the world before the server starts; ``env``: more of its environment."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright missing: pip install -e '.[test]'")
     executable = chromium()
     axe_js = axe_source()
     folder = tmp_path_factory.mktemp("dashboard")
     db = str(folder / "ui.db")
     world = build_world(db)
-    server = LiveServer(db, env={"GPUFLEET_UI_SECRET": os.urandom(32).hex()}).start()
+    if setup is not None:
+        setup(world, folder)
+    server = LiveServer(db, env={"GPUFLEET_UI_SECRET": os.urandom(32).hex(), **(env or {})}).start()
     home = folder / "home"
     home.mkdir()
     try:

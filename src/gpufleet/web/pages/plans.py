@@ -122,7 +122,11 @@ def submit(request: Request, who: Principal, kind: str, params: dict) -> str:
 
 def job_view(request: Request, who: common.Viewing, job: dict, path: str, results: Callable[[dict], dict],
              template: str) -> Response:
-    """The job's progress (a partial that polls itself every second), its problem, or its results."""
+    """The job's progress (a partial that polls itself every second), its problem, or its results. Polled by
+    htmx, a succeeded job reloads the page (whose URL names the job): htmx drops the ``<script>`` elements of
+    a swapped partial (``allowScriptTags`` is off), and with them the charts' JSON."""
+    if job["state"] == "succeeded" and request.headers.get("HX-Request") == "true":
+        return Response("", headers={"HX-Refresh": "true", "Cache-Control": "no-store"})
     context = {"job": job, "poll": f"{path}/jobs/{job['job_id']}", "percent": round(100 * job["progress"])}
     if job["state"] == "succeeded":
         context |= results(job)
