@@ -23,11 +23,11 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def _login_page(request: Request, error: str | None = None, status: int = 200) -> Response:
+def _login_page(request: Request, error: str | None = None, status: int = 200, target: str | None = None) -> Response:
     nonce = request.cookies.get(sessions.LOGIN_COOKIE) or secrets.token_urlsafe(16)
     response = common.render(request, "login.html", None, None, status=status, error=error,
                              csrf=common.signer_of(request).csrf(nonce),
-                             next=_safe_next(request.query_params.get("next")),
+                             next=_safe_next(target or request.query_params.get("next")),
                              oidc=request.app.state.oidc is not None)
     response.set_cookie(sessions.LOGIN_COOKIE, nonce, max_age=3600, path="/ui", httponly=True,
                         secure=request.url.scheme == "https", samesite="strict")
@@ -53,7 +53,7 @@ async def login(request: Request) -> Response:
         found = await run_in_threadpool(sessions.sign_in, request.app.state.fleet, request.app.state.oidc,
                                         fields.get("token", ""))
     except identity.Unauthenticated as exc:
-        return _login_page(request, f"Sign-in refused: {exc}", status=401)
+        return _login_page(request, f"Sign-in refused: {exc}", status=401, target=fields.get("next"))
     target = _safe_next(fields.get("next"))
     response = RedirectResponse(target, 303)
     response.set_cookie(sessions.COOKIE, signer.dump(found), max_age=max(1, found.expires - _now()), path="/ui",

@@ -12,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from gpufleet.domain import access
 from gpufleet.domain.state import FleetState
 from gpufleet.domain.types import AccessRole
+from gpufleet.errors import InputError
 from gpufleet.services.fleet import make_payload, parse_date
 from gpufleet.web import common
 from gpufleet.web.views import fleet as builder
@@ -39,7 +40,7 @@ async def record_failure(request: Request, who: common.Viewer) -> Response:
     fields = await common.form_of(request)
     common.check_csrf(request, who, fields)
     on = parse_date(fields.get("on") or None, "on")
-    data = {"owner": fields.get("owner", ""), "model": fields.get("model", ""), "gpus": fields.get("gpus", ""),
+    data = {"owner": fields.get("owner", ""), "model": fields.get("model", ""), "gpus": _count(fields.get("gpus")),
             "site": fields.get("site") or None}
     payload = make_payload("gpus_failed", data)
 
@@ -50,6 +51,14 @@ async def record_failure(request: Request, who: common.Viewer) -> Response:
     notice = f"Recorded event {event.seq}: {payload.gpus:,} {payload.model} GPUs of {payload.owner} failed"
     query = urllib.parse.urlencode({"entity": fields.get("return_entity") or "", "notice": notice})
     return RedirectResponse(f"/ui/fleet?{query}", 303)
+
+
+def _count(text: str | None) -> int:
+    """A form's whole number (a form sends text; the event wants an integer)."""
+    try:
+        return int((text or "").replace(",", "").strip())
+    except ValueError:
+        raise InputError(f"GPUs must be a whole number, not '{text}'", field="gpus") from None
 
 
 def _recording_entities(state: FleetState, who: common.Viewing, shown: list[str]) -> list[str]:
