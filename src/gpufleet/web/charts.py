@@ -28,7 +28,3 @@ def chart(fig: go.Figure, ident: str, label: str, height: int = 380) -> Chart:
                       hoverlabel={"font": FONT})
     return Chart(ident, label, figure_json(fig), height)
 
-
-def traces_with_data(fig: go.Figure) -> int:
-    """How many of ``fig``'s traces have at least one point (a page draws no empty chart)."""
-    return sum(1 for t in fig.data if t.x is not None and len(t.x) or t.y is not None and len(t.y))

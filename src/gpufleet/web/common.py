@@ -175,10 +175,9 @@ def _kept_params(request: Request) -> list[tuple[str, str]]:
 
 
 async def form_of(request: Request) -> dict[str, str]:
-    """A urlencoded form's fields (the last value of each), and its CSRF token checked."""
+    """A urlencoded form's fields (the last value of each); :func:`check_csrf` checks its token."""
     body = (await request.body()).decode("utf-8", "replace")
-    fields = {k: v for k, v in urllib.parse.parse_qsl(body, keep_blank_values=True)}
-    return fields
+    return dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
 
 
 def check_csrf(request: Request, who: Viewing, fields: dict[str, str]) -> None:

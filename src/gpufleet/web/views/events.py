@@ -77,7 +77,8 @@ def changed(e: Event, payload: dict, state: FleetState) -> list[tuple[str, str]]
         if isinstance(payload.get(key), str) and e.event_type != "loan_proposed":
             links.append((f"{kind} {payload[key]}", "/ui/loans"))
     if e.event_type == "loan_proposed":
-        links.append((f"proposal {payload.get('loan')}", _q("/ui/approvals", subject=f"proposal:{payload.get('loan')}")))
+        subject = f"proposal:{payload.get('loan')}"
+        links.append((f"proposal {payload.get('loan')}", _q("/ui/approvals", subject=subject)))
     if isinstance(payload.get("subject"), str):
         links.append((payload["subject"], _q("/ui/events", subject=payload["subject"])))
     site = payload.get("site")

@@ -46,12 +46,14 @@ def bars(state: FleetState, reclaims: list[Event], readable) -> list[Bar]:
         row = f"loan {loan_id}: {loan.lender} → {loan.borrower}"
         found.append(Bar("loan", subject, row, loan.start, loan.closed_on or loan.end_date,
                          f"{loan.gpus_opened:,} {loan.model} GPUs at USD {loan.fee_usd_per_gpu_hour:,.2f}/GPU-hour; "
-                         f"reclaim notice {loan.reclaim_notice_days:,} days", events_url(subject), approval_url(subject)))
+                         f"reclaim notice {loan.reclaim_notice_days:,} days",
+                         events_url(subject), approval_url(subject)))
         for e in reclaims:
             p = json.loads(e.payload)
             if p.get("loan") == loan_id:
                 given = date.fromisoformat(p["notice_given_on"])
-                found.append(Bar("reclaim notice", subject, row, given, max(e.effective_date, given + timedelta(days=1)),
+                until = max(e.effective_date, given + timedelta(days=1))
+                found.append(Bar("reclaim notice", subject, row, given, until,
                                  f"{p['gpus']:,} GPUs reclaimed on {e.effective_date} (notice {given}); event {e.seq}",
                                  f"/ui/events?seq={e.seq}", approval_url(subject)))
     for swap_id, swap in sorted(state.swaps.items()):
