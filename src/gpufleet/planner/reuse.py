@@ -195,7 +195,7 @@ class ReusablePolicy:
         first = build(p, allow_loans=base.policy == "max-value", lent_now=lent)
         self.stages: list[tuple[LinearModel, Resolver]] = [(first, Resolver(first, options))]
         if base.policy == "owner-first":
-            served = self._own_served(first, self.stages[0][1].first.x)
+            served = _entity_sum(p, self._own_served(first, self.stages[0][1].first.x))
             second = build(p, min_served=served, lent_now=lent)
             self.stages.append((second, Resolver(second, options)))
 
@@ -203,7 +203,7 @@ class ReusablePolicy:
     def _own_served(model: LinearModel, x: np.ndarray) -> np.ndarray:
         lay = model.layout
         sv = x[lay.offsets["sv"]:lay.offsets["sv"] + lay.sizes["sv"]].reshape(-1, lay.T)
-        return sv  # summed per entity by the caller (see _entity_sum)
+        return sv  # [D, T]; per entity: _entity_sum
 
     def solve(self, problem: PlanningProblem) -> tuple[LinearModel, np.ndarray]:
         """The final stage's model and solution for a variant of the base problem."""

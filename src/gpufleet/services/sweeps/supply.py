@@ -50,8 +50,10 @@ def config_from(data: object, where: str = "config", lines: dict | None = None) 
 
 
 def supply_sweep(state: FleetState, start: date, *, cfg: unc.SweepConfig | None = None, samples: int = 200,
-                 seed: int = 0, policy: str = "owner-first", options: PlanOptions | None = None) -> Sweep:
-    """The sweep of ``state`` (the ledger as of and known at ``start``) from ``start``."""
+                 seed: int = 0, policy: str = "owner-first", options: PlanOptions | None = None,
+                 access: dict[str, list[str]] | None = None) -> Sweep:
+    """The sweep of ``state`` (the ledger as of and known at ``start``) from ``start``; ``access`` as
+    :func:`~gpufleet.planner.problem.problem_from_state` reads it."""
     cfg = cfg or unc.SweepConfig()
     options = options or PlanOptions()
     weeks = reuse.horizon_for(state, start, options.horizon_weeks, options.week_days)
@@ -59,7 +61,7 @@ def supply_sweep(state: FleetState, start: date, *, cfg: unc.SweepConfig | None 
         from dataclasses import replace
 
         options = replace(options, horizon_weeks=weeks)
-    problem = problem_from_state(state, start, options)
+    problem = problem_from_state(state, start, options, access)
     base = reuse.supply_base(state, problem, policy, lent_now(problem, state), cfg)
     return Sweep("supply", base, digest(base), seed, samples)
 

@@ -1,0 +1,138 @@
+"""Sweep benchmark: samples per second, speed-up on 2 cores, overhead per task, cost of one sample.
+
+Run from the repository root, in the project's virtual environment::
+
+    python bench/sweep.py --quick       # 48 supply samples per case, 4 quota configurations on 10,000 Philly jobs
+    python bench/sweep.py               # 192 supply samples, 8 quota configurations
+
+Cases: a supply sweep of the bundled example (the ledger as known on 2024-06-04, policy owner-first)
+and of ``generate medium`` (seed 0, from its plan start, default access), and a quota sweep (grid over
+policy and borrowing) on the first 10,000 Philly jobs. For each: a plain loop calling the sample
+function (its context prepared once; the reference), the runner serially, on 2 local processes, and
+on a LocalCluster of 2 worker processes (its start-up not counted). Overhead = runner time / plain
+loop time - 1 (serially: per-task bookkeeping and Parquet-free row handling; in parallel, against
+half the plain loop: what 2 cores do not win back). Sample cost: one supply sample against one plain
+``make_plan`` of the same problem; one quota sample against one plain ``simulate``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import time  # noqa: E402
+from datetime import date  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from gpufleet.services.sweeps import runner  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PHILLY = ROOT.parent / "shared" / "traces" / "philly" / "philly.csv"
+
+
+def supply_cases(samples: int):
+    from gpufleet.planner.generate import PLAN_START, generate_scenario, group_access, scenario_state
+    from gpufleet.services import planning
+    from gpufleet.services.sweeps import supply
+
+    day = date(2024, 6, 4)
+    state = planning.scenario_state(ROOT / "src" / "gpufleet" / "examples" / "h100-2024.yaml", day)
+    yield "supply: bundled example", supply.supply_sweep(state, day, samples=samples, seed=1)
+    doc = generate_scenario("medium", 0)
+    yield "supply: generate medium", supply.supply_sweep(scenario_state(doc, PLAN_START), PLAN_START,
+                                                          samples=samples, seed=1, access=group_access(doc))
+
+
+def quota_case(configs: int):
+    from gpufleet.services import scheduling
+    from gpufleet.services.sweeps import quotas
+
+    workload = scheduling.read_workload(PHILLY, "philly")
+    setup = scheduling.prepare(dataclasses.replace(workload, jobs=workload.jobs[:10_000]))
+    borrowing = (None, 1.0, 0.5, 2.0)[: max(1, configs // 2)]
+    space = quotas.SearchSpace(policies=("static", "borrow"), mix=(0.0,), lending=(None,), borrowing=borrowing)
+    return "quotas: 10,000 Philly jobs", quotas.quota_sweep(setup, space)
+
+
+def plain_loop(sweep) -> float:
+    prepare, sample = runner._functions(sweep.kind)
+    context = prepare(sweep.inputs)
+    started = time.perf_counter()
+    for i in range(sweep.samples):
+        sample(context, sweep.seed, i)
+    return time.perf_counter() - started
+
+
+def one_plain(sweep) -> tuple[float, float]:
+    """(seconds of one plain plan or simulate, seconds of one sample in a prepared context)."""
+    prepare, sample = runner._functions(sweep.kind)
+    context = prepare(sweep.inputs)
+    if sweep.kind == "supply":
+        from gpufleet.planner.plan import make_plan
+
+        base = sweep.inputs
+        plain = _best(lambda: make_plan(base.problem, base.policy, lent_now=base.lent_now))
+    else:
+        from gpufleet.scheduler import PolicyOptions, make_policy, simulate
+        from gpufleet.services.sweeps import quotas
+
+        s = sweep.inputs.setup
+        config = quotas.configuration(sweep.inputs.space, sweep.seed, 0)
+        plain = _best(lambda: simulate(s.workload, s.cluster, quotas.tenants_for(s, config),
+                                       make_policy(config["policy"], PolicyOptions()), reclaim_grace_s=30.0), 1)
+    return plain, _best(lambda: sample(context, sweep.seed, 0), 1 if sweep.kind == "quotas" else 3)
+
+
+def _best(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    samples, configs = (48, 4) if args.quick else (192, 8)
+    from distributed import Client, LocalCluster
+
+    console = Console(width=220)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+    table = Table(title=f"Sweeps on {os.cpu_count()} cores (2 workers)")
+    for col in ("case", "samples", "plain loop /s", "serial /s", "2 proc /s", "Dask 2 /s", "speed-up 2 proc",
+                "speed-up Dask", "overhead serial", "overhead 2 proc", "sample / plain run"):
+        table.add_column(col, justify="right")
+    cases = list(supply_cases(samples)) + [quota_case(configs)]
+    for name, sweep in cases:
+        loop = plain_loop(sweep)
+        serial = runner.run(sweep, workers=1)
+        batch = runner.batch_size(sweep.samples, 2)
+        pool = runner.run(sweep, workers=2, batch=batch)
+        dask = runner.run(sweep, dask=client, batch=batch)
+        plain, one = one_plain(sweep)
+        n = sweep.samples
+        table.add_row(name, str(n), f"{n / loop:.2f}", f"{n / serial.wall_s:.2f}", f"{n / pool.wall_s:.2f}",
+                      f"{n / dask.wall_s:.2f}", f"{loop / pool.wall_s:.2f}x", f"{loop / dask.wall_s:.2f}x",
+                      f"{serial.wall_s / loop - 1:+.1%}", f"{pool.wall_s / (loop / 2) - 1:+.1%}",
+                      f"{one / plain:.2f}x ({one * 1e3:.0f} / {plain * 1e3:.0f} ms)")
+        console.print(f"{name}: plain loop {loop:.2f} s, serial {serial.wall_s:.2f} s, 2 processes "
+                      f"{pool.wall_s:.2f} s, Dask {dask.wall_s:.2f} s ({batch} samples per task)")
+    client.close()
+    cluster.close()
+    console.print(table)
+    console.print("Goals: speed-up >= 1.8x on 2 cores; overhead < 5%; sample / plain run <= 1.2x.")
+
+
+if __name__ == "__main__":
+    main()
