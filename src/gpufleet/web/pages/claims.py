@@ -25,14 +25,21 @@ SERIES = (("target", "target", "#616161"), ("actual", "recorded", "#1565c0"),
 def claim_rows(service: FleetService, on: date, known_at: str | None = None) -> list[dict]:
     """Each claim made by ``on`` (as recorded by ``known_at``): the recorded metric at its deadline (or
     ``on``, if earlier) and the most the ledger supported by the deadline, as known the day it was made."""
-    state = service.state(on, known_at)
+    folds: dict[tuple[date, str | None], FleetState] = {}
+
+    def state_at(day: date, known: str | None) -> FleetState:  # claims share dates: each fold once
+        if (day, known) not in folds:
+            folds[(day, known)] = service.state(day, known)
+        return folds[(day, known)]
+
+    state = state_at(on, known_at)
     rows = []
     for claim_id, c in sorted(state.claims.items()):
         if c.stated_on > on:
             continue
         actual_on = min(on, c.deadline)
-        actual = views.claim_actual(service.state(actual_on, known_at), claim_id, actual_on)
-        supported = governance._supported(service.state(c.deadline, end_of_day(c.stated_on)), c)  # noqa: SLF001
+        actual = views.claim_actual(state_at(actual_on, known_at), claim_id, actual_on)
+        supported = governance._supported(state_at(c.deadline, end_of_day(c.stated_on)), c)  # noqa: SLF001
         rows.append({"claim": claim_id, "claimant": c.claimant, "metric": str(c.metric), "model": c.model,
                      "target": c.target, "stated_on": c.stated_on.isoformat(), "deadline": c.deadline.isoformat(),
                      "actual": actual, "gap": actual - c.target, "supported_when_stated": supported,
