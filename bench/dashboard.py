@@ -97,7 +97,8 @@ def table(rows: list[dict], events: int, loads: int) -> Table:
         render = max(v for v in (r["fcp"], r["drawn"]) if v is not None) if r["fcp"] is not None else None
         t.add_row(r["path"], f"{r['p50']:,.1f}", f"{r['p99']:,.1f}", f"< {SERVER_GOAL_MS:,.0f}",
                   "yes" if r["p99"] < SERVER_GOAL_MS else "no",
-                  "–" if r["fcp"] is None else f"{r['fcp']:,.0f}", "–" if r["drawn"] is None else f"{r['drawn']:,.0f}",
+                  "–" if r["fcp"] is None else f"{r['fcp']:,.0f}",
+                  "–" if r["drawn"] is None else f"{r['drawn']:,.0f}",
                   f"< {RENDER_GOAL_MS:,.0f}", "–" if render is None else ("yes" if render < RENDER_GOAL_MS else "no"))
     return t
 
