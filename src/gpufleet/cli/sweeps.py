@@ -26,10 +26,11 @@ class Output(StrEnum):
 
 
 SamplesOpt = Annotated[int, typer.Option(min=1, max=10_000_000, help="samples (supply) or random configurations")]
-SeedOpt = Annotated[int, typer.Option(min=0, max=2**63 - 1, help="the sweep's seed (sample i: SeedSequence(seed).spawn)")]
-WorkersOpt = Annotated[int, typer.Option(min=1, max=1024, help="local worker processes (default: all cores)")]
+SeedOpt = Annotated[int, typer.Option(min=0, max=2**63 - 1,
+                                      help="the sweep's seed (sample i: SeedSequence(seed).spawn)")]
 DaskOpt = Annotated[str | None, typer.Option("--dask", help="local:N (a LocalCluster) or tcp://HOST:8786")]
-BatchOpt = Annotated[int | None, typer.Option(min=1, max=100_000, help="samples per task (default: samples / (4 x workers))")]
+BatchOpt = Annotated[int | None, typer.Option(min=1, max=100_000,
+                                              help="samples per task (default: samples / (4 x workers))")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="results folder (Parquet, one row per sample); resumes")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="write the figures here (.html; .png with kaleido)")]
 FormatOpt = Annotated[Output, typer.Option("--format", "-f", help="table or json")]
@@ -80,7 +81,7 @@ def supply_cmd(
                                                       "default: its latest")] = None,
     samples: SamplesOpt = 200,
     seed: SeedOpt = 0,
-    config: Annotated[Path | None, typer.Option(help="distributions YAML (docs/sweeps.md); default: the defaults")] = None,
+    config: Annotated[Path | None, typer.Option(help="distributions YAML (docs/sweeps.md)")] = None,
     policy: Annotated[str, typer.Option(help="hold, max-value or owner-first")] = "owner-first",
     horizon: Annotated[int, typer.Option(min=1, max=520, help="weeks (extended to reach every open claim)")] = 52,
     claim_dates: Annotated[bool, typer.Option(help="also sweep from each claim's date (as known then)")] = True,
@@ -182,15 +183,15 @@ def quotas_cmd(
     policies: Annotated[str, typer.Option(help="scheduling policies to try, comma-separated")] = "static,borrow,fair",
     mix: Annotated[str, typer.Option(help="re-split of nominal quotas: 0 base, 1 equal shares")] = "0,0.5",
     lending: Annotated[str, typer.Option(help="lending limits as shares of nominal (none: no limit)")] = "none,0.5",
-    borrowing: Annotated[str, typer.Option(help="borrowing limits as multiples of nominal (none: no limit)")] = "none,1",
-    random: Annotated[int | None, typer.Option(min=1, max=100_000, help="random search of N configurations "
-                                                                         "within the ranges, instead of the grid")] = None,
+    borrowing: Annotated[str, typer.Option(help="borrowing limits as multiples of nominal (none: none)")] = "none,1",
+    random: Annotated[int | None, typer.Option(
+        min=1, max=100_000, help="random search of N configurations in the ranges, not the grid")] = None,
     seed: SeedOpt = 0,
-    max_guarantee_wait: Annotated[float | None, typer.Option(min=0, help="choose the best configuration with no "
-                                                                          "tenant's guarantee wait over this, s")] = None,
+    max_guarantee_wait: Annotated[float | None, typer.Option(
+        min=0, help="choose the best configuration with no tenant's guarantee wait over this, s")] = None,
     max_wait_p99: Annotated[float | None, typer.Option(min=0, help="and a p99 wait at most this, s")] = None,
     limit_jobs: Annotated[int | None, typer.Option(min=1, help="replay only the first N jobs")] = None,
-    best_out: Annotated[Path | None, typer.Option(help="write the chosen quotas here (for `gpufleet export`)")] = None,
+    best_out: Annotated[Path | None, typer.Option(help="write the chosen quotas here (for export)")] = None,
     workers: Annotated[int | None, typer.Option(min=1, max=1024, help="local processes (default: all cores)")] = None,
     dask: DaskOpt = None,
     batch: BatchOpt = None,

@@ -93,7 +93,8 @@ def configuration(space: SearchSpace, seed: int, index: int) -> dict:
         u, pick_none = float(rng.uniform(min(finite, default=0), max(finite, default=0))), rng.random()
         return None if (None in values and (not finite or pick_none < 1 / len(values))) else round(u, 4)
 
-    return {"policy": policy, "mix": round(mix, 4), "lending": limit(space.lending), "borrowing": limit(space.borrowing)}
+    return {"policy": policy, "mix": round(mix, 4), "lending": limit(space.lending),
+            "borrowing": limit(space.borrowing)}
 
 
 def tenants_for(setup: Setup, config: dict) -> list[Tenant]:
@@ -159,7 +160,8 @@ def pareto(rows: list[dict]) -> list[dict]:
     return sorted((ok[i] for i in keep), key=lambda r: (-r["utilization"], r["sample"]))
 
 
-def best(rows: list[dict], max_guarantee_wait_s: float | None = None, max_wait_p99_s: float | None = None) -> dict | None:
+def best(rows: list[dict], max_guarantee_wait_s: float | None = None,
+         max_wait_p99_s: float | None = None) -> dict | None:
     """The highest-utilization row within the user's limits (ties: lower p99 wait, then lower index)."""
     ok = [r for r in rows if r["status"] == "ok"
           and (max_guarantee_wait_s is None or r["worst_guarantee_wait_s"] <= max_guarantee_wait_s)
