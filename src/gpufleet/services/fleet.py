@@ -208,7 +208,7 @@ class FleetService:
 
     def state(self, as_of: date | None = None, known_at: str | None = None) -> FleetState:
         with self.reader.connect() as conn:
-            return Ledger(conn).state(as_of, _instant(known_at))
+            return Ledger(conn).state(as_of, known_at_instant(known_at))
 
     def status(self, as_of: date | None = None, known_at: str | None = None, entity: str | None = None) -> dict:
         """The documented ``status`` JSON: the query, then holdings, sites, loans, transfers, claims."""
@@ -218,7 +218,7 @@ class FleetService:
                       entity: str | None = None) -> StatusAnswer:
         """:meth:`status`, kept (shared: do not change it) for the ledger prefix it was read from, so a
         long-lived process answers a repeated query with two small reads and no encoding."""
-        known = _instant(known_at)
+        known = known_at_instant(known_at)
         with self.reader.connect() as conn:
             ledger = Ledger(conn)
             if known is None:
@@ -414,7 +414,7 @@ def _recorded(item) -> str:
     return format_instant(parse_instant(value, "recorded"))
 
 
-def _instant(known_at: str | None) -> str | None:
+def known_at_instant(known_at: str | None) -> str | None:
     """A ``--known-at`` value in the ledger's format; a bare date means the end of that day."""
     if known_at is None:
         return None

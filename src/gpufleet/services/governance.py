@@ -254,7 +254,7 @@ def claim_forecasts(service: FleetService, state: FleetState, on: date) -> list[
         known = service.state(c.deadline, end_of_day(c.stated_on))
         actual_on = min(on, c.deadline)
         actual = views.claim_actual(service.state(actual_on), claim_id, actual_on)
-        supported = _supported(known, c)
+        supported = supported_when_stated(known, c)
         rows.append({"claim": claim_id, "claimant": c.claimant, "metric": c.metric, "target": c.target,
                      "stated_on": c.stated_on.isoformat(), "deadline": c.deadline.isoformat(), "actual": actual,
                      "supported_when_stated": supported, "achievable_when_stated": supported >= c.target,
@@ -262,7 +262,7 @@ def claim_forecasts(service: FleetService, state: FleetState, on: date) -> list[
     return rows
 
 
-def _supported(known: FleetState, c) -> float:
+def supported_when_stated(known: FleetState, c) -> float:
     """The most the record supported by the deadline, as known when the claim was made."""
     if c.metric != "active_gpus":
         return sum(lot.gpus * lot.unit_price_usd for lot in known.lots.values()

@@ -19,7 +19,7 @@ from gpufleet.domain.fold import fold, voided_seqs
 from gpufleet.domain.state import FleetState
 from gpufleet.ledger.schema import events
 from gpufleet.ledger.store import Ledger
-from gpufleet.services.fleet import FleetService, _instant
+from gpufleet.services.fleet import FleetService, known_at_instant
 
 T = TypeVar("T")
 SAMPLES = 40  # dates per chart: enough to see each step, few enough to answer at once
@@ -28,7 +28,7 @@ SAMPLES = 40  # dates per chart: enough to see each step, few enough to answer a
 def span(fleet: FleetService, known_at: str | None = None) -> tuple[date, date] | None:
     """The first and last effective dates in the ledger (as known at ``known_at``); None if it is empty."""
     with fleet.reader.connect() as conn:
-        known = Ledger(conn).known_seq(_instant(known_at))
+        known = Ledger(conn).known_seq(known_at_instant(known_at))
         low, high = conn.execute(select(func.min(events.c.effective_date), func.max(events.c.effective_date))
                                  .where(events.c.seq <= known)).one()
     return None if low is None else (date.fromisoformat(low), date.fromisoformat(high))
@@ -49,7 +49,7 @@ def over_time(fleet: FleetService, days: list[date], take: Callable[[FleetState,
     if not days:
         return []
     with fleet.reader.connect() as conn:
-        known = Ledger(conn).known_seq(_instant(known_at))
+        known = Ledger(conn).known_seq(known_at_instant(known_at))
         voided = voided_seqs(conn.execute(select(events.c.payload).where(
             events.c.type == EventVoided.event_type, events.c.seq <= known)).scalars())
         query = (select(events.c.seq, events.c.effective_date, events.c.type, events.c.payload)

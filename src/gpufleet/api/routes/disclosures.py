@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 
 from gpufleet.api.deps import Caller, Fleet, HeadState
-from gpufleet.api.routes.fleet import ERRORS, _may_read
+from gpufleet.api.routes.fleet import ERRORS, may_read_event
 from gpufleet.domain import access
 from gpufleet.domain.access import Capability
 from gpufleet.domain.disclosure import Bundle
@@ -38,7 +38,7 @@ def disclosures(
     if entity is not None:
         access.require(state, who, Capability.READ, [entity])
     everything = access.readable_entities(state, who.id) is None
-    readable = None if everything else (lambda e: _may_read(state, who, e))
+    readable = None if everything else (lambda e: may_read_event(state, who, e))
     signer = getattr(request.app.state, "checkpoint_signer", None)
     keys = [signer.vkey] if signer is not None else []
     note = disclosure.latest_note(fleet)

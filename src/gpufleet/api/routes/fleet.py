@@ -183,7 +183,7 @@ def list_events(fleet: Fleet, who: Caller, head: HeadState,
             break
         for e in batch:
             scanned_to = e.seq
-            if everything or _may_read(head.state, who, e):
+            if everything or may_read_event(head.state, who, e):
                 found.append(event_out(e))
                 if len(found) == limit:
                     break
@@ -194,7 +194,7 @@ def list_events(fleet: Fleet, who: Caller, head: HeadState,
     return {"events": found, "next_since_seq": scanned_to if more else None}
 
 
-def _may_read(state: FleetState, who: Principal, e: Event) -> bool:
+def may_read_event(state: FleetState, who: Principal, e: Event) -> bool:
     try:
         payload = payload_class(e.event_type).model_validate_json(e.payload)
     except Exception:  # an event that no longer validates is the auditor's to see

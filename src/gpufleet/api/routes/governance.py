@@ -51,7 +51,7 @@ class VoteIn(BaseModel):
         return governance.SignedVote(self.content_sha256 or "", self.key_id or "", self.signature, self.terms)
 
 
-def _visible(state, who, row: dict) -> bool:
+def may_see_transaction(state, who, row: dict) -> bool:
     return access.may_read(state, who.id, {row["giver"], row["receiver"]}, row["giver"])
 
 
@@ -81,7 +81,7 @@ def _rows(request: Request, fleet, state: FleetState, on: date | None = None, *,
 def approvals(request: Request, fleet: Fleet, who: Caller, head: HeadState,
               on: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None) -> list[dict]:
     """Those the caller may see: its entities' (either side), those it may approve, or all (auditors)."""
-    return [r | {"version": version(r)} for r in _rows(request, fleet, head.state, on) if _visible(head.state, who, r)]
+    return [r | {"version": version(r)} for r in _rows(request, fleet, head.state, on) if may_see_transaction(head.state, who, r)]
 
 
 @router.get("/approvals/{subject}", responses=ERRORS | {404: {"description": "no such transaction"}},
@@ -94,7 +94,7 @@ def approval(request: Request, subject: Subject, fleet: Fleet, who: Caller, head
 
 def _find(request: Request, fleet, who, head, subject: str, *, with_terms: bool = False) -> dict:
     for row in _rows(request, fleet, head.state, with_terms=with_terms):
-        if row["subject"] == subject and _visible(head.state, who, row):
+        if row["subject"] == subject and may_see_transaction(head.state, who, row):
             return row
     raise NotFound(f"no transaction '{subject}' that needs approval is visible to '{who.id}'")
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from gpufleet.api.deps import Caller, Fleet, HeadState
-from gpufleet.api.routes.fleet import ERRORS, _may_read
+from gpufleet.api.routes.fleet import ERRORS, may_read_event
 from gpufleet.domain import access
 from gpufleet.domain.types import MAX_SEQ
 from gpufleet.services import proofs
@@ -71,7 +71,7 @@ def inclusion(seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], fleet: Fleet, who: Ca
               size: SizeQuery = None) -> dict:
     """``gpufleet prove inclusion SEQ --size N``. The event is included only when the caller may read it."""
     proof, event = proofs.inclusion(fleet, seq, size)
-    shown = access.readable_entities(head.state, who.id) is None or _may_read(head.state, who, event)
+    shown = access.readable_entities(head.state, who.id) is None or may_read_event(head.state, who, event)
     return proof | {"event": proofs.envelope(event) if shown else None}
 
 

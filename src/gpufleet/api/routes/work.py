@@ -131,7 +131,7 @@ async def _accepted(request: Request, fleet, who: Principal, key: str | None, ki
     return response
 
 
-def _shared(request: Request, name: str | None, field: str) -> None:
+def require_shared_file(request: Request, name: str | None, field: str) -> None:
     """Refuse now, not in a failed job later, a file name that is no file of the traces folder."""
     if name is None:
         return
@@ -141,7 +141,7 @@ def _shared(request: Request, name: str | None, field: str) -> None:
         raise NotFound(exc.message, field=field) from None
 
 
-def _cluster(body: SimulateIn | ExportIn) -> None:
+def require_one_cluster(body: SimulateIn | ExportIn) -> None:
     from gpufleet.services import traces
 
     if body.cluster is not None and body.cluster_file is not None:
@@ -206,9 +206,9 @@ async def report(request: Request, body: ReportIn, fleet: Fleet, who: Caller, he
 async def simulate(request: Request, body: SimulateIn, fleet: Fleet, who: Caller, head: HeadState,
                    key: IdempotencyKey = None) -> Any:
     may_run(head, who, "simulate")
-    _cluster(body)
+    require_one_cluster(body)
     for name, field in ((body.trace, "trace"), (body.cluster_file, "cluster_file"), (body.quotas, "quotas")):
-        _shared(request, name, field)
+        require_shared_file(request, name, field)
     if body.loans:
         job_kinds.require_loans_readable(head.state, who.id)
     return await _accepted(request, fleet, who, key, "simulate", body)
@@ -220,10 +220,10 @@ async def simulate(request: Request, body: SimulateIn, fleet: Fleet, who: Caller
     response_class=Response, summary="The quotas in force at a time, for Kueue or Slurm (operators, planners)")
 def export(request: Request, body: ExportIn, who: Caller, head: HeadState) -> Response:
     access.require(head.state, who, Capability.SIMULATE, None)
-    _cluster(body)
+    require_one_cluster(body)
     folder = request.app.state.settings.traces_dir
     for name, field in ((body.cluster_file, "cluster_file"), (body.quotas, "quotas")):
-        _shared(request, name, field)
+        require_shared_file(request, name, field)
     cluster = job_kinds.cluster_spec(folder, body.model_dump())
     if cluster is None:
         raise InputError("an export needs the cluster: give cluster or cluster_file", field="cluster")

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from gpufleet.api.routes import disclosures as disclosure_route
-from gpufleet.api.routes.governance import _visible
+from gpufleet.api.routes.governance import may_see_transaction
 from gpufleet.domain import access
 from gpufleet.domain.access import Capability
 from gpufleet.services import governance
@@ -35,7 +35,7 @@ def audit_page(request: Request, who: common.Viewer, time: common.Time,
         if auditor:
             access.require(head.state, who.principal, Capability.AUDIT, None)
         rows = [r for r in governance.approvals(who.fleet, policy, time.as_of)
-                if _visible(head.state, who.principal, r) and (not entity or entity in (r["giver"], r["receiver"]))]
+                if may_see_transaction(head.state, who.principal, r) and (not entity or entity in (r["giver"], r["receiver"]))]
     found = builder.findings(who.fleet, policy, time.as_of) if auditor else None
     download = "/ui/disclosure?" + urllib.parse.urlencode(
         {k: v for k, v in {"kind": "related-party", "entity": entity, "to": time.as_of}.items() if v})

@@ -39,7 +39,7 @@ def claim_rows(service: FleetService, on: date, known_at: str | None = None) -> 
             continue
         actual_on = min(on, c.deadline)
         actual = views.claim_actual(state_at(actual_on, known_at), claim_id, actual_on)
-        supported = governance._supported(state_at(c.deadline, end_of_day(c.stated_on)), c)  # noqa: SLF001
+        supported = governance.supported_when_stated(state_at(c.deadline, end_of_day(c.stated_on)), c)
         rows.append({"claim": claim_id, "claimant": c.claimant, "metric": str(c.metric), "model": c.model,
                      "target": c.target, "stated_on": c.stated_on.isoformat(), "deadline": c.deadline.isoformat(),
                      "actual": actual, "gap": actual - c.target, "supported_when_stated": supported,

@@ -88,9 +88,9 @@ def results(job: dict) -> dict:
 def _check(request: Request, params: dict) -> None:
     """The API's checks of a simulation, now rather than in a failed job: the cluster, the files named."""
     body = SimulateIn.model_validate(params)
-    work._cluster(body)  # noqa: SLF001 - the same checks as POST /v1/simulations
+    work.require_one_cluster(body)  # the same checks as POST /v1/simulations
     for name, field in ((body.trace, "trace"), (body.cluster_file, "cluster_file"), (body.quotas, "quotas")):
-        work._shared(request, name, field)  # noqa: SLF001
+        work.require_shared_file(request, name, field)
 
 
 @router.get("/cluster")

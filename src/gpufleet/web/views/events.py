@@ -8,13 +8,13 @@ import urllib.parse
 from dataclasses import dataclass, field
 from datetime import date
 
-from gpufleet.api.routes.fleet import _may_read
+from gpufleet.api.routes.fleet import may_read_event
 from gpufleet.domain import access
 from gpufleet.domain.access import Principal
 from gpufleet.domain.chain import Event
 from gpufleet.domain.events import payload_class
 from gpufleet.domain.state import FleetState
-from gpufleet.services.fleet import FleetService, _instant
+from gpufleet.services.fleet import FleetService, known_at_instant
 
 PAGE = 50
 MAX_SCAN = 20_000  # events one page reads at most (as GET /v1/events)
@@ -99,7 +99,7 @@ def page(fleet: FleetService, state: FleetState, who: Principal, f: Filters, as_
          known_at: str | None) -> tuple[list[Row], int | None]:
     """One page of the events that pass ``f`` and that ``who`` may read; and the cursor of the next page."""
     everything = access.readable_entities(state, who.id) is None
-    known = _instant(known_at) if known_at else None
+    known = known_at_instant(known_at) if known_at else None
     found: list[Row] = []
     cursor, last = f.since, None
     until = f.seq_to or (max(f.seqs) if f.seqs else None)
@@ -112,7 +112,7 @@ def page(fleet: FleetService, state: FleetState, who: Principal, f: Filters, as_
         for e in batch:
             last = e.seq
             payload = json.loads(e.payload)
-            if matches(e, payload, state, f, as_of, known) and (everything or _may_read(state, who, e)):
+            if matches(e, payload, state, f, as_of, known) and (everything or may_read_event(state, who, e)):
                 found.append(Row(e, payload, changed(e, payload, state)))
                 if len(found) == PAGE:
                     break
