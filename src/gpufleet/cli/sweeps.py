@@ -143,12 +143,24 @@ def supply_cmd(
     _print_supply(main, claims)
 
 
+def _report_week(dates: list[str], claims: list[dict]) -> int:
+    """The week the table reads the active GPUs at: that of the latest claim deadline in the horizon
+    (what the claims are about), else the horizon's last week."""
+    deadlines = [c["deadline"] for c in claims if dates and dates[0] <= c["deadline"] <= dates[-1]]
+    if not deadlines:
+        return len(dates) - 1
+    return max(i for i, day in enumerate(dates) if day <= max(deadlines))
+
+
 def _print_supply(main: dict, claims: list[dict]) -> None:
+    dates = main["entities"][0]["dates"] if main["entities"] else []
+    week = _report_week(dates, claims)
+    when = f"active P10, week of {dates[week]}" if dates else "active P10"
     console.print(render.table(
         f"Supply sweep from {main['known_at']}: {main['samples']} samples ({main['ran']} run now, {main['where']}, "
-        f"{main['wall_s']} s)",
-        [{"entity": e["entity"], "active P10 (last week)": e["active_p10"][-1], "P50": e["active_p50"][-1],
-          "P90": e["active_p90"][-1], "idle GPU-weeks P50": e["idle_gpu_weeks"]["p50"],
+        f"{main['wall_s']} s); active GPUs serve demand",
+        [{"entity": e["entity"], when: e["active_p10"][week], "P50": e["active_p50"][week],
+          "P90": e["active_p90"][week], "idle GPU-weeks P50": e["idle_gpu_weeks"]["p50"],
           "value USD P50": e["value_usd"]["p50"], "lot delay days mean": e["lot_delay_days"]["mean"],
           "redirected GPUs mean": e["redirected_gpus"]["mean"]} for e in main["entities"]]))
     if claims:
