@@ -47,10 +47,11 @@ from gpufleet.services.head_state import HeadFold, HeadStates
 STATUS_MEMO = 32  # status answers a long-lived process keeps
 
 
-class StatusAnswer:
-    """A status answer and its encodings, each made once (an answer at a million events is megabytes)."""
+class KeptAnswer:
+    """An answer kept for the ledger prefix it was read from (a status, the claims), and its encodings,
+    each made once (a status answer at a million events is megabytes)."""
 
-    def __init__(self, data: dict):
+    def __init__(self, data: dict | list):
         self.data = data
 
     @functools.cached_property
@@ -102,7 +103,7 @@ class FleetService:
         self.reader = db.read_only(engine)  # for transactions that only read (``engine`` writes)
         self._head_states = HeadStates()
         # status answers by (query, seq, hash of that event): a ledger prefix never changes, so neither do they
-        self._status_memo: OrderedDict[tuple, StatusAnswer] = OrderedDict()
+        self._status_memo: OrderedDict[tuple, KeptAnswer] = OrderedDict()
         self._computing: dict[tuple, Future] = {}  # status answers being computed, by key
         self._memo_lock = threading.Lock()
 
@@ -215,7 +216,7 @@ class FleetService:
         return self.status_answer(as_of, known_at, entity).data
 
     def status_answer(self, as_of: date | None = None, known_at: str | None = None,
-                      entity: str | None = None) -> StatusAnswer:
+                      entity: str | None = None) -> KeptAnswer:
         """:meth:`status`, kept (shared: do not change it) for the ledger prefix it was read from, so a
         long-lived process answers a repeated query with two small reads and no encoding."""
         known = known_at_instant(known_at)
@@ -234,7 +235,7 @@ class FleetService:
             state = ledger._state(as_of, seq)
         return self._memo(key, lambda: self._status(state, as_of, known, seq, entity))
 
-    def head_status(self, entity: str | None = None, fold: HeadFold | None = None) -> StatusAnswer:
+    def head_status(self, entity: str | None = None, fold: HeadFold | None = None) -> KeptAnswer:
         """``status`` with no as_of or known_at, from the head fold kept in memory (:meth:`reading_head`;
         ``fold``: one the caller holds), kept for the head's (seq, hash)."""
         if fold is None:
@@ -251,7 +252,13 @@ class FleetService:
         header = {"as_of": on.isoformat(), "known_at": known, "ledger_seq": seq, "entity": entity}
         return header | views.status_report(state, on, entity)
 
-    def _memo(self, key: tuple, compute=None) -> StatusAnswer | None:
+    def kept(self, key: tuple, compute: Callable[[], dict | list]) -> KeptAnswer:
+        """``compute()``'s answer, kept for ``key`` (the newest 32 answers), which must name the ledger
+        prefix the answer reads, e.g. the head's seq and hash: an answer kept for a head reflects that
+        head or a later one, and a write changes the key. One thread computes; the others asking wait."""
+        return self._memo(key, compute)
+
+    def _memo(self, key: tuple, compute=None) -> KeptAnswer | None:
         """The status answer kept for ``key``, or (with ``compute``) compute and keep it (the newest 32).
         One thread computes a missing answer; the others asking for it meanwhile wait for that one
         (an answer costs half a second at a million events, and a new head is asked for by every client)."""
@@ -267,7 +274,7 @@ class FleetService:
         if not mine:
             return pending.result()  # or the computing thread's error
         try:
-            answer = StatusAnswer(compute())
+            answer = KeptAnswer(compute())
             answer.json  # encoded once, here, rather than by the first of the waiting requests
         except BaseException as exc:
             with self._memo_lock:

@@ -244,17 +244,25 @@ def audit(service: FleetService, policy: GovernancePolicy, on: date | None = Non
     return sorted(findings, key=lambda f: SEVERITY_ORDER[f["severity"]])
 
 
-def claim_forecasts(service: FleetService, state: FleetState, on: date) -> list[dict]:
-    """Each claim against the record at its deadline and against what the ledger supported when the
-    claim was made (as known that day: GPUs active, idle, and in lots due by the deadline)."""
+def claim_forecasts(service: FleetService, state: FleetState, on: date, known_at: str | None = None) -> list[dict]:
+    """Each claim in ``state`` made by ``on``, against the record at its deadline (or ``on``, if earlier;
+    as recorded by ``known_at``) and against what the ledger supported when the claim was made (as
+    known that day: GPUs active, idle, and in lots due by the deadline). Claims share dates: each
+    (date, known-at) is folded once."""
+    folds: dict[tuple[date, str | None], FleetState] = {}
+
+    def state_at(day: date, known: str | None) -> FleetState:
+        if (day, known) not in folds:
+            folds[(day, known)] = service.state(day, known)
+        return folds[(day, known)]
+
     rows = []
     for claim_id, c in sorted(state.claims.items()):
         if c.stated_on > on:
             continue  # not yet made on that date
-        known = service.state(c.deadline, end_of_day(c.stated_on))
         actual_on = min(on, c.deadline)
-        actual = views.claim_actual(service.state(actual_on), claim_id, actual_on)
-        supported = supported_when_stated(known, c)
+        actual = views.claim_actual(state_at(actual_on, known_at), claim_id, actual_on)
+        supported = supported_when_stated(state_at(c.deadline, end_of_day(c.stated_on)), c)
         rows.append({"claim": claim_id, "claimant": c.claimant, "metric": c.metric, "target": c.target,
                      "stated_on": c.stated_on.isoformat(), "deadline": c.deadline.isoformat(), "actual": actual,
                      "supported_when_stated": supported, "achievable_when_stated": supported >= c.target,

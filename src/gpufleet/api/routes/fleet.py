@@ -23,7 +23,7 @@ from gpufleet.domain.events import EVENT_TYPES, Payload, payload_class
 from gpufleet.domain.state import FleetState
 from gpufleet.domain.types import FIRST_DAY, LAST_DAY, MAX_SEQ
 from gpufleet.errors import GpufleetError
-from gpufleet.services.fleet import FleetService, StatusAnswer, parse_date
+from gpufleet.services.fleet import FleetService, KeptAnswer, parse_date
 
 router = APIRouter(prefix="/v1", tags=["fleet"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -140,7 +140,7 @@ def status(request: Request, fleet: Fleet, who: Caller, head: HeadState,
     return kept_answer(request, fleet.status_answer(as_of, known_at, entity))
 
 
-def kept_answer(request: Request, answer: StatusAnswer) -> Response:
+def kept_answer(request: Request, answer: KeptAnswer) -> Response:
     """A kept answer as encoded once: 304 when the client holds it (If-None-Match), gzip when accepted."""
     headers = {"ETag": answer.etag, "Vary": "Accept-Encoding", "Cache-Control": "private, no-cache"}
     if answer.etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:

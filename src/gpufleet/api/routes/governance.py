@@ -153,5 +153,7 @@ def costs(fleet: Fleet, who: Caller, head: HeadState,
 def claims(fleet: Fleet, who: Caller, head: HeadState,
            on: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None) -> list[dict]:
     on = on or datetime.now(UTC).date()
-    rows = governance.claim_forecasts(fleet, fleet.state(), on)
+    # a fold per claim and date, seconds on a large ledger: kept per head (the answer is the head's)
+    key = ("api-claims", head.seq, head.hash, on)
+    rows = fleet.kept(key, lambda: governance.claim_forecasts(fleet, head.state, on)).data
     return [r for r in rows if access.may_read(head.state, who.id, {r["claimant"]})]

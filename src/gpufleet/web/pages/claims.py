@@ -10,8 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from plotly.subplots import make_subplots
 
-from gpufleet.domain import access, views
-from gpufleet.domain.chain import end_of_day
+from gpufleet.domain import access
 from gpufleet.domain.state import FleetState
 from gpufleet.services import governance
 from gpufleet.services.fleet import FleetService
@@ -24,27 +23,13 @@ SERIES = (("target", "target", "#616161"), ("actual", "recorded", "#1565c0"),
 
 def claim_rows(service: FleetService, on: date, known_at: str | None = None) -> list[dict]:
     """Each claim made by ``on`` (as recorded by ``known_at``): the recorded metric at its deadline (or
-    ``on``, if earlier) and the most the ledger supported by the deadline, as known the day it was made."""
-    folds: dict[tuple[date, str | None], FleetState] = {}
-
-    def state_at(day: date, known: str | None) -> FleetState:  # claims share dates: each fold once
-        if (day, known) not in folds:
-            folds[(day, known)] = service.state(day, known)
-        return folds[(day, known)]
-
-    state = state_at(on, known_at)
-    rows = []
-    for claim_id, c in sorted(state.claims.items()):
-        if c.stated_on > on:
-            continue
-        actual_on = min(on, c.deadline)
-        actual = views.claim_actual(state_at(actual_on, known_at), claim_id, actual_on)
-        supported = governance.supported_when_stated(state_at(c.deadline, end_of_day(c.stated_on)), c)
-        rows.append({"claim": claim_id, "claimant": c.claimant, "metric": str(c.metric), "model": c.model,
-                     "target": c.target, "stated_on": c.stated_on.isoformat(), "deadline": c.deadline.isoformat(),
-                     "actual": actual, "gap": actual - c.target, "supported_when_stated": supported,
-                     "achievable_when_stated": supported >= c.target, "source_url": c.source_url,
-                     "status": "open" if on < c.deadline else ("met" if actual >= c.target else "missed")})
+    ``on``, if earlier) and the most the ledger supported by the deadline, as known the day it was made
+    (:func:`governance.claim_forecasts`), with what the page adds: model, gap, source."""
+    state = service.state(on, known_at)
+    rows = governance.claim_forecasts(service, state, on, known_at)
+    for row in rows:
+        c = state.claims[row["claim"]]
+        row.update(metric=str(c.metric), model=c.model, gap=row["actual"] - c.target, source_url=c.source_url)
     return rows
 
 
@@ -87,7 +72,9 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 def page(request: Request, who: common.Viewer, time: common.Time) -> Response:
     """The claims the signed-in principal may read, at the page's as-of date and as known at its time."""
     fleet = request.app.state.fleet
-    rows = claim_rows(fleet, time.on(), time.known_at)
+    on, head = time.on(), fleet.head()  # a fold per claim and date: seconds on a large ledger, so kept per head
+    key = ("ui-claims", head.seq, head.hash, on, time.known_at, date.today())
+    rows = fleet.kept(key, lambda: claim_rows(fleet, on, time.known_at)).data
     with fleet.reading_head() as head:
         rows = visible(rows, head.state, who.principal.id)
     fig = claims_figure(rows)
