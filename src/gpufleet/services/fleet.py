@@ -51,7 +51,7 @@ class KeptAnswer:
     """An answer kept for the ledger prefix it was read from (a status, the claims), and its encodings,
     each made once (a status answer at a million events is megabytes)."""
 
-    def __init__(self, data: dict | list):
+    def __init__(self, data):
         self.data = data
 
     @functools.cached_property
@@ -252,13 +252,13 @@ class FleetService:
         header = {"as_of": on.isoformat(), "known_at": known, "ledger_seq": seq, "entity": entity}
         return header | views.status_report(state, on, entity)
 
-    def kept(self, key: tuple, compute: Callable[[], dict | list]) -> KeptAnswer:
+    def kept(self, key: tuple, compute: Callable[[], object]) -> KeptAnswer:
         """``compute()``'s answer, kept for ``key`` (the newest 32 answers), which must name the ledger
         prefix the answer reads, e.g. the head's seq and hash: an answer kept for a head reflects that
         head or a later one, and a write changes the key. One thread computes; the others asking wait."""
-        return self._memo(key, compute)
+        return self._memo(key, compute, encode=False)
 
-    def _memo(self, key: tuple, compute=None) -> KeptAnswer | None:
+    def _memo(self, key: tuple, compute=None, encode: bool = True) -> KeptAnswer | None:
         """The status answer kept for ``key``, or (with ``compute``) compute and keep it (the newest 32).
         One thread computes a missing answer; the others asking for it meanwhile wait for that one
         (an answer costs half a second at a million events, and a new head is asked for by every client)."""
@@ -275,7 +275,8 @@ class FleetService:
             return pending.result()  # or the computing thread's error
         try:
             answer = KeptAnswer(compute())
-            answer.json  # encoded once, here, rather than by the first of the waiting requests
+            if encode:
+                answer.json  # encoded once, here, rather than by the first of the waiting requests
         except BaseException as exc:
             with self._memo_lock:
                 del self._computing[key]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -28,7 +29,9 @@ def fleet_page(request: Request, who: common.Viewer, time: common.Time, entity: 
         shown = common.visible_entities(head.state, who, entity)
         can_record = _recording_entities(head.state, who, shown)
         models, sites = sorted(head.state.models), _sites(head.state, can_record)
-    page = builder.build(who.fleet, shown, time.on(), time.known_at)
+        key = ("ui-fleet", head.seq, head.hash, tuple(shown), time.on(), time.known_at, date.today())
+    # the series fold the ledger from its first event: kept per head (repeat views and other viewers)
+    page = who.fleet.kept(key, lambda: builder.build(who.fleet, shown, time.on(), time.known_at)).data
     return common.render(request, "fleet.html", who, time, page=page, page_title="Fleet", entity=entity,
                          charts=page.chart is not None, can_record=can_record, models=models, sites=sites,
                          states=builder.STATES, notice=request.query_params.get("notice"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -19,7 +20,11 @@ def sites_page(request: Request, who: common.Viewer, time: common.Time,
     """The sites of the entities the principal reads (or of ``entity``)."""
     with who.fleet.reading_head() as head:
         shown = common.visible_entities(head.state, who, entity)
-    state = who.fleet.state(time.on(), time.known_at)
-    page = builder.build(who.fleet, state, shown, time.on(), time.known_at)
+        key = ("ui-sites", head.seq, head.hash, tuple(shown), time.on(), time.known_at, date.today())
+
+    def build() -> builder.SitesPage:  # folds the ledger from its first event: kept per head
+        return builder.build(who.fleet, who.fleet.state(time.on(), time.known_at), shown, time.on(), time.known_at)
+
+    page = who.fleet.kept(key, build).data
     return common.render(request, "sites.html", who, time, page=page, page_title="Sites", entity=entity,
                          entities=shown, charts=page.chart is not None)
