@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import date
 
 import pytest
 from fastapi.testclient import TestClient
@@ -206,3 +207,16 @@ def test_a_status_answer_carries_an_etag_is_304_when_held_and_gzip_when_accepted
     moved = client.get(f"/v1/status{query}", headers=auth | {"If-None-Match": first.headers["etag"]})
     assert moved.status_code == 200 and moved.headers["etag"] != first.headers["etag"]
     assert moved.json()["ledger_seq"] == first.json()["ledger_seq"] + 1
+
+
+def test_the_claims_answer_is_kept_per_head_and_a_new_claim_shows_at_once(client, world):
+    auth = world.headers("tesla-auditor")
+    first = client.get("/v1/claims", headers=auth).json()
+    assert client.get("/v1/claims", headers=auth).json() == first and len(first) >= 2
+    claim = {"claim": "tesla-new-claim", "claimant": "tesla", "metric": "active_gpus", "target": 1.0,
+             "deadline": "2030-01-01"}
+    made = client.post(f"/v1/events/claim_recorded?on={date.today().isoformat()}",
+                       headers=world.headers("tesla-operator"), json=claim)
+    assert made.status_code == 201, made.text
+    after = {r["claim"] for r in client.get("/v1/claims", headers=auth).json()}
+    assert after == {r["claim"] for r in first} | {"tesla-new-claim"}
