@@ -172,3 +172,37 @@ def test_the_report_renders_offline_in_headless_chromium(report, tmp_path):
     assert all(r["traces"] > 0 and r["svgs"] > 0 for r in rendered), rendered
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000, f"screenshot {shot}: {len(data)} bytes"
+
+
+def stored_sweep(service: FleetService, folder: Path, samples: int = 16) -> Path:
+    """A small supply sweep of ``service``'s ledger stored in ``folder`` (as ``gpufleet sweep supply --out``)."""
+    from gpufleet.services.sweeps import runner, supply
+
+    state = service.state()
+    head = service.head()
+    sweep = supply.supply_sweep(state, state.as_of, samples=samples, seed=3,
+                                ledger={"seq": head.seq, "hash": head.hash})
+    runner.run(sweep, store=runner.Store(folder, sweep))
+    return folder
+
+
+def test_a_stored_sweep_adds_the_risk_section_with_data(example_service, tmp_path):
+    from gpufleet.reports.board import RISK_TITLE
+
+    folder = stored_sweep(example_service, tmp_path / "risk.parquet")
+    page = write_report(example_service, tmp_path / "board.html", sweeps=[folder]).read_text(encoding="utf-8")
+    assert RISK_TITLE in page and "read from this ledger at its head" in page
+    risk = {k: v for k, v in figures(page).items() if int(k.split("-")[1]) >= 100}
+    assert len(risk) == 4  # a fan for each of the 3 entities and the claim probabilities
+    assert all(any(has_data(t) for t in traces) for traces in risk.values())
+    assert any("tesla-85k-h100-2024" in (t.get("name") or "") for traces in risk.values() for t in traces)
+
+
+def test_a_sweep_of_another_ledger_is_refused_naming_its_inputs(example_service, tmp_path):
+    from gpufleet.errors import InputError
+
+    other = FleetService.open(str(tmp_path / "other.db"), create=True)
+    other.load(ROOT / "tests" / "data" / "one-site.yaml")
+    folder = stored_sweep(other, tmp_path / "other.parquet", samples=4)
+    with pytest.raises(InputError, match="another ledger .inputs [0-9a-f]{64}"):
+        write_report(example_service, tmp_path / "board.html", sweeps=[folder])

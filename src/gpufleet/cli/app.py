@@ -589,6 +589,9 @@ def report(
     policy: PolicyOpt = None,
     start: Annotated[str | None, typer.Option(help="first date of the charts (YYYY-MM-DD)")] = None,
     end: Annotated[str | None, typer.Option(help="the as-of date (default: the ledger's last date)")] = None,
+    sweep: Annotated[list[Path] | None, typer.Option(
+        "--sweep", help="a stored sweep folder (`gpufleet sweep supply|quotas --out`) for the Risk section; "
+                        "repeatable")] = None,
 ) -> None:
     """Write the self-contained HTML report for a board or audit committee."""
     from gpufleet.reports.board import write_report
@@ -596,7 +599,7 @@ def report(
 
     check_writable(out, "out")
     path = write_report(_fleet(), out, governance.load_policy(policy), parse_date(start, "start"),
-                        parse_date(end, "end"))
+                        parse_date(end, "end"), sweeps=sweep or [])
     console.print(f"wrote {path}")
 
 

@@ -104,10 +104,14 @@ def supply_cmd(
     start = day or state.as_of or date.today()
     views, dates = supply.claim_dates(state, start)
     options = PlanOptions(horizon_weeks=horizon)
-    results, claims = [], []
+    results: list[dict] = []
+
+    head = fleet.head()
+    ledger = {"seq": head.seq, "hash": head.hash}
 
     def one(at: date, st, path: Path | None) -> dict:
-        sweep = supply.supply_sweep(st, at, cfg=cfg, samples=samples, seed=seed, policy=policy, options=options)
+        sweep = supply.supply_sweep(st, at, cfg=cfg, samples=samples, seed=seed, policy=policy, options=options,
+                                    ledger=ledger)
         store = runner.Store(path, sweep) if path is not None else None
         with _Progress(f"supply from {at}") as progress:
             ran = runner.run(sweep, store=store, batch=batch, progress=progress, **how)
@@ -118,15 +122,7 @@ def supply_cmd(
         return body
 
     main = one(start, state, out)
-    by_id = {c["claim"]: c for c in main["claims"]}
-    for v in views:
-        if v.decided is not None:
-            claims.append({"claim": v.claim, "known_at": start.isoformat(), "deadline": v.deadline.isoformat(),
-                           "probability": 1.0 if v.decided == "met" else 0.0, "ci95": [1.0, 1.0] if v.decided == "met"
-                           else [0.0, 0.0], "decided": v.decided, "metric": state.claims[v.claim].metric,
-                           "target": state.claims[v.claim].target})
-        elif v.claim in by_id:
-            claims.append(by_id[v.claim] | {"known_at": start.isoformat(), "deadline": v.deadline.isoformat()})
+    claims = supply.claim_views(state, start, main["claims"])
     for at in dates if claim_dates else []:
         body = one(at, fleet.state(at, at.isoformat()), _sibling(out, at))
         stated = {v.claim for v in views if v.stated_on == at}

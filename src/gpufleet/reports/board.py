@@ -11,7 +11,7 @@ A shell over the services: nothing but the CLI imports this module.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -24,10 +24,12 @@ from plotly.subplots import make_subplots
 from gpufleet.domain import views
 from gpufleet.domain.governance import GovernancePolicy
 from gpufleet.domain.state import FleetState
+from gpufleet.reports import sweeps as sweep_figures
 from gpufleet.services import governance
 from gpufleet.services.costs import chargeback
 from gpufleet.services.fleet import FleetService
 from gpufleet.services.outputs import write_text
+from gpufleet.services.sweeps import stored, supply
 
 # (Holding field, legend label, colour): the states a GPU of the entity's own can be in.
 FLEET_STATES = (("on_order", "on order", "#b0bec5"), ("in_transit", "in transit", "#64b5f6"),
@@ -37,6 +39,7 @@ FLEET_STATES = (("on_order", "on order", "#b0bec5"), ("in_transit", "in transit"
 SECTION_TITLES = ("Fleet over time by entity and state", "Idle GPUs over time", "Loans and swaps",
                   "Related-party transactions and approvals", "Claims against the record", "Chargeback",
                   "Audit findings")
+RISK_TITLE = "Risk: supply sweeps and quota what-if"
 _CONFIG = {"displaylogo": False, "responsive": True}
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -67,12 +70,14 @@ class Weekly:
 
 
 def write_report(service: FleetService, out: Path, policy: GovernancePolicy | None = None,
-                 start: date | None = None, end: date | None = None) -> Path:
+                 start: date | None = None, end: date | None = None, sweeps: Sequence[Path] = ()) -> Path:
     """Write the board report to ``out`` (HTML) and return its path.
 
     ``start``/``end`` bound the charts over time and the chargeback months (default: the
-    first and last effective dates in the ledger); ``end`` is also the as-of date.
+    first and last effective dates in the ledger); ``end`` is also the as-of date. ``sweeps``: stored
+    sweep folders (``gpufleet sweep ... --out``) shown in a last section, "Risk", read without rerunning.
     """
+    risk = [stored.read(path) for path in sweeps]  # refuse a bad folder before the work
     policy = policy or GovernancePolicy()
     first, last = _span(service)
     start, end = start or first, end or last
@@ -87,6 +92,8 @@ def write_report(service: FleetService, out: Path, policy: GovernancePolicy | No
                 _claims_section(governance.claim_forecasts(service, state, as_of)),
                 _chargeback_section(chargeback(service), start, end),
                 _findings_section(governance.audit(service, policy, judged_on), judged_on)]
+    if risk:
+        sections.append(_risk_section(service, risk))
     out = Path(out)
     write_text(out, _page(service, end, sections), "out")
     return out
@@ -216,6 +223,60 @@ def _claims_section(rows: list[dict]) -> Section:
                                  marker_color=colour, legendgroup=key, showlegend=col == 1), row=1, col=col)
     fig.update_layout(barmode="group")
     return Section(SECTION_TITLES[4], intro, _table(rows) + _figure(fig, 5, 420))
+
+
+def _risk_section(service: FleetService, sweeps: list[stored.Stored]) -> Section:
+    """Each stored sweep: the fan of active GPUs per entity against its claims and the claim probabilities
+    (supply), or the quota configurations' Pareto front (quotas); figures numbered from 100."""
+    intro = ("Monte Carlo sweeps stored by `gpufleet sweep --out`, read again here (not rerun): how likely each "
+             "claim is, and the quota configurations no other beats. docs/sweeps.md says what is drawn.")
+    parts, number = [], 100
+    for found in sweeps:
+        if found.kind == "supply":
+            html_, number = _supply_part(service, found, number)
+        else:
+            html_, number = _quota_part(found, number)
+        parts.append(html_)
+    return Section(RISK_TITLE, intro, "".join(parts))
+
+
+def _supply_part(service: FleetService, found: stored.Stored, number: int) -> tuple[str, int]:
+    """A supply sweep's fan per entity (its claims starred), claim probabilities and their table."""
+    body = found.summary
+    origin = stored.ledger_match(service, found)
+    start = date.fromisoformat(body["start"])
+    claims = supply.claim_views(service.state(start), start, body["claims"])
+    head = (f"<h3>Supply sweep from {_esc(body['start'])}</h3><p class=meta>{body['samples']:,} samples, seed "
+            f"{found.seed}, policy {_esc(body['policy'])}, from <code>{_esc(found.path.name)}</code>; "
+            f"{_esc(origin)}. Inputs hash <code>{_esc(found.inputs_hash)}</code>.</p>")
+    parts = [head]
+    for entity in body["entities"]:
+        mine = [c for c in claims if c.get("claimant") == entity["entity"]]
+        fig = sweep_figures.fan_chart(body | {"entities": [entity]}, mine)
+        fig.update_layout(title=f"{entity['entity']}: active GPUs (P10-P90, P50) against its claims")
+        parts.append(_figure(fig, number, 380))
+        number += 1
+    if claims:
+        parts.append(_figure(sweep_figures.claim_chart(claims), number, 380))
+        number += 1
+        parts.append(_table([{"claim": c["claim"], "claimant": c.get("claimant"), "deadline": c["deadline"],
+                              "target": c["target"], "probability": f"{c['probability']:.2f}",
+                              "95% interval": f"{c['ci95'][0]:.2f}-{c['ci95'][1]:.2f}"} for c in claims]))
+    else:
+        parts.append(_empty("The sweep found no claim to judge."))
+    return "".join(parts), number
+
+
+def _quota_part(found: stored.Stored, number: int) -> tuple[str, int]:
+    """A quota sweep's configurations against the Pareto front, and the front as a table."""
+    head = (f"<h3>Quota what-if</h3><p class=meta>{found.samples:,} configurations, seed {found.seed}, from "
+            f"<code>{_esc(found.path.name)}</code>. Inputs hash <code>{_esc(found.inputs_hash)}</code>.</p>")
+    if not found.front:
+        return head + _empty("No configuration could run the trace."), number
+    keys = ("sample", "policy", "mix", "lending", "borrowing", "utilization", "worst_guarantee_violation_s",
+            "wait_p99_s")
+    table = _table([{k: r.get(k) for k in keys} for r in found.front])
+    return head + _figure(sweep_figures.pareto_chart(found.rows, found.front), number, 420) + table, number + 1
 
 
 def _chargeback_section(rows: list[dict], start: date | None, end: date | None) -> Section:

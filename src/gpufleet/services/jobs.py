@@ -10,7 +10,7 @@ A pool process that dies (killed, out of memory) fails its jobs with a message, 
 gets a fresh pool.
 
 Kinds are registered with :func:`kind` by the layer that may import what they need: ``verify``,
-``plan`` and ``simulate`` here; the board report in :mod:`gpufleet.reports.board_job`, since
+``plan``, ``sweep`` and ``simulate`` here; the board report in :mod:`gpufleet.reports.board_job`, since
 ``reports`` sits above ``services`` (the API imports it to offer the kind). A pool process is handed
 the kind's function itself, pickled by module and name, so it imports that module, wherever it is.
 """
@@ -388,6 +388,41 @@ def _plan(ctx: JobContext, params: dict) -> dict | list:
         return [visible_plan(p, readable, owners) for p in planning.compare(state, start, options, solver)]
     return visible_plan(planning.plan(state, start, options, params.get("policy", "owner-first"), solver), readable,
                         owners)
+
+
+@kind("sweep")
+def _sweep(ctx: JobContext, params: dict) -> dict:
+    """A supply sweep (``gpufleet sweep supply``) from the as-of date as known at ``known_at``, serially in the
+    job's process, its progress per batch; the entities and claims the submitter may read of its summary."""
+    from gpufleet.planner.problem import PlanOptions
+    from gpufleet.services.fleet import parse_date
+    from gpufleet.services.sweeps import runner, supply
+
+    ctx.progress(0.0, "reading the ledger")
+    day = parse_date(params.get("as_of"), "as_of")
+    state = ctx.service.state(day, params.get("known_at"))
+    start = day or state.as_of or datetime.now(UTC).date()
+    ctx.progress(0.02, "building the plan's model")
+    sweep = supply.supply_sweep(state, start, samples=params.get("samples", 200), seed=params.get("seed", 0),
+                                policy=params.get("policy", "owner-first"),
+                                options=PlanOptions(horizon_weeks=params.get("horizon_weeks", 52)))
+    ran = runner.run(sweep, workers=1, progress=lambda done, total: ctx.progress(
+        0.05 + 0.95 * done / total, f"{done:,} of {total:,} samples"))
+    body = supply.summary(sweep.inputs, ran.rows)
+    body |= {"known_at": params.get("known_at"), "seed": sweep.seed, "inputs_hash": sweep.inputs_hash,
+             "wall_s": round(ran.wall_s, 3), "claims": supply.claim_views(state, start, body["claims"])}
+    with ctx.service.reading_head() as fold:  # who may read what: as the ledger says now
+        readable = access.readable_entities(fold.state, ctx.principal)
+    return visible_sweep(body, readable)
+
+
+def visible_sweep(body: dict, readable: set[str] | None) -> dict:
+    """A sweep's summary with only the entities ``readable`` (None: all) and their claims."""
+    if readable is None:
+        return body
+    return body | {"entities": [e for e in body["entities"] if e["entity"] in readable],
+                   "claims": [c for c in body["claims"] if c.get("claimant") in readable],
+                   "visible_entities": sorted(readable)}
 
 
 @kind("simulate")

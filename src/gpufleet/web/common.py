@@ -33,7 +33,7 @@ TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"
                                lstrip_blocks=True, undefined=jinja2.StrictUndefined)
 # (path under /ui, label) of the navigation, in order; a page's module adds its route.
 NAV = [("fleet", "Fleet"), ("sites", "Sites"), ("loans", "Loans and swaps"), ("approvals", "Approvals"),
-       ("claims", "Claims"), ("plans", "Plans"), ("cluster", "Shared cluster"), ("audit", "Audit"),
+       ("claims", "Claims"), ("risk", "Risk"), ("plans", "Plans"), ("cluster", "Shared cluster"), ("audit", "Audit"),
        ("events", "Events")]
 
 

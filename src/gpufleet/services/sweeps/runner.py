@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date, datetime
 from importlib import import_module
 from pathlib import Path
@@ -56,6 +56,7 @@ class Sweep:
     inputs_hash: str
     seed: int
     samples: int
+    about: dict | None = field(default=None, compare=False)  # JSON for sweep.json: what rereading needs
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -211,7 +212,9 @@ class Store:
                 raise InputError(f"cannot create {self.path}: {exc.strerror or exc}", field="out") from None
             manifest.write_text(json.dumps({"kind": self.sweep.kind, "inputs_hash": self.sweep.inputs_hash,
                                             "seed": self.sweep.seed, "samples": self.sweep.samples,
-                                            "code_version": code_version()}, indent=1) + "\n")
+                                            "code_version": code_version()}
+                                           | ({"about": self.sweep.about} if self.sweep.about else {}),
+                                           indent=1) + "\n")
         return {r["sample"] for r in self.read(columns=["sample"])}
 
     def write(self, rows: list[dict]) -> None:
@@ -233,6 +236,28 @@ class Store:
             for row in pq.read_table(part, columns=columns).to_pylist():
                 rows.setdefault(row["sample"], row)
         return [rows[i] for i in sorted(rows) if i < self.sweep.samples]
+
+
+def read_folder(path: Path, field: str = "sweep") -> tuple[dict, list[dict]]:
+    """A results folder's ``sweep.json`` and its rows by sample index, without the sweep that wrote it;
+    an error names the folder and what is wrong with it."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    manifest = path / "sweep.json"
+    if not manifest.is_file():
+        raise InputError(f"{path} is not a sweep's results folder (it has no sweep.json)", field=field)
+    try:
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+        rows: dict[int, dict] = {}
+        for part in sorted(path.glob("part-*.parquet")):
+            for row in pq.read_table(part).to_pylist():
+                rows.setdefault(row["sample"], row)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the sweep in {path}: {exc}", field=field) from None
+    if not isinstance(meta, dict) or meta.get("kind") not in KINDS:
+        raise InputError(f"{path}/sweep.json names no known sweep kind", field=field)
+    return meta, [rows[i] for i in sorted(rows) if i < meta.get("samples", len(rows))]
 
 
 # -- running -----------------------------------------------------------------------------------------------

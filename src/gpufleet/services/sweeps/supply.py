@@ -51,9 +51,10 @@ def config_from(data: object, where: str = "config", lines: dict | None = None) 
 
 def supply_sweep(state: FleetState, start: date, *, cfg: unc.SweepConfig | None = None, samples: int = 200,
                  seed: int = 0, policy: str = "owner-first", options: PlanOptions | None = None,
-                 access: dict[str, list[str]] | None = None) -> Sweep:
+                 access: dict[str, list[str]] | None = None, ledger: dict | None = None) -> Sweep:
     """The sweep of ``state`` (the ledger as of and known at ``start``) from ``start``; ``access`` as
-    :func:`~gpufleet.planner.problem.problem_from_state` reads it."""
+    :func:`~gpufleet.planner.problem.problem_from_state` reads it; ``ledger`` (the head it was read at:
+    ``seq``, ``hash``) is recorded in a results folder's ``sweep.json`` with :func:`describe`."""
     cfg = cfg or unc.SweepConfig()
     options = options or PlanOptions()
     weeks = reuse.horizon_for(state, start, options.horizon_weeks, options.week_days)
@@ -63,7 +64,8 @@ def supply_sweep(state: FleetState, start: date, *, cfg: unc.SweepConfig | None 
         options = replace(options, horizon_weeks=weeks)
     problem = problem_from_state(state, start, options, access)
     base = reuse.supply_base(state, problem, policy, lent_now(problem, state), cfg)
-    return Sweep("supply", base, digest(base), seed, samples)
+    about = describe(base) | ({"ledger": ledger} if ledger else {})
+    return Sweep("supply", base, digest(base), seed, samples, about=about)
 
 
 def prepare(base: reuse.SupplyBase) -> reuse.ReusablePolicy:
@@ -107,26 +109,41 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def describe(base: reuse.SupplyBase) -> dict:
+    """What a summary needs besides the rows (JSON): the start, weeks, entities and open claims; stored in
+    ``sweep.json`` so that a results folder is summarized again without the ledger (:mod:`.stored`)."""
+    p, c = base.problem, base.claims
+    return {"start": p.start.isoformat(), "weeks": p.weeks, "week_days": p.options.week_days,
+            "policy": base.policy, "entities": list(p.entities),
+            "claims": [{"claim": k, "metric": str(c.metric[i]), "target": float(c.target[i]),
+                        "claimant": p.entities[int(c.entity[i])]} for i, k in enumerate(c.ids)]}
+
+
 def summary(base: reuse.SupplyBase, rows: list[dict]) -> dict:
     """P10/P50/P90 per entity and week of active GPUs; distributions of idle GPU-weeks, value and delays;
     each open claim's probability of being met with its 95% Wilson interval."""
-    p = base.problem
+    return summarize(describe(base), rows)
+
+
+def summarize(about: dict, rows: list[dict]) -> dict:
+    """:func:`summary` from :func:`describe`'s record of the sweep (a fresh run's, or a stored folder's)."""
+    start = date.fromisoformat(about["start"])
     ok = [r for r in rows if r["status"] == "ok"]
-    out: dict = {"start": p.start.isoformat(), "samples": len(rows), "failed_samples": len(rows) - len(ok),
-                 "policy": base.policy, "entities": []}
+    out: dict = {"start": about["start"], "samples": len(rows), "failed_samples": len(rows) - len(ok),
+                 "policy": about["policy"], "entities": []}
     if not ok:
         out["claims"] = []
         return out
     active = np.array([r["active"] for r in ok])  # [N, E, T]
     q = np.percentile(active, [10, 50, 90], axis=0)
-    dates = [(p.start + timedelta(days=p.options.week_days * t)).isoformat() for t in range(p.weeks)]
-    for e, name in enumerate(p.entities):
+    dates = [(start + timedelta(days=about["week_days"] * t)).isoformat() for t in range(about["weeks"])]
+    for e, name in enumerate(about["entities"]):
         figures = {k: _spread(np.array([r[k][e] for r in ok])) for k in
                    ("idle_gpu_weeks", "value_usd", "lot_delay_days", "redirected_gpus")}
         out["entities"].append({"entity": name, "dates": dates, "active_p10": q[0, e].round(1).tolist(),
                                 "active_p50": q[1, e].round(1).tolist(), "active_p90": q[2, e].round(1).tolist(),
                                 **figures})
-    out["claims"] = claim_summary(base, ok)
+    out["claims"] = claim_summary(about["claims"], ok)
     return out
 
 
@@ -136,14 +153,17 @@ def _spread(values: np.ndarray) -> dict:
             "p90": round(float(p90), 3)}
 
 
-def claim_summary(base: reuse.SupplyBase, ok: list[dict]) -> list[dict]:
-    c, out = base.claims, []
-    for k, claim in enumerate(c.ids):
+def claim_summary(claims: list[dict], ok: list[dict]) -> list[dict]:
+    """Per open claim (:func:`describe`'s ``claims``): the share of samples meeting it, its Wilson interval
+    and the spread of its value."""
+    out = []
+    for k, claim in enumerate(claims):
         met = int(sum(bool(r["claim_met"][k]) for r in ok))
         lo, hi = wilson(met, len(ok))
         values = np.array([r["claim_actual"][k] for r in ok])
-        out.append({"claim": claim, "metric": c.metric[k], "target": float(c.target[k]),
-                    "probability": round(met / len(ok), 4), "ci95": [round(lo, 4), round(hi, 4)], "samples": len(ok),
+        out.append({"claim": claim["claim"], "metric": claim["metric"], "target": claim["target"],
+                    "claimant": claim["claimant"], "probability": round(met / len(ok), 4),
+                    "ci95": [round(lo, 4), round(hi, 4)], "samples": len(ok),
                     "value_p10": round(float(np.percentile(values, 10)), 1),
                     "value_p50": round(float(np.percentile(values, 50)), 1),
                     "value_p90": round(float(np.percentile(values, 90)), 1)})
@@ -167,3 +187,21 @@ def claim_dates(state: FleetState, start: date) -> tuple[list[ClaimView], list[d
     views = [ClaimView(k, c.stated_on, c.deadline, checks[k] if c.deadline < start else None)
              for k, c in sorted(state.claims.items())]
     return views, sorted({v.stated_on for v in views if v.stated_on < v.deadline and v.stated_on < start})
+
+
+def claim_views(state: FleetState, start: date, open_claims: list[dict]) -> list[dict]:
+    """Every claim of ``state`` as seen from ``start``: decided by the record (probability 1 or 0) when its
+    deadline is before ``start``, else its row of ``open_claims`` (a summary's), with its deadline."""
+    views, _ = claim_dates(state, start)
+    by_id, out = {c["claim"]: c for c in open_claims}, []
+    for v in views:
+        claim = state.claims[v.claim]
+        if v.decided is not None:
+            met = v.decided == "met"
+            out.append({"claim": v.claim, "known_at": start.isoformat(), "deadline": v.deadline.isoformat(),
+                        "probability": 1.0 if met else 0.0, "ci95": [1.0, 1.0] if met else [0.0, 0.0],
+                        "decided": v.decided, "metric": claim.metric, "target": claim.target,
+                        "claimant": claim.claimant})
+        elif v.claim in by_id:
+            out.append(by_id[v.claim] | {"known_at": start.isoformat(), "deadline": v.deadline.isoformat()})
+    return out
