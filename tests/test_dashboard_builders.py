@@ -163,3 +163,20 @@ def test_a_simulation_policy_against_policy():
     assert list(util.data[0].y) == [40.0, 60.0] and list(util.data[1].y) == [0.0, 80.0]  # vc1 did not run on borrow
     assert list(found["sim-queue-mean-s"].data[0].y) == [2.0, 0.0]  # hours
     assert cluster.figures({"policies": []}) == []
+
+
+def test_the_gantt_keeps_the_transactions_that_started_last_with_all_their_bars():
+    from datetime import timedelta
+
+    from gpufleet.web.views.loans import Bar, latest
+
+    day = date(2024, 1, 1)
+    found = [Bar("loan", f"loan:l{i}", f"l{i}", day + timedelta(days=i), day + timedelta(days=i + 9), "", "", "")
+             for i in range(200)]
+    found += [Bar("reclaim notice", "loan:l199", "l199", day + timedelta(days=205), day + timedelta(days=206),
+                  "", "", ""),
+              Bar("reclaim notice", "loan:l3", "l3", day + timedelta(days=300), day + timedelta(days=301), "", "", "")]
+    kept, total = latest(found, limit=150)
+    subjects = {b.subject for b in kept}
+    assert total == 200 and subjects == {f"loan:l{i}" for i in range(50, 200)}
+    assert sum(b.kind == "reclaim notice" for b in kept) == 1  # l199's notice kept, l3's (an old loan) not

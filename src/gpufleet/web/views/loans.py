@@ -38,6 +38,10 @@ def approval_url(subject: str) -> str:
 def bars(state: FleetState, reclaims: list[Event], readable) -> list[Bar]:
     """Loans (start to close or end), reclaims (notice given to effective), swaps (swap to last delivery);
     ``readable(parties)``: may the principal read a transaction between these entities?"""
+    by_loan: dict[str, list[tuple[Event, dict]]] = {}
+    for e in reclaims:  # read each reclaim once, not once per loan
+        p = json.loads(e.payload)
+        by_loan.setdefault(p.get("loan"), []).append((e, p))
     found = []
     for loan_id, loan in sorted(state.loans.items()):
         if not readable({loan.lender, loan.borrower}):
@@ -48,14 +52,12 @@ def bars(state: FleetState, reclaims: list[Event], readable) -> list[Bar]:
                          f"{loan.gpus_opened:,} {loan.model} GPUs at USD {loan.fee_usd_per_gpu_hour:,.2f}/GPU-hour; "
                          f"reclaim notice {loan.reclaim_notice_days:,} days",
                          events_url(subject), approval_url(subject)))
-        for e in reclaims:
-            p = json.loads(e.payload)
-            if p.get("loan") == loan_id:
-                given = date.fromisoformat(p["notice_given_on"])
-                until = max(e.effective_date, given + timedelta(days=1))
-                found.append(Bar("reclaim notice", subject, row, given, until,
-                                 f"{p['gpus']:,} GPUs reclaimed on {e.effective_date} (notice {given}); event {e.seq}",
-                                 f"/ui/events?seq={e.seq}", approval_url(subject)))
+        for e, p in by_loan.get(loan_id, ()):
+            given = date.fromisoformat(p["notice_given_on"])
+            until = max(e.effective_date, given + timedelta(days=1))
+            found.append(Bar("reclaim notice", subject, row, given, until,
+                             f"{p['gpus']:,} GPUs reclaimed on {e.effective_date} (notice {given}); event {e.seq}",
+                             f"/ui/events?seq={e.seq}", approval_url(subject)))
     for swap_id, swap in sorted(state.swaps.items()):
         if not readable({swap.party_a, swap.party_b}):
             continue
@@ -70,6 +72,16 @@ def bars(state: FleetState, reclaims: list[Event], readable) -> list[Bar]:
 
 
 COLOURS = {"loan": "#0b4fa8", "reclaim notice": "#ff8c00", "slot swap": "#b3261e"}
+MAX_TRANSACTIONS = 150  # rows a Gantt chart stays legible with
+
+
+def latest(found: list[Bar], limit: int = MAX_TRANSACTIONS) -> tuple[list[Bar], int]:
+    """The bars of the ``limit`` transactions that started last, and how many transactions there are."""
+    starts: dict[str, date] = {}
+    for b in found:
+        starts[b.subject] = min(starts.get(b.subject, b.start), b.start)
+    kept = set(sorted(starts, key=lambda s: (starts[s], s), reverse=True)[:limit])
+    return [b for b in found if b.subject in kept], len(starts)
 
 
 def figure(found: list[Bar]) -> Chart | None:
