@@ -274,7 +274,8 @@ class Ledger:
         url = self.conn.engine.url
         if workers > 1 and head.seq >= PARALLEL_VERIFY_MIN and url.database not in (None, "", ":memory:"):
             bounds = [1 + head.seq * i // workers for i in range(workers)] + [None]
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")) as pool:
+            start = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start)) as pool:
                 segments = list(pool.map(_verify_segment, [url.render_as_string(hide_password=False)] * workers,
                                          bounds[:-1], [b - 1 if b else None for b in bounds[1:]]))
         else:

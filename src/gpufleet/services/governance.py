@@ -67,11 +67,12 @@ def recording_order(seqs: dict[str, list[int]]) -> dict[str, int]:
 
 
 def approvals(service: FleetService, policy: GovernancePolicy, on: date | None = None, *,
-              with_terms: bool = False) -> list[dict]:
+              with_terms: bool = False, state: FleetState | None = None) -> list[dict]:
     """Every transaction that needs approval, with its status, its votes (each with its signature's
     status: :func:`gpufleet.domain.vote_signing.vote_signature_status`) and the hash of its terms that
-    a signed vote signs; ``with_terms``: the terms themselves too (what a voter reads and signs)."""
-    state = service.state()
+    a signed vote signs; ``with_terms``: the terms themselves too (what a voter reads and signs).
+    ``state``: the fold of every event at the head, when the caller holds it (else folded here)."""
+    state = state if state is not None else service.state()
     on = on or datetime.now(UTC).date()
     rows = []
     for t in transactions(state, policy, on, recording_order(evidence(service))):

@@ -66,7 +66,8 @@ def _rows(request: Request, fleet, state: FleetState, on: date | None = None, *,
           with_terms: bool = False) -> list[dict]:
     """The approvals rows, each with its proposal's terms from ``state`` (the head's: a proposal's
     record does not change once recorded); ``with_terms``: also the terms a signed vote signs."""
-    rows = governance.approvals(fleet, request.app.state.policy, on, with_terms=with_terms)
+    rows = governance.approvals(fleet, request.app.state.policy, on, with_terms=with_terms,
+                                state=state)
     for row in rows:
         kind, _, ident = row["subject"].partition(":")
         prop = state.proposals.get(f"loan:{ident}") if kind == "proposal" else None
@@ -81,7 +82,8 @@ def _rows(request: Request, fleet, state: FleetState, on: date | None = None, *,
 def approvals(request: Request, fleet: Fleet, who: Caller, head: HeadState,
               on: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None) -> list[dict]:
     """Those the caller may see: its entities' (either side), those it may approve, or all (auditors)."""
-    return [r | {"version": version(r)} for r in _rows(request, fleet, head.state, on) if may_see_transaction(head.state, who, r)]
+    return [r | {"version": version(r)} for r in _rows(request, fleet, head.state, on)
+            if may_see_transaction(head.state, who, r)]
 
 
 @router.get("/approvals/{subject}", responses=ERRORS | {404: {"description": "no such transaction"}},

@@ -174,7 +174,7 @@ def page(request: Request, who: common.Viewer, time: common.Time) -> Response:
     """The inbox of the signed-in person, judged on the as-of date (votes are cast on today's record)."""
     fleet, policy, on = request.app.state.fleet, request.app.state.policy, time.on()
     with fleet.reading_head() as head:
-        rows = governance.approvals(fleet, policy, on, with_terms=True)
+        rows = governance.approvals(fleet, policy, on, with_terms=True, state=head.state)
         found = inbox_rows(rows, head.state, policy, who.principal, on)
     today = datetime.now(UTC).date()
     return common.render(request, "approvals.html", who, time, page_title="Approvals", rows=found,

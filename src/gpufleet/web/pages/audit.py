@@ -34,8 +34,9 @@ def audit_page(request: Request, who: common.Viewer, time: common.Time,
         auditor = who.auditor
         if auditor:
             access.require(head.state, who.principal, Capability.AUDIT, None)
-        rows = [r for r in governance.approvals(who.fleet, policy, time.as_of)
-                if may_see_transaction(head.state, who.principal, r) and (not entity or entity in (r["giver"], r["receiver"]))]
+        rows = [r for r in governance.approvals(who.fleet, policy, time.as_of, state=head.state)
+                if may_see_transaction(head.state, who.principal, r)
+                and (not entity or entity in (r["giver"], r["receiver"]))]
     found = builder.findings(who.fleet, policy, time.as_of) if auditor else None
     download = "/ui/disclosure?" + urllib.parse.urlencode(
         {k: v for k, v in {"kind": "related-party", "entity": entity, "to": time.as_of}.items() if v})
