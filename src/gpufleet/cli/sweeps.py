@@ -28,6 +28,7 @@ class Output(StrEnum):
 SamplesOpt = Annotated[int, typer.Option(min=1, max=10_000_000, help="samples (supply) or random configurations")]
 SeedOpt = Annotated[int, typer.Option(min=0, max=2**63 - 1,
                                       help="the sweep's seed (sample i: SeedSequence(seed).spawn)")]
+WorkersOpt = Annotated[int | None, typer.Option(min=1, max=1024, help="local processes (default: all cores)")]
 DaskOpt = Annotated[str | None, typer.Option("--dask", help="local:N (a LocalCluster) or tcp://HOST:8786")]
 BatchOpt = Annotated[int | None, typer.Option(min=1, max=100_000,
                                               help="samples per task (default: samples / (4 x workers))")]
@@ -85,7 +86,7 @@ def supply_cmd(
     policy: Annotated[str, typer.Option(help="hold, max-value or owner-first")] = "owner-first",
     horizon: Annotated[int, typer.Option(min=1, max=520, help="weeks (extended to reach every open claim)")] = 52,
     claim_dates: Annotated[bool, typer.Option(help="also sweep from each claim's date (as known then)")] = True,
-    workers: Annotated[int | None, typer.Option(min=1, max=1024, help="local processes (default: all cores)")] = None,
+    workers: WorkersOpt = None,
     dask: DaskOpt = None,
     batch: BatchOpt = None,
     out: OutOpt = None,
@@ -200,7 +201,7 @@ def quotas_cmd(
     max_wait_p99: Annotated[float | None, typer.Option(min=0, help="and a p99 wait at most this, s")] = None,
     limit_jobs: Annotated[int | None, typer.Option(min=1, help="replay only the first N jobs")] = None,
     best_out: Annotated[Path | None, typer.Option(help="write the chosen quotas here (for export)")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, max=1024, help="local processes (default: all cores)")] = None,
+    workers: WorkersOpt = None,
     dask: DaskOpt = None,
     batch: BatchOpt = None,
     out: OutOpt = None,

@@ -105,12 +105,9 @@ def page(request: Request, who: common.Viewer, time: common.Time) -> Response:
             may = who.principal.can_write()
         except Forbidden:
             may = False
-    context = {"job": job, "may": may, "files": trace_files(request), "formats": list(scheduling.READERS),
+    context = {"may": may, "files": trace_files(request), "formats": list(scheduling.READERS),
                "policies": list(POLICY_COLOURS), "charts": True, "page_title": "Shared cluster"}
-    if job is not None:
-        context |= {"poll": f"/ui/cluster/jobs/{job['job_id']}", "percent": round(100 * job["progress"])}
-        if job["state"] == "succeeded":
-            context |= results(job)
+    context |= plans.job_context(job, "/ui/cluster", results)
     return common.render(request, "cluster.html", who, time, **context)
 
 

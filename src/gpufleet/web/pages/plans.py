@@ -127,10 +127,17 @@ def job_view(request: Request, who: common.Viewing, job: dict, path: str, result
     a swapped partial (``allowScriptTags`` is off), and with them the charts' JSON."""
     if job["state"] == "succeeded" and request.headers.get("HX-Request") == "true":
         return Response("", headers={"HX-Refresh": "true", "Cache-Control": "no-store"})
+    return common.render(request, template, who, None, **job_context(job, path, results))
+
+
+def job_context(job: dict | None, path: str, results: Callable[[dict], dict]) -> dict:
+    """What a page shows of its job: where its partial polls, its progress, and its results once it succeeded."""
+    if job is None:
+        return {"job": None}
     context = {"job": job, "poll": f"{path}/jobs/{job['job_id']}", "percent": round(100 * job["progress"])}
     if job["state"] == "succeeded":
         context |= results(job)
-    return common.render(request, template, who, None, **context)
+    return context
 
 
 def form_params(fields: dict[str, str], model: type[BaseModel], checkboxes: tuple[str, ...]) -> dict:
@@ -169,13 +176,9 @@ def page(request: Request, who: common.Viewer, time: common.Time) -> Response:
     if request.query_params.get("job"):
         job = job_of(request, who.principal, request.query_params["job"], "plan")
     planner = who.has(AccessRole.PLANNER) and who.principal.can_write()
-    context = {"job": job, "planner": planner, "policies": list(POLICY_COLOURS), "charts": True,
+    context = {"planner": planner, "policies": list(POLICY_COLOURS), "charts": True,
                "applied": request.query_params.get("applied", "")[:300], "page_title": "Plans",
-               "max_weeks": MAX_HORIZON_WEEKS}
-    if job is not None:
-        context |= {"poll": f"/ui/plans/jobs/{job['job_id']}", "percent": round(100 * job["progress"])}
-        if job["state"] == "succeeded":
-            context |= results(job)
+               "max_weeks": MAX_HORIZON_WEEKS} | job_context(job, "/ui/plans", results)
     return common.render(request, "plans.html", who, time, **context)
 
 

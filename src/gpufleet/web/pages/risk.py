@@ -15,7 +15,7 @@ from gpufleet.domain.types import AccessRole
 from gpufleet.planner.problem import MAX_HORIZON_WEEKS
 from gpufleet.reports import sweeps as sweep_figures
 from gpufleet.web import common
-from gpufleet.web.pages.plans import form_params, job_of, job_view, submit
+from gpufleet.web.pages.plans import form_params, job_context, job_of, job_view, submit
 
 MAX_SAMPLES = 5_000  # a page's sweep runs serially in one job process: keep it to minutes
 
@@ -61,12 +61,8 @@ def page(request: Request, who: common.Viewer, time: common.Time) -> Response:
     job = None
     if request.query_params.get("job"):
         job = job_of(request, who.principal, request.query_params["job"], "sweep")
-    context = {"job": job, "runner": _may_run(who), "charts": True, "page_title": "Risk",
-               "max_samples": MAX_SAMPLES, "max_weeks": MAX_HORIZON_WEEKS}
-    if job is not None:
-        context |= {"poll": f"/ui/risk/jobs/{job['job_id']}", "percent": round(100 * job["progress"])}
-        if job["state"] == "succeeded":
-            context |= results(job)
+    context = {"runner": _may_run(who), "charts": True, "page_title": "Risk", "max_samples": MAX_SAMPLES,
+               "max_weeks": MAX_HORIZON_WEEKS} | job_context(job, "/ui/risk", results)
     return common.render(request, "risk.html", who, time, **context)
 
 
