@@ -190,3 +190,104 @@ def test_the_quota_search_gives_a_front_and_a_best_within_the_limit(tmp_path):
 
     text = scheduling.export_quotas(scheduling.prepare_quotas(quotas.cluster_spec(setup), path), "kueue")
     assert "kind: ClusterQueue" in text and "nominalQuota" in text
+
+
+# -- pictures: PNG from the CLI (--plot FILE.png) ---------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk, after checking the file's signature."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def tiny_quota_rows() -> tuple[list[dict], list[dict], dict | None]:
+    from gpufleet.scheduler import Cluster, Job, NodePool, Tenant, TenantQuota, Workload
+    from gpufleet.services.scheduling import Setup
+    from gpufleet.services.sweeps import quotas
+
+    jobs = tuple(Job(f"j{i}", "ab"[i % 2], 60.0 * i, 4000, 900.0 + 300 * (i % 3)) for i in range(20))
+    setup = Setup(Workload(jobs=jobs), Cluster((NodePool("gpu", 2, 8),)),
+                  [Tenant("a", {"gpu": TenantQuota(8.0)}), Tenant("b", {"gpu": TenantQuota(8.0)})], [], "given")
+    space = quotas.SearchSpace(policies=("static", "borrow"), mix=(0.0,), lending=(None,), borrowing=(None,))
+    rows = runner.run(quotas.quota_sweep(setup, space)).rows
+    return rows, quotas.pareto(rows), quotas.best(rows)
+
+
+def test_the_fan_and_pareto_charts_are_drawn_as_png_in_chromium(example_sweep, serial_rows, tmp_path):
+    pytest.importorskip("kaleido", reason="PNG needs kaleido (the sweeps and test extras install it)")
+    from test_report import chromium
+
+    from gpufleet.reports import png
+    from gpufleet.reports import sweeps as figures
+
+    browser = chromium()  # skips with the reason when Debian's Chromium is absent and cannot be installed
+    assert png.find_browser() is not None, f"{browser} exists but gpufleet did not find a browser"
+    summary = supply.summary(example_sweep.inputs, serial_rows) | {"known_at": START.isoformat()}
+    rows, front, chosen = tiny_quota_rows()
+    wrote = figures.write({"fan": figures.fan_chart(summary, summary["claims"]),
+                           "pareto": figures.pareto_chart(rows, front, chosen)}, tmp_path / "risk.png")
+    assert wrote == [tmp_path / "risk.fan.png", tmp_path / "risk.pareto.png"]
+    for path in wrote:
+        assert png_size(path) == (png.WIDTH_PX, png.HEIGHT_PX)
+        assert path.stat().st_size > 20_000, f"{path} is too small to hold a drawn chart"
+    one = figures.write({"pareto": figures.pareto_chart(rows, front, chosen)}, tmp_path / "front.png")
+    assert one == [tmp_path / "front.png"] and png_size(one[0]) == (png.WIDTH_PX, png.HEIGHT_PX)
+
+
+@pytest.fixture
+def no_browser(monkeypatch, tmp_path):
+    """No Chrome or Chromium anywhere gpufleet looks."""
+    from gpufleet.reports import png
+
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    monkeypatch.setattr(png, "DEBIAN_CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+
+
+def quota_command(tmp_path: Path, *more: str):
+    from cli_runner import invoke
+
+    trace = tmp_path / "trace.csv"
+    trace.write_text("timestamp,duration,num_gpus,gpu_time,cluster\n2024-03-01 00:00:00,3600.0,4,14400.0,y\n"
+                     "2024-03-01 00:30:00,600.0,4,2400.0,x\n")
+    return invoke("sweep", "quotas", trace, "--policies", "static", "--mix", "0", "--lending", "none",
+                  "--borrowing", "none", "--workers", "1", *more)
+
+
+def test_a_png_without_a_browser_is_refused_before_the_sweep_naming_plot(no_browser, tmp_path):
+    pytest.importorskip("kaleido", reason="without kaleido the refusal names the package instead")
+    from cli_runner import refused
+
+    result = quota_command(tmp_path, "--plot", tmp_path / "front.png", "--out", tmp_path / "results.parquet")
+    refused(result, 3, "--plot", "Chromium", ".html", "BROWSER_PATH")
+    assert not (tmp_path / "results.parquet").exists(), "the sweep ran before the refusal"
+    assert quota_command(tmp_path, "--plot", tmp_path / "front.html").code == 0  # HTML needs no browser
+    assert (tmp_path / "front.html").read_text().count("plotly") > 1
+
+
+def test_a_browser_path_that_is_not_a_browser_is_refused_naming_it(no_browser, monkeypatch, tmp_path):
+    pytest.importorskip("kaleido", reason="without kaleido the refusal names the package instead")
+    from cli_runner import refused
+
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "nothing-here"))
+    refused(quota_command(tmp_path, "--plot", tmp_path / "front.png"), 3, "BROWSER_PATH", "nothing-here")
+
+
+def test_a_png_without_kaleido_is_refused_naming_the_package(monkeypatch, tmp_path):
+    import builtins
+
+    from cli_runner import refused
+
+    real_import = builtins.__import__
+
+    def without_kaleido(name, *args, **kwargs):
+        if name == "kaleido" or name.startswith("kaleido."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_kaleido)
+    refused(quota_command(tmp_path, "--plot", tmp_path / "front.png"), 3, "--plot", "kaleido", ".html")

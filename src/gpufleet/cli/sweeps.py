@@ -33,7 +33,9 @@ DaskOpt = Annotated[str | None, typer.Option("--dask", help="local:N (a LocalClu
 BatchOpt = Annotated[int | None, typer.Option(min=1, max=100_000,
                                               help="samples per task (default: samples / (4 x workers))")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="results folder (Parquet, one row per sample); resumes")]
-PlotOpt = Annotated[Path | None, typer.Option("--plot", help="write the figures here (.html; .png with kaleido)")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help=(
+    "write the figures here: FILE.html (one page), or FILE.png (one figure), FILE.NAME.png each when several "
+    "(drawn by kaleido in Chromium: /usr/bin/chromium or BROWSER_PATH)"))]
 FormatOpt = Annotated[Output, typer.Option("--format", "-f", help="table or json")]
 
 
@@ -72,6 +74,19 @@ def _execution(workers: int | None, dask: str | None) -> dict:
     return {"dask": dask} if dask is not None else {"workers": workers or os.cpu_count() or 1}
 
 
+def _check_plot(plot: Path | None) -> None:
+    """Refuse an unwritable --plot, or a .png without kaleido or a browser, before the sweep runs."""
+    if plot is not None:
+        from gpufleet.reports import sweeps as figures
+
+        figures.check(plot)
+
+
+def _wrote(paths: list[Path]) -> None:
+    """The figure files written, on stderr (stdout may be JSON)."""
+    render.errors.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False, soft_wrap=True)
+
+
 def _sibling(out: Path | None, day: date) -> Path | None:
     return None if out is None else out.with_name(f"{out.stem}.known-{day.isoformat()}{out.suffix}")
 
@@ -99,6 +114,7 @@ def supply_cmd(
 
     cfg = supply.read_config(config)
     how = _execution(workers, dask)
+    _check_plot(plot)
     fleet = _fleet()
     day = parse_date(known_at, "known_at")
     state = fleet.state(day, known_at)
@@ -132,8 +148,8 @@ def supply_cmd(
     if plot is not None:
         from gpufleet.reports import sweeps as figures
 
-        figures.write([figures.fan_chart(main, [c for c in claims if c["known_at"] == start.isoformat()]),
-                       figures.claim_chart(claims)], plot)
+        today = [c for c in claims if c["known_at"] == start.isoformat()]
+        _wrote(figures.write({"fan": figures.fan_chart(main, today), "claims": figures.claim_chart(claims)}, plot))
     if fmt is Output.json:
         render.print_json({"sweeps": results, "claims": claims})
         return
@@ -218,6 +234,7 @@ def quotas_cmd(
     if best_out is not None:
         check_writable(best_out, "best_out")
     how = _execution(workers, dask)
+    _check_plot(plot)
     space = quotas.SearchSpace(tuple(p.strip() for p in policies.split(",") if p.strip()),
                                _values(mix, "mix", False), _values(lending, "lending"), _values(borrowing, "borrowing"),
                                random=random is not None)
@@ -236,7 +253,7 @@ def quotas_cmd(
     if plot is not None:
         from gpufleet.reports import sweeps as figures
 
-        figures.write([figures.pareto_chart(ran.rows, front, chosen)], plot)
+        _wrote(figures.write({"pareto": figures.pareto_chart(ran.rows, front, chosen)}, plot))
     keys = ("sample", "policy", "mix", "lending", "borrowing", "status", *quotas.FIGURES)
     body = {"configurations": len(ran.rows), "ran": ran.ran, "wall_s": round(ran.wall_s, 3), "where": ran.where,
             "cluster": quotas.cluster_spec(setup), "rows": ran.rows, "pareto": [r["sample"] for r in front],

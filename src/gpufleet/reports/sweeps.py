@@ -1,5 +1,5 @@
 """Figures of a sweep (plotly): the fan of active GPUs against each claim, the probability per claim,
-and the quota Pareto front; written as one self-contained HTML file (PNG where kaleido is installed)."""
+and the quota Pareto front; written as one self-contained HTML file, or as PNG (:mod:`.png`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from gpufleet.errors import InputError
+from gpufleet.reports import png
+from gpufleet.services.outputs import check_writable
 
 
 def fan_chart(summary: dict, claims: list[dict] | None = None) -> go.Figure:
@@ -60,20 +62,27 @@ def pareto_chart(rows: list[dict], front: list[dict], chosen: dict | None = None
     return fig
 
 
-def write(figures: list[go.Figure], path: Path) -> None:
-    """One HTML file with every figure (plotly.js inlined once: it opens offline), or a PNG of the first
-    figure where ``path`` ends in .png and kaleido is installed."""
+def write(figures: dict[str, go.Figure], path: Path) -> list[Path]:
+    """The figures (name -> figure) at ``path``; the files written. ``.png``: one PNG per figure, drawn by
+    kaleido in Chrome or Chromium (:mod:`.png`: ``path`` itself for one figure, ``STEM.NAME.png`` for several);
+    otherwise one HTML file with every figure (plotly.js inlined once: it opens offline)."""
     path = Path(path)
     try:
         if path.suffix.lower() == ".png":
-            try:
-                import kaleido  # noqa: F401
-            except ImportError:
-                raise InputError("PNG needs the kaleido package; write .html instead", field="plot") from None
-            figures[0].write_image(path)
-            return
-        parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures)]
+            return png.write(figures, path)
+        parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures.values())]
         path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>gpufleet sweep</title></head><body>"
                         + "".join(parts) + "</body></html>\n", encoding="utf-8")
+        return [path]
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}", field="plot") from None
+
+
+def check(path: Path | None) -> None:
+    """Before a sweep runs (a refusal then costs nothing): ``path``'s folder is writable, and a ``.png`` has
+    kaleido and a browser (:func:`.png.require`)."""
+    if path is None:
+        return
+    check_writable(Path(path), "plot")
+    if Path(path).suffix.lower() == ".png":
+        png.require(Path(path))
