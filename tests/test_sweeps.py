@@ -55,6 +55,13 @@ def test_the_same_rows_serially_on_two_processes_and_on_a_local_cluster(example_
     assert runner.summary_rows(dask.rows) == serial_rows
 
 
+def test_dask_batches_are_sized_by_the_cluster_s_workers(example_sweep, serial_rows):
+    """samples / (4 x workers) with the workers the scheduler has: 1 here (24 / 4 = 6 per task), not a guess."""
+    run = runner.run(example_sweep, dask="local:1")
+    assert run.where == "Dask local:1" and run.batches == 4
+    assert runner.summary_rows(run.rows) == serial_rows
+
+
 def test_any_sample_drawn_alone_is_the_same(example_sweep, serial_rows):
     context = supply.prepare(example_sweep.inputs)
     for i in (17, 3):  # out of order, in a fresh context

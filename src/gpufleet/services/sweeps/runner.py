@@ -303,8 +303,7 @@ def run(sweep: Sweep, *, store: Store | None = None, workers: int = 1, dask: str
     done = store.open() if store is not None else set()
     todo = [i for i in range(sweep.samples) if i not in done]
     fresh: list[dict] = []
-    sizes = batch_size(len(todo), workers if dask is None else 2, batch)
-    chunks = batches_of(todo, sizes)
+    chunks = batches_of(todo, batch_size(len(todo), workers, batch))  # Dask: sized by its workers instead
     count = 0
 
     def arrived(rows: list[dict]) -> None:
@@ -321,7 +320,7 @@ def run(sweep: Sweep, *, store: Store | None = None, workers: int = 1, dask: str
     if progress is not None:
         progress(len(done), sweep.samples)
     if dask is not None:
-        where = _run_dask(sweep, chunks, dask, arrived)
+        where, chunks = _run_dask(sweep, todo, batch, dask, arrived)
     elif workers > 1 and len(chunks) > 1:
         where = _run_pool(sweep, chunks, workers, arrived)
     else:
@@ -348,7 +347,9 @@ def _run_pool(sweep: Sweep, chunks: list[list[int]], workers: int, arrived: Call
     return f"{workers} local processes"
 
 
-def _run_dask(sweep: Sweep, chunks: list[list[int]], dask: str | Any, arrived: Callable[[list[dict]], None]) -> str:
+def _run_dask(sweep: Sweep, todo: list[int], batch: int | None, dask: str | Any,
+              arrived: Callable[[list[dict]], None]) -> tuple[str, list[list[int]]]:
+    """Batches sized by the cluster's workers (a 100-worker cluster gets ~4 tasks each, not 2 workers' worth)."""
     from distributed import Client, LocalCluster
     from distributed import as_completed as dask_completed
 
@@ -369,6 +370,7 @@ def _run_dask(sweep: Sweep, chunks: list[list[int]], dask: str | Any, arrived: C
     else:
         client, where = dask, f"Dask {dask.scheduler.address if dask.scheduler else 'client'}"
     try:
+        chunks = batches_of(todo, batch_size(len(todo), len(client.scheduler_info()["workers"]), batch))
         scattered = client.scatter(sweep.inputs, broadcast=True, hash=False)
         version = code_version()
         futures = [client.submit(run_batch, sweep.kind, scattered, sweep.inputs_hash, sweep.seed, c, version,
@@ -381,7 +383,7 @@ def _run_dask(sweep: Sweep, chunks: list[list[int]], dask: str | Any, arrived: C
     finally:
         for thing in own:
             thing.close()
-    return where
+    return where, chunks
 
 
 def summary_rows(rows: Iterable[dict]) -> list[dict]:
