@@ -4,6 +4,7 @@ Run from the repository root, in the project's virtual environment::
 
     python bench/sweep.py --quick       # 48 supply samples per case, 4 quota configurations on 10,000 Philly jobs
     python bench/sweep.py               # 192 supply samples, 8 quota configurations
+    python bench/sweep.py --large       # one sample of ``generate large``: cost, build, plain plan, Dask costs
 
 Cases: a supply sweep of the bundled example (the ledger as known on 2024-06-04, policy owner-first)
 and of ``generate medium`` (seed 0, from its plan start, default access), and a quota sweep (grid over
@@ -13,6 +14,13 @@ on a LocalCluster of 2 worker processes (its start-up not counted). Overhead = r
 loop time - 1 (serially: per-task bookkeeping and Parquet-free row handling; in parallel, against
 half the plain loop: what 2 cores do not win back). Sample cost: one supply sample against one plain
 ``make_plan`` of the same problem; one quota sample against one plain ``simulate``.
+
+``--large`` measures what docs/sweeps.md's estimate of a 1,000-sample sweep on 100 Dask workers needs,
+on ``generate large`` (seed 0, from its plan start, default access): building the sweep's inputs and
+their pickled size; one worker's preparation (both owner-first LPs built, passed to HiGHS and solved
+once); a handful of samples, serially in that context; one plain ``make_plan`` of the same problem;
+and on a LocalCluster of 2 (its start not counted), the broadcast scatter of the inputs and Dask's
+cost per task (empty tasks submitted and awaited as the runner does).
 """
 
 from __future__ import annotations
@@ -90,6 +98,61 @@ def one_plain(sweep) -> tuple[float, float]:
     return plain, _best(lambda: sample(context, sweep.seed, 0), 1 if sweep.kind == "quotas" else 3)
 
 
+def _noop(i: int) -> int:
+    return i
+
+
+def large_case(samples: int, client) -> None:
+    """The ``--large`` measures (module docstring), printed as a table."""
+    import pickle
+    import statistics
+
+    from distributed import as_completed
+
+    from gpufleet.planner.generate import PLAN_START, generate_scenario, group_access, scenario_state
+    from gpufleet.planner.plan import make_plan
+    from gpufleet.services.sweeps import supply
+
+    started = time.perf_counter()
+    doc = generate_scenario("large", 0)
+    sweep = supply.supply_sweep(scenario_state(doc, PLAN_START), PLAN_START, samples=samples, seed=1,
+                                access=group_access(doc))
+    inputs_s = time.perf_counter() - started
+    size_mb = len(pickle.dumps(sweep.inputs)) / 1e6
+    started = time.perf_counter()
+    context = supply.prepare(sweep.inputs)
+    prepare_s = time.perf_counter() - started
+    shapes = ", ".join(f"{m.A.shape[0]:,} x {m.A.shape[1]:,}" for m, _r in context.stages)
+    times = []
+    for i in range(samples):
+        started = time.perf_counter()
+        row = supply.sample(context, sweep.seed, i)
+        times.append(time.perf_counter() - started)
+        assert row["status"] == "ok", row["status"]
+    base = sweep.inputs
+    started = time.perf_counter()
+    make_plan(base.problem, base.policy, lent_now=base.lent_now)
+    plan_s = time.perf_counter() - started
+    workers = len(client.scheduler_info()["workers"])
+    client.gather(client.map(_noop, range(20), pure=False))  # connections made before timing
+    client.scatter(list(range(10)), broadcast=True, hash=False)
+    scatter_s = _best(lambda: client.scatter(sweep.inputs, broadcast=True, hash=False))
+    tasks = 400
+    started = time.perf_counter()
+    for future in as_completed([client.submit(_noop, i, pure=False) for i in range(tasks)]):
+        future.result()
+    task_ms = (time.perf_counter() - started) / tasks * 1e3
+    mean = statistics.fmean(times)
+    table = Table(title=f"generate large (seed 0), owner-first, {base.problem.weeks} weeks; LPs {shapes}")
+    for col in ("inputs s", "inputs MB", "prepare s", "samples", "sample s (mean, min-max)", "plain plan s",
+                "sample / plain plan", f"scatter to {workers} s", "Dask ms / empty task"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{inputs_s:.2f}", f"{size_mb:.2f}", f"{prepare_s:.2f}", str(samples),
+                  f"{mean:.2f} ({min(times):.2f}-{max(times):.2f})", f"{plan_s:.2f}", f"{mean / plan_s:.2f}x",
+                  f"{scatter_s:.3f}", f"{task_ms:.2f}")
+    Console(width=220).print(table)
+
+
 def _best(fn, repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
@@ -102,6 +165,8 @@ def _best(fn, repeat: int = 3) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--large", action="store_true", help="only the generate-large measures (about a minute)")
+    parser.add_argument("--large-samples", type=int, default=5, help="serial samples of generate large")
     args = parser.parse_args()
     samples, configs = (48, 4) if args.quick else (192, 8)
     from distributed import Client, LocalCluster
@@ -109,6 +174,11 @@ def main() -> None:
     console = Console(width=220)
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)
+    if args.large:
+        large_case(args.large_samples, client)
+        client.close()
+        cluster.close()
+        return
     table = Table(title=f"Sweeps on {os.cpu_count()} cores (2 workers)")
     for col in ("case", "samples", "plain loop /s", "serial /s", "2 proc /s", "Dask 2 /s", "speed-up 2 proc",
                 "speed-up Dask", "overhead serial", "overhead 2 proc", "sample / plain run"):
