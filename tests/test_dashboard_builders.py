@@ -11,6 +11,7 @@ from api_world import ON, build_world
 from gpufleet.domain.access import Principal, Scope
 from gpufleet.domain.governance import GovernancePolicy
 from gpufleet.services import governance
+from gpufleet.services.claims import claim_forecasts
 from gpufleet.services.fleet import FleetService
 from gpufleet.web.pages import approvals, claims, cluster, plans
 
@@ -75,7 +76,7 @@ def test_a_fee_is_judged_against_the_band_of_the_day(fee, verdict):
 def test_claims_read_as_of_and_as_known_at(fleet):
     on = date(2024, 12, 31)
     rows = {r["claim"]: r for r in claims.claim_rows(fleet, on)}
-    forecast = {r["claim"]: r for r in governance.claim_forecasts(fleet, fleet.state(), on)}
+    forecast = {r["claim"]: r for r in claim_forecasts(fleet, fleet.state(), on)}
     assert set(rows) == set(forecast) == {"tesla-85k-h100-2024", "tesla-10b-ai-spend-2024"}
     for claim_id, row in rows.items():
         for key in ("actual", "supported_when_stated", "status", "achievable_when_stated"):
@@ -85,6 +86,8 @@ def test_claims_read_as_of_and_as_known_at(fleet):
     before = {r["claim"] for r in claims.claim_rows(fleet, on, "2024-04-24T00:00:00.000000Z")}
     assert before == {"tesla-85k-h100-2024"}  # the spend claim, stated on 2024-04-30, was not known yet
     assert claims.claim_rows(fleet, date(2024, 4, 1)) == []  # neither had been made
+    for day in (date(2024, 4, 1), date(2024, 5, 1), on):  # the head fold the page holds reads the same
+        assert claims.claim_rows(fleet, day, None, fleet.state()) == claims.claim_rows(fleet, day)
 
 
 def test_the_claims_figure_has_a_panel_per_metric_with_data(fleet):

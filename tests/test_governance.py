@@ -24,7 +24,7 @@ from gpufleet.domain.governance import (
 from gpufleet.domain.parties import related_parties
 from gpufleet.errors import InputError, InvariantViolation
 from gpufleet.ledger.store import Draft
-from gpufleet.services import governance
+from gpufleet.services import claims, governance
 from gpufleet.services.fleet import FleetService
 
 
@@ -200,7 +200,7 @@ def test_a_claim_is_judged_on_what_the_ledger_knew_when_it_was_made(sqlite_engin
     with sqlite_engine.begin() as conn:
         Ledger(conn).append(claim_story(stated_on), now=None)
     service = FleetService(sqlite_engine)
-    (row,) = governance.claim_forecasts(service, service.state(), date(2025, 1, 1))
+    (row,) = claims.claim_forecasts(service, service.state(), date(2025, 1, 1))
     assert (row["supported_when_stated"], row["achievable_when_stated"]) == (supported, achievable)
     assert (row["actual"], row["status"]) == (50.0, "missed")
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import Counter
+from collections.abc import Sequence
 from itertools import accumulate
 from dataclasses import asdict, dataclass
 from datetime import date
 
-from gpufleet.domain.state import FleetState
+from gpufleet.domain.state import Claim, FleetState
 from gpufleet.domain.types import ClaimMetric, LotStatus
 
 
@@ -182,29 +183,44 @@ def claim_actuals(state: FleetState, on: date, claim_ids: list[str] | None = Non
     """Each claim's metric as recorded: GPUs of the model serving the claimant (``active_gpus``), or
     the purchase value of its lots delivered from ``period_start`` to ``on`` or the deadline,
     whichever is earlier (``gpu_spend_usd``). One pass over installs and lots for all claims."""
+    ids = claim_ids if claim_ids is not None else list(state.claims)
+    return dict(zip(ids, claim_values(state, on, [state.claims[k] for k in ids])))
+
+
+def claim_values(state: FleetState, on: date, claims: Sequence[Claim]) -> list[float]:
+    """:func:`claim_actuals` for claims given whole (a claim need not be in ``state``: the record as of
+    a day before it was made, or one it is judged against). Lots are read only for spend claims."""
     active: Counter[tuple[str, str | None]] = Counter()
     for (_site, _owner, model, user), n in state.installed.items():
         active[(user, model)] += n
         active[(user, None)] += n
-    delivered: dict[tuple[str, str | None], list[tuple[date, float]]] = {}
-    for lot in state.lots.values():
-        if lot.delivered_on is not None:
-            for key in ((lot.owner, lot.model), (lot.owner, None)):
-                delivered.setdefault(key, []).append((lot.delivered_on, lot.gpus * lot.unit_price_usd))
+    spend = [(c, min(on, c.deadline)) for c in claims if c.metric != ClaimMetric.ACTIVE_GPUS]
+    spent = iter(delivered_values(state, spend))
+    return [float(active[(c.claimant, c.model)]) if c.metric == ClaimMetric.ACTIVE_GPUS else next(spent)
+            for c in claims]
+
+
+def delivered_values(state: FleetState, wanted: Sequence[tuple[Claim, date]]) -> list[float]:
+    """For each (claim, day): the purchase value (USD) of the claimant's lots of the claim's model (any,
+    if none) delivered from its period start to ``day``; one pass over the lots for all. A delivered lot
+    never changes (a swap or a reschedule refuses one), so any fold of the same events that has passed
+    ``day`` gives the same value as the fold as of ``day``."""
+    delivered: dict[tuple[str, str | None], list[tuple[date, float]]] = {(c.claimant, c.model): [] for c, _d in wanted}
+    if wanted:
+        for lot in state.lots.values():
+            if lot.delivered_on is not None:
+                for key in ((lot.owner, lot.model), (lot.owner, None)):
+                    if key in delivered:
+                        delivered[key].append((lot.delivered_on, lot.gpus * lot.unit_price_usd))
     sums = {}
     for key, rows in delivered.items():
         rows.sort()
         sums[key] = ([d for d, _x in rows], list(accumulate(x for _d, x in rows)))
-    out = {}
-    for claim_id in claim_ids if claim_ids is not None else list(state.claims):
-        c = state.claims[claim_id]
-        if c.metric == ClaimMetric.ACTIVE_GPUS:
-            out[claim_id] = float(active[(c.claimant, c.model)])
-            continue
-        days, cum = sums.get((c.claimant, c.model), ([], []))
-        hi = bisect_right(days, min(on, c.deadline))
-        lo = bisect_left(days, c.period_start or date.min)
-        out[claim_id] = float((cum[hi - 1] if hi else 0.0) - (cum[lo - 1] if lo else 0.0)) if hi > lo else 0.0
+    out = []
+    for c, day in wanted:
+        days, cum = sums[(c.claimant, c.model)]
+        hi, lo = bisect_right(days, day), bisect_left(days, c.period_start or date.min)
+        out.append(float((cum[hi - 1] if hi else 0.0) - (cum[lo - 1] if lo else 0.0)) if hi > lo else 0.0)
     return out
 
 

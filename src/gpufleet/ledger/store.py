@@ -112,8 +112,26 @@ class Ledger:
         """The last sequence number recorded at or before ``known_at`` (``None``: now)."""
         if known_at is None:
             return self.head().seq
-        found = self.conn.execute(select(func.max(events.c.seq)).where(events.c.recorded_at <= known_at)).scalar()
+        # recorded times never go backwards along the chain (checked on append and by verify), so the
+        # last such event is found at the end of an index range, not by scanning it (ms, not 0.1 s, at 1M)
+        found = self.conn.execute(select(events.c.seq).where(events.c.recorded_at <= known_at)
+                                  .order_by(events.c.recorded_at.desc(), events.c.seq.desc()).limit(1)).scalar()
         return found or 0
+
+    def hash_at(self, seq: int) -> str | None:
+        """The chain hash of event ``seq`` (the genesis hash for 0; None if there is no such event): it
+        names the prefix 1..``seq``."""
+        if seq == 0:
+            return GENESIS_HASH
+        return self.conn.execute(select(events.c.hash).where(events.c.seq == seq)).scalar()
+
+    def first_effective_after(self, seq: int, known: int) -> date | None:
+        """The earliest effective date of the events ``seq`` + 1 .. ``known`` (None: there are none).
+        A fold as of a date before it is the same over either prefix: a void is stored with the date of
+        the event it voids."""
+        found = self.conn.execute(select(func.min(events.c.effective_date)).where(
+            events.c.seq > seq, events.c.seq <= known)).scalar()
+        return None if found is None else date.fromisoformat(found)
 
     def events(
         self, since_seq: int = 0, until_seq: int | None = None, types: Sequence[str] = (), limit: int | None = None
@@ -138,6 +156,25 @@ class Ledger:
     def state_at(self, seq: int) -> FleetState:
         """The fold of events 1..``seq`` at every date (from the newest snapshot it may start from)."""
         return self._state(None, seq)
+
+    def states_on(self, days: Sequence[date], known: int) -> Iterator[tuple[date, FleetState]]:
+        """The fold as of each of ``days`` (ascending), as recorded by event ``known``: one pass in
+        effective-date order, from the newest snapshot usable for the first day. It yields one state,
+        moved forward in place: read what you need from it before asking for the next day."""
+        if not days:
+            return
+        voided = self._voided(known)
+        found = self._usable_snapshot(days[0], known)
+        state, after = found if found is not None else (FleetState(), None)
+        rows = self._rows(known, after=after, upto=days[-1])
+        pending = next(rows, None)
+        for day in days:
+            chunk = []
+            while pending is not None and pending[1] <= day:
+                chunk.append(pending)
+                pending = next(rows, None)
+            fold(state, chunk, voided)
+            yield day, state
 
     def _state(self, as_of: date | None, known: int, extra_voided: set[int] = frozenset(),
                use_snapshots: bool = True, snapshot_before: int | None = None) -> FleetState:
@@ -562,6 +599,7 @@ class _Writer:
     def _effective(self, draft: Draft) -> date:
         if not isinstance(draft.payload, EventVoided):
             return draft.effective_date
+        self._flush()  # the event voided may be earlier in this batch
         target = self.conn.execute(select(events.c.effective_date, events.c.type)
                                    .where(events.c.seq == draft.payload.seq)).first()
         if target is None:

@@ -26,6 +26,7 @@ from gpufleet.domain.governance import GovernancePolicy
 from gpufleet.domain.state import FleetState
 from gpufleet.reports import sweeps as sweep_figures
 from gpufleet.services import governance
+from gpufleet.services.claims import claim_forecasts
 from gpufleet.services.costs import chargeback
 from gpufleet.services.fleet import FleetService
 from gpufleet.services.outputs import write_text
@@ -89,7 +90,7 @@ def write_report(service: FleetService, out: Path, policy: GovernancePolicy | No
     weekly = _weekly(service, start, end)
     sections = [_fleet_section(weekly), _idle_section(weekly), _gantt_section(state),
                 _approvals_section(governance.approvals(service, policy, judged_on), judged_on),
-                _claims_section(governance.claim_forecasts(service, state, as_of)),
+                _claims_section(claim_forecasts(service, state, as_of)),
                 _chargeback_section(chargeback(service), start, end),
                 _findings_section(governance.audit(service, policy, judged_on), judged_on)]
     if risk:

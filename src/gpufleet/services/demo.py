@@ -52,14 +52,14 @@ def run_demo(database: str) -> dict:
 
 def governance_section(service: FleetService) -> dict:
     """The swap as a related-party transaction, its delay, the claims as known when made, the findings."""
-    from gpufleet.services import governance
+    from gpufleet.services import claims, governance
 
     policy = governance.GovernancePolicy()
     state = service.state()
     findings = governance.audit(service, policy, WHATIF_END)
     return {
         "swaps": governance.swap_summary(service, policy, WHATIF_END),
-        "claims": governance.claim_forecasts(service, state, WHATIF_END),
+        "claims": claims.claim_forecasts(service, state, WHATIF_END),
         "findings": findings,
     }
 

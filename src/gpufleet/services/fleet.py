@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection, Engine, select
@@ -45,6 +46,7 @@ from gpufleet.ledger.store import Anchor, Draft, Ledger, VerifyReport
 from gpufleet.services.head_state import HeadFold, HeadStates
 
 STATUS_MEMO = 32  # status answers a long-lived process keeps
+K = TypeVar("K")
 
 
 class KeptAnswer:
@@ -106,6 +108,7 @@ class FleetService:
         self._status_memo: OrderedDict[tuple, KeptAnswer] = OrderedDict()
         self._computing: dict[tuple, Future] = {}  # status answers being computed, by key
         self._memo_lock = threading.Lock()
+        self._keepers: dict[str, object] = {}
 
     def reading_head(self) -> contextlib.AbstractContextManager[HeadFold]:
         """Hold the fold of every event at the head (or newer) for the block: shared, so read it only.
@@ -251,6 +254,15 @@ class FleetService:
         on = as_of or state.as_of or datetime.now(UTC).date()
         header = {"as_of": on.isoformat(), "known_at": known, "ledger_seq": seq, "entity": entity}
         return header | views.status_report(state, on, entity)
+
+    def keeper(self, name: str, make: Callable[[], K]) -> K:
+        """The service's one ``name`` object, made on first use: where a module keeps what it derived from
+        the ledger for later requests of a long-lived process. What it keeps names the ledger prefix it
+        was read from, and is checked against the ledger before each reuse."""
+        with self._memo_lock:
+            if name not in self._keepers:
+                self._keepers[name] = make()
+            return self._keepers[name]
 
     def kept(self, key: tuple, compute: Callable[[], object]) -> KeptAnswer:
         """``compute()``'s answer, kept for ``key`` (the newest 32 answers), which must name the ledger

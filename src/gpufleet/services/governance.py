@@ -10,9 +10,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from gpufleet.domain import views, vote_signing
+from gpufleet.domain import vote_signing
 from gpufleet.domain.access import Principal
-from gpufleet.domain.chain import end_of_day
 from gpufleet.domain.governance import (
     GovernancePolicy,
     needs_approval,
@@ -25,6 +24,7 @@ from gpufleet.domain.governance import (
 from gpufleet.domain.parties import related_parties
 from gpufleet.domain.state import FleetState
 from gpufleet.errors import ConflictError, InputError, InvariantViolation
+from gpufleet.services.claims import claim_forecasts
 from gpufleet.services.fleet import FleetService, make_payload
 
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
@@ -243,42 +243,6 @@ def audit(service: FleetService, policy: GovernancePolicy, on: date | None = Non
         finding("critical", "ledger_tampered", f"the ledger does not verify at event {report.first_bad_seq}",
                 report.reason or "")
     return sorted(findings, key=lambda f: SEVERITY_ORDER[f["severity"]])
-
-
-def claim_forecasts(service: FleetService, state: FleetState, on: date, known_at: str | None = None) -> list[dict]:
-    """Each claim in ``state`` made by ``on``, against the record at its deadline (or ``on``, if earlier;
-    as recorded by ``known_at``) and against what the ledger supported when the claim was made (as
-    known that day: GPUs active, idle, and in lots due by the deadline). Claims share dates: each
-    (date, known-at) is folded once."""
-    folds: dict[tuple[date, str | None], FleetState] = {}
-
-    def state_at(day: date, known: str | None) -> FleetState:
-        if (day, known) not in folds:
-            folds[(day, known)] = service.state(day, known)
-        return folds[(day, known)]
-
-    rows = []
-    for claim_id, c in sorted(state.claims.items()):
-        if c.stated_on > on:
-            continue  # not yet made on that date
-        actual_on = min(on, c.deadline)
-        actual = views.claim_actual(state_at(actual_on, known_at), claim_id, actual_on)
-        supported = supported_when_stated(state_at(c.deadline, end_of_day(c.stated_on)), c)
-        rows.append({"claim": claim_id, "claimant": c.claimant, "metric": c.metric, "target": c.target,
-                     "stated_on": c.stated_on.isoformat(), "deadline": c.deadline.isoformat(), "actual": actual,
-                     "supported_when_stated": supported, "achievable_when_stated": supported >= c.target,
-                     "status": "open" if on < c.deadline else ("met" if actual >= c.target else "missed")})
-    return rows
-
-
-def supported_when_stated(known: FleetState, c) -> float:
-    """The most the record supported by the deadline, as known when the claim was made."""
-    if c.metric != "active_gpus":
-        return sum(lot.gpus * lot.unit_price_usd for lot in known.lots.values()
-                   if lot.owner == c.claimant and (c.period_start or date.min) <= lot.planned_date <= c.deadline
-                   and (c.model is None or lot.model == c.model))
-    rows = [h for h in views.holdings(known, c.deadline, c.claimant) if c.model is None or h.model == c.model]
-    return float(sum(h.active + h.in_warehouse + h.due_by_as_of for h in rows))
 
 
 def _claim_findings(service, state, on, seqs, finding) -> None:

@@ -1,21 +1,19 @@
 """Series over time for the dashboard's charts: one fold of the ledger, read at a few dozen dates.
 
 ``service.state(day)`` for each date would fold the ledger once per date; :func:`over_time` folds it
-once, in effective-date order, and reads ``take(state, day)`` whenever the fold passes a sampled date.
-The fold is the ledger's own (:func:`gpufleet.domain.fold.fold`, voided events skipped), bounded by
-"as known at" as ``service.state(as_of, known_at)`` is.
+once, in effective-date order (:meth:`gpufleet.ledger.store.Ledger.states_on`), and reads
+``take(state, day)`` whenever the fold passes a sampled date, bounded by "as known at" as
+``service.state(as_of, known_at)`` is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import TypeVar
 
 from sqlalchemy import func, select
 
-from gpufleet.domain.events import EventVoided
-from gpufleet.domain.fold import fold, voided_seqs
 from gpufleet.domain.state import FleetState
 from gpufleet.ledger.schema import events
 from gpufleet.ledger.store import Ledger
@@ -49,30 +47,5 @@ def over_time(fleet: FleetService, days: list[date], take: Callable[[FleetState,
     if not days:
         return []
     with fleet.reader.connect() as conn:
-        known = Ledger(conn).known_seq(known_at_instant(known_at))
-        voided = voided_seqs(conn.execute(select(events.c.payload).where(
-            events.c.type == EventVoided.event_type, events.c.seq <= known)).scalars())
-        query = (select(events.c.seq, events.c.effective_date, events.c.type, events.c.payload)
-                 .where(events.c.seq <= known, events.c.effective_date <= days[-1].isoformat())
-                 .order_by(events.c.effective_date, events.c.seq))
-        rows = _rows(conn.execute(query))
-        state, out, pending = FleetState(), [], None
-        for day in days:
-            chunk = []
-            if pending is not None and pending[1] <= day:
-                chunk.append(pending)
-                pending = None
-            if pending is None:
-                for row in rows:
-                    if row[1] > day:
-                        pending = row
-                        break
-                    chunk.append(row)
-            fold(state, chunk, voided)
-            out.append(take(state, day))
-    return out
-
-
-def _rows(result) -> Iterator[tuple[int, date, str, str]]:
-    for seq, effective, kind, payload in result:
-        yield seq, date.fromisoformat(effective), kind, payload
+        ledger = Ledger(conn)
+        return [take(state, day) for day, state in ledger.states_on(days, ledger.known_seq(known_at_instant(known_at)))]

@@ -20,6 +20,7 @@ from gpufleet.domain.events import KeyId, Sha256, Signature
 from gpufleet.domain.state import FleetState
 from gpufleet.domain.types import FIRST_DAY, LAST_DAY
 from gpufleet.services import governance
+from gpufleet.services.claims import claim_forecasts
 
 router = APIRouter(prefix="/v1", tags=["governance"])
 Subject = Annotated[str, Path(pattern=r"^(swap|loan|proposal):[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$",
@@ -157,5 +158,5 @@ def claims(fleet: Fleet, who: Caller, head: HeadState,
     on = on or datetime.now(UTC).date()
     # a fold per claim and date, seconds on a large ledger: kept per head (the answer is the head's)
     key = ("api-claims", head.seq, head.hash, on)
-    rows = fleet.kept(key, lambda: governance.claim_forecasts(fleet, head.state, on)).data
+    rows = fleet.kept(key, lambda: claim_forecasts(fleet, head.state, on)).data
     return [r for r in rows if access.may_read(head.state, who.id, {r["claimant"]})]

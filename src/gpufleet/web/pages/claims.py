@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 
 from gpufleet.domain import access
 from gpufleet.domain.state import FleetState
-from gpufleet.services import governance
+from gpufleet.services import claims as claim_readings
 from gpufleet.services.fleet import FleetService
 from gpufleet.web import common
 
@@ -21,12 +21,15 @@ SERIES = (("target", "target", "#616161"), ("actual", "recorded", "#1565c0"),
           ("supported_when_stated", "supported when stated", "#b35900"))
 
 
-def claim_rows(service: FleetService, on: date, known_at: str | None = None) -> list[dict]:
+def claim_rows(service: FleetService, on: date, known_at: str | None = None,
+               head: FleetState | None = None) -> list[dict]:
     """Each claim made by ``on`` (as recorded by ``known_at``): the recorded metric at its deadline (or
     ``on``, if earlier) and the most the ledger supported by the deadline, as known the day it was made
-    (:func:`governance.claim_forecasts`), with what the page adds: model, gap, source."""
-    state = service.state(on, known_at)
-    rows = governance.claim_forecasts(service, state, on, known_at)
+    (:func:`gpufleet.services.claims.claim_forecasts`), with what the page adds: model, gap, source.
+    ``head``: the fold at the head, if the caller holds it; it has the same claims made by ``on`` (a claim
+    is recorded effective the day it is made, and never changed but by a void)."""
+    state = head if head is not None and known_at is None else service.state(on, known_at)
+    rows = claim_readings.claim_forecasts(service, state, on, known_at)
     for row in rows:
         c = state.claims[row["claim"]]
         row.update(metric=str(c.metric), model=c.model, gap=row["actual"] - c.target, source_url=c.source_url)
@@ -72,10 +75,10 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 def page(request: Request, who: common.Viewer, time: common.Time) -> Response:
     """The claims the signed-in principal may read, at the page's as-of date and as known at its time."""
     fleet = request.app.state.fleet
-    on, head = time.on(), fleet.head()  # a fold per claim and date: seconds on a large ledger, so kept per head
-    key = ("ui-claims", head.seq, head.hash, on, time.known_at, date.today())
-    rows = fleet.kept(key, lambda: claim_rows(fleet, on, time.known_at)).data
-    with fleet.reading_head() as head:
+    on = time.on()
+    with fleet.reading_head() as head:  # seconds to read at a million events, so kept per head
+        key = ("ui-claims", head.seq, head.hash, on, time.known_at, date.today())
+        rows = fleet.kept(key, lambda: claim_rows(fleet, on, time.known_at, head.state)).data
         rows = visible(rows, head.state, who.principal.id)
     fig = claims_figure(rows)
     chart = None if fig is None else {"id": "claims-chart", "json": common.figure_json(fig),
