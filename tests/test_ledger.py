@@ -157,6 +157,15 @@ def test_a_voided_event_stops_counting_from_the_correction_on(engine):
         append(engine, [Draft(ev.EventVoided(seq=failure.seq, reason="again"), date(2026, 1, 1), "t")])
 
 
+def test_an_event_and_its_void_in_one_batch(engine):
+    drafts = story().drafts()
+    void = Draft(ev.EventVoided(seq=len(drafts), reason="entered twice"), date(2026, 1, 1), "t")
+    written, state = append(engine, [*drafts, void])
+    assert written[-2].event_type == "gpus_failed" and written[-1].effective_date == written[-2].effective_date
+    assert state.failed[("a", "h100")] == 0
+    assert state.to_dict() == read(engine, lambda led: led.state(use_snapshots=False)).to_dict()
+
+
 def test_voiding_a_delivery_that_later_events_need_is_refused(engine):
     written, _ = append(engine, story().drafts())
     delivery = next(e for e in written if e.event_type == "lot_delivered")
