@@ -43,7 +43,7 @@ def serve(
 ) -> None:
     """Run the REST service (FastAPI under uvicorn) and its dashboard (/ui) on the --db database; stop with Ctrl-C."""
     import uvicorn
-    from pydantic import ValidationError
+    from pydantic import SecretStr, ValidationError
 
     from gpufleet.api.app import check_database, configure_logging
     from gpufleet.api.settings import ServiceSettings
@@ -60,7 +60,8 @@ def serve(
     fleet = check_database(settings)  # refuse a database whose migrations are behind, before listening
     recovered = JobStore(fleet).recover()
     fleet.engine.dispose()
-    for name, value in settings.model_dump(exclude_none=True).items():
+    for name, value in settings.model_dump(exclude_none=True).items():  # a secret's value, not its mask
+        value = value.get_secret_value() if isinstance(value, SecretStr) else value
         os.environ[f"GPUFLEET_{name.upper()}"] = str(value)
     os.environ["GPUFLEET_RECOVER_JOBS"] = "false"  # done once, above, not by each worker
     os.environ.setdefault("GPUFLEET_UI_SECRET", secrets.token_hex(32))  # the dashboard's sessions, for every worker
