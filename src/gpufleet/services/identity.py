@@ -210,19 +210,34 @@ class OidcVerifier:
                 return key.key
         raise Unauthenticated("the token's signing key is not in the issuer's JWKS")
 
-    def principal_id(self, token: str) -> tuple[str, Scope]:
+    def _claims(self, token: str, audience: str, required: list[str], what: str) -> dict:
         jwt = self._jwt
         try:
-            claims = jwt.decode(token, self._key(token), algorithms=list(self.config.algorithms),
-                                audience=self.config.audience, issuer=self.config.issuer,
-                                options={"require": ["exp", "iss", "aud", self.config.claim]}, leeway=30)
+            return jwt.decode(token, self._key(token), algorithms=list(self.config.algorithms), audience=audience,
+                              issuer=self.config.issuer, options={"require": required}, leeway=30)
         except (jwt.PyJWTError, ValueError, KeyError) as exc:
-            raise Unauthenticated(f"the OIDC token was refused: {exc}") from None
+            raise Unauthenticated(f"{what} was refused: {exc}") from None
+
+    def principal_id(self, token: str) -> tuple[str, Scope]:
+        claims = self._claims(token, self.config.audience, ["exp", "iss", "aud", self.config.claim], "the OIDC token")
         who = claims.get(self.config.claim)
         if not isinstance(who, str) or not who:
             raise Unauthenticated(f"the OIDC token's claim '{self.config.claim}' names no principal")
         scopes = str(claims.get(self.config.scope_claim, "")).split()
         return who, Scope.WRITE if "gpufleet:write" in scopes else Scope.READ
+
+    def id_token_claims(self, token: str, client_id: str, nonce: str) -> dict:
+        """The claims of an ID token for ``client_id`` (OpenID Connect Core §3.1.3.7): signed by a key of the
+        issuer's JWKS, its ``iss``, ``aud`` (with ``azp`` when it names several), ``exp``, ``iat``, ``sub``, and
+        the ``nonce`` of this sign-in (so a token from another sign-in cannot be replayed into this one)."""
+        claims = self._claims(token, client_id, ["exp", "iat", "iss", "aud", "sub"], "the ID token")
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        if len(audiences) > 1 and claims.get("azp") != client_id:
+            raise Unauthenticated(f"the ID token names several audiences and its azp is not '{client_id}'")
+        given = claims.get("nonce")
+        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), nonce.encode()):
+            raise Unauthenticated("the ID token's nonce is not this sign-in's (a token of another sign-in)")
+        return claims
 
 
 def authenticate_oidc(service: FleetService, verifier: OidcVerifier, token: str) -> Principal:

@@ -1,9 +1,11 @@
 """Browser sessions of the dashboard: a signed cookie, checked against the credential on every request.
 
-Signing in posts an API token (or an OIDC access token); the server checks it with the same code as
-the API (:mod:`gpufleet.services.identity`) and sets a cookie holding only a signed value: the
-principal, the credential's scope, how it was authenticated, the API token's *id* (never its secret),
-an expiry and a random nonce. The cookie is HttpOnly, SameSite=Strict, and Secure when the page was
+Signing in posts an API token (or an OIDC access token), or goes through the OIDC issuer
+(:mod:`gpufleet.web.oidc`, which ends with the access token the issuer gave); the server checks it with
+the same code as the API (:mod:`gpufleet.services.identity`) and sets a cookie holding only a signed
+value: the principal, the credential's scope, how it was authenticated, the API token's *id* (never its
+secret; an OIDC session keeps nothing of its tokens), an expiry (the credential's, eight hours at most)
+and a random nonce. The cookie is HttpOnly, SameSite=Strict, and Secure when the page was
 served over https. Each request checks the signature, the expiry, and again that the user is enabled
 and the token neither revoked nor expired, so revoking a token or disabling a user ends its sessions.
 
@@ -63,23 +65,35 @@ class Signer:
         digest = hmac.new(self.key, purpose.encode() + b"\0" + data, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
-    def dump(self, session: Session) -> str:
-        body = base64.urlsafe_b64encode(json.dumps(vars(session), sort_keys=True).encode()).decode().rstrip("=")
-        return f"{body}.{self._mac('session', body.encode())}"
+    def seal(self, purpose: str, data: dict) -> str:
+        """``data`` as a cookie value, signed for ``purpose`` (a value signed for one is refused for another)."""
+        body = base64.urlsafe_b64encode(json.dumps(data, sort_keys=True).encode()).decode().rstrip("=")
+        return f"{body}.{self._mac(purpose, body.encode())}"
 
-    def load(self, cookie: str | None) -> Session | None:
-        """The session the cookie holds, or None if it is missing, forged or expired."""
+    def unseal(self, purpose: str, cookie: str | None) -> dict | None:
+        """The data :meth:`seal` signed for ``purpose``, or None if the value is missing or forged."""
         if not cookie or cookie.count(".") != 1 or len(cookie) > 2000:
             return None
         body, mac = cookie.split(".")
-        if not hmac.compare_digest(mac, self._mac("session", body.encode())):
+        if not hmac.compare_digest(mac, self._mac(purpose, body.encode())):
             return None
         try:
             data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-            session = Session(**data)
-        except (ValueError, TypeError):
+        except ValueError:
             return None
-        return session if session.expires > time.time() else None
+        return data if isinstance(data, dict) else None
+
+    def dump(self, session: Session) -> str:
+        return self.seal("session", vars(session))
+
+    def load(self, cookie: str | None) -> Session | None:
+        """The session the cookie holds, or None if it is missing, forged or expired."""
+        data = self.unseal("session", cookie)
+        try:
+            session = Session(**data) if data is not None else None
+        except TypeError:
+            return None
+        return session if session is not None and session.expires > time.time() else None
 
     def csrf(self, nonce: str) -> str:
         """The CSRF token of a session (or of a sign-in form) with ``nonce``."""
@@ -97,13 +111,16 @@ def sign_in(fleet: FleetService, oidc, credential: str) -> Session:
     if identity.looks_like_jwt(credential):
         if oidc is None:
             raise identity.Unauthenticated("this server accepts no OIDC tokens (no issuer is configured)")
-        who = identity.authenticate_oidc(fleet, oidc, credential)
-        expires, token_id = _jwt_expiry(credential), None
-    else:
-        who = identity.authenticate_token(fleet, credential)
-        token_id = credential.split("_", 2)[1]
-        expires = _token_expiry(fleet, token_id)
-    until = min(int(time.time()) + MAX_AGE_S, expires)
+        return open_session(identity.authenticate_oidc(fleet, oidc, credential), jwt_claims(credential)["exp"])
+    who = identity.authenticate_token(fleet, credential)
+    token_id = credential.split("_", 2)[1]
+    return open_session(who, _token_expiry(fleet, token_id), token_id)
+
+
+def open_session(who: Principal, expires: int, token_id: str | None = None) -> Session:
+    """The session of an authenticated principal, ending when its credential does (``expires``, seconds since
+    the epoch) or after :data:`MAX_AGE_S`; an OIDC session keeps no token (``token_id`` is an API token's id)."""
+    until = min(int(time.time()) + MAX_AGE_S, int(expires))
     return Session(who.id, who.scope.value, who.via, token_id, until, secrets.token_urlsafe(16))
 
 
@@ -130,7 +147,7 @@ def _token_expiry(fleet: FleetService, token_id: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
 
 
-def _jwt_expiry(token: str) -> int:
-    """The ``exp`` claim of a JWT already verified by the OIDC verifier."""
+def jwt_claims(token: str) -> dict:
+    """The claims of a JWT *already verified* by the OIDC verifier (this checks nothing)."""
     body = token.split(".")[1]
-    return int(json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["exp"])
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
