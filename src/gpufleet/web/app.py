@@ -23,6 +23,7 @@ from gpufleet.api import app as api_app
 from gpufleet.api import problems
 from gpufleet.api.settings import ServiceSettings
 from gpufleet.web import common
+from gpufleet.web.oidc import RelyingParty
 from gpufleet.web.session import Signer
 
 log = logging.getLogger("gpufleet.web")
@@ -61,6 +62,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """The API of :func:`gpufleet.api.app.create_app` plus the dashboard under ``/ui``."""
     app = api_app.create_app(settings)
     app.state.ui_signer = Signer()
+    app.state.oidc_login = RelyingParty.from_settings(app.state.settings)  # None without oidc_client_id
     app.add_middleware(UiHeaders)
     _html_errors(app)
     app.include_router(_assets_router())
