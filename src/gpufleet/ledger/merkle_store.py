@@ -199,12 +199,46 @@ def shape_problem(conn: Connection, size: int) -> tuple[Node, str] | None:
     return None
 
 
-def _first_gap(conn: Connection, level: int) -> int:
-    """The smallest index missing at ``level`` (the nodes there are all below the expected count)."""
-    query = select(merkle_nodes.c.idx).where(merkle_nodes.c.level == level).order_by(merkle_nodes.c.idx)
-    expected = 0
+def _first_gap(conn: Connection, level: int, start: int = 0) -> int:
+    """The smallest index from ``start`` missing at ``level`` (the nodes there are all below the expected count)."""
+    query = select(merkle_nodes.c.idx).where(merkle_nodes.c.level == level, merkle_nodes.c.idx >= start
+                                             ).order_by(merkle_nodes.c.idx)
+    expected = start
     for idx in conn.execute(query).scalars():
         if idx != expected:
             return expected
         expected += 1
     return expected
+
+
+# -- checking what an append added (Ledger checks of the events since a verified prefix) --------------------
+
+
+def grown_sql(old_size: int, new_size: int) -> str:
+    """Each parent the leaves ``old_size .. new_size - 1`` completed (at level L: ``old_size >> L`` <= idx <
+    ``new_size >> L``) with its two children, in (level, idx) order: the nodes a tree of ``old_size``
+    leaves lacks and one of ``new_size`` holds, those that start among the older leaves included."""
+    terms = [f"(p.level = {level} AND p.idx >= {old_size >> level} AND p.idx < {new_size >> level})"
+             for level in range(1, new_size.bit_length()) if new_size >> level > old_size >> level]
+    return ("SELECT p.level, p.idx, p.hash, l.hash, r.hash FROM merkle_nodes p "
+            "LEFT JOIN merkle_nodes l ON l.level = p.level - 1 AND l.idx = 2 * p.idx "
+            "LEFT JOIN merkle_nodes r ON r.level = p.level - 1 AND r.idx = 2 * p.idx + 1 "
+            f"WHERE {' OR '.join(terms) or 'FALSE'} ORDER BY p.level, p.idx")
+
+
+def grown_shape_problem(conn: Connection, old_size: int, new_size: int) -> tuple[Node, str] | None:
+    """As :func:`shape_problem`, for the nodes at or past a tree of ``old_size`` leaves only (each level's
+    indexes from ``old_size >> L``, an index range of the primary key): exactly those of the tree of
+    ``new_size`` leaves must be there, and none beyond it."""
+    where = " OR ".join(f"(level = {level} AND idx >= {old_size >> level})" for level in range(MAX_LEVEL + 1))
+    stored = {level: (count, high) for level, count, high in conn.exec_driver_sql(
+        f"SELECT level, count(*), max(idx) FROM merkle_nodes WHERE {where} GROUP BY level")}
+    for level in range(MAX_LEVEL + 1):
+        low, want = old_size >> level, new_size >> level
+        count, high = stored.get(level, (0, low - 1))
+        if high >= want:
+            return (level, high), f"{describe(level, high)} is stored but the ledger has {new_size} events"
+        if count != want - low:
+            gap = _first_gap(conn, level, low)
+            return (level, gap), f"{describe(level, gap)} is missing"
+    return None

@@ -90,14 +90,16 @@ def problem(snap: StoredSnapshot, text: str) -> str | None:
     return None
 
 
-def _stored(conn: Connection, seq: int | None = None) -> list[StoredSnapshot]:
-    """Snapshots that carry a digest (older ones are ignored), in seq order."""
+def _stored(conn: Connection, seq: int | None = None, after: int = 0) -> list[StoredSnapshot]:
+    """Snapshots that carry a digest (older ones are ignored), in seq order; those past event ``after``."""
     query = (select(snapshots.c.seq, snapshots.c.effective_date, snapshots.c.chain_hash, snapshots.c.digest,
                     events.c.hash)
              .select_from(snapshots.outerjoin(events, events.c.seq == snapshots.c.seq))
              .where(snapshots.c.digest.is_not(None)).order_by(snapshots.c.seq))
     if seq is not None:
         query = query.where(snapshots.c.seq == seq)
+    if after:
+        query = query.where(snapshots.c.seq > after)
     return [StoredSnapshot(*row) for row in conn.execute(query)]
 
 
@@ -126,10 +128,11 @@ def load(conn: Connection, seq: int) -> dict | None:
     return json.loads(text)
 
 
-def check_all(conn: Connection) -> tuple[int, tuple[int, str] | None]:
-    """Check every snapshot with a digest: how many passed, and the first that failed (seq, reason)."""
+def check_all(conn: Connection, after: int = 0) -> tuple[int, tuple[int, str] | None]:
+    """Check every snapshot with a digest (of events past ``after`` only, if given): how many passed, and
+    the first that failed (seq, reason)."""
     checked = 0
-    for snap in _stored(conn):
+    for snap in _stored(conn, after=after):
         reason = problem(snap, _text(conn, snap.seq))
         if reason is not None:
             return checked, (snap.seq, reason)

@@ -298,14 +298,17 @@ class Ledger:
         finally:
             cursor.close()
 
-    def verify(self, anchors: Sequence[Anchor] = (), workers: int = 1) -> VerifyReport:
+    def verify(self, anchors: Sequence[Anchor] = (), workers: int = 1,
+               progress: Callable[[int, int], None] | None = None) -> VerifyReport:
         """Walk the chain; report the first event that was edited, deleted, inserted or moved; then
         check each anchor (an event's hash published earlier) and every snapshot (its chain hash and
         digest, as a reader checks it).
 
         With ``workers > 1`` and a large file-backed ledger, contiguous ranges of the chain are
         hashed in parallel processes and stitched: each range must start from the previous
-        range's last hash, so the result is the same as one walk.
+        range's last hash, so the result is the same as one walk. With ``progress`` (one worker), the
+        walk goes range by range of ``VERIFY_STEP`` events, calling ``progress(events walked, head seq)``
+        after each.
         """
         head = self.head()
         url = self.conn.engine.url
@@ -315,6 +318,14 @@ class Ledger:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start)) as pool:
                 segments = list(pool.map(_verify_segment, [url.render_as_string(hide_password=False)] * workers,
                                          bounds[:-1], [b - 1 if b else None for b in bounds[1:]]))
+        elif progress is not None:
+            segments = []
+            for first in range(1, max(head.seq, 1) + 1, VERIFY_STEP):
+                last = first + VERIFY_STEP - 1
+                segments.append(self.segment(first, last if last < head.seq else None))
+                progress(min(last, head.seq), head.seq)
+                if segments[-1].bad is not None:
+                    break
         else:
             segments = [self.segment(1, None)]
         report = _stitch(segments, head)
@@ -401,6 +412,7 @@ class Ledger:
 
 
 PARALLEL_VERIFY_MIN = 50_000  # below this, starting processes costs more than it saves
+VERIFY_STEP = 50_000  # events per range of a verify that reports its progress
 
 
 @dataclass(frozen=True)
