@@ -24,6 +24,7 @@ from gpufleet.services import identity
 from gpufleet.services.fleet import FleetService
 from gpufleet.services.jobs import JobRunner
 from gpufleet.services.jobs import Settings as JobSettings
+from gpufleet.services.verification import LedgerChecks
 
 log = logging.getLogger("gpufleet.api")
 API_VERSION = "1"
@@ -151,6 +152,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                                    JobSettings(settings.traces_dir, settings.policy))
         if settings.recover_jobs:
             app.state.jobs.recover()
+        app.state.checks = LedgerChecks(app.state.fleet, app.state.jobs.store)  # the chain's verification
         try:
             yield
         finally:

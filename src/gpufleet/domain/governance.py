@@ -18,7 +18,7 @@ just under the threshold are reported as *structuring* (:func:`structuring`).
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -155,12 +155,15 @@ def with_series(txs: list[Transaction], policy: GovernancePolicy,
     groups: dict[tuple[str, str, date], list[Transaction]] = {}
     for t in sorted(filter(_executes, txs), key=key):
         groups.setdefault(_series_key(t, policy), []).append(t)
+    keys = {group: [key(u) for u in members] for group, members in groups.items()}  # ascending, as the members
     out = []
     for t in txs:
         if t.related_basis is None:
             out.append(replace(t, series_usd=t.value_usd))
             continue
-        earlier = [u for u in groups.get(_series_key(t, policy), []) if key(u) < key(t) and u.subject != t.subject
+        group = _series_key(t, policy)
+        before = groups[group][:bisect_left(keys[group], key(t))] if group in groups else []  # key(u) < key(t)
+        earlier = [u for u in before if u.subject != t.subject
                    and not (t.kind == "loan_proposal" and u.kind == "loan" and u.id == t.id)]
         out.append(replace(t, series_usd=t.value_usd + sum(u.value_usd for u in earlier),
                            series=tuple(u.subject for u in earlier)))

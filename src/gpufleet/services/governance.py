@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from gpufleet.domain import vote_signing
 from gpufleet.domain.access import Principal
@@ -24,6 +25,8 @@ from gpufleet.domain.governance import (
 from gpufleet.domain.parties import related_parties
 from gpufleet.domain.state import FleetState
 from gpufleet.errors import ConflictError, InputError, InvariantViolation
+from gpufleet.ledger.schema import events
+from gpufleet.ledger.store import VerifyReport
 from gpufleet.services.claims import claim_forecasts
 from gpufleet.services.fleet import FleetService, make_payload
 
@@ -47,17 +50,22 @@ def load_policy(path: Path | None) -> GovernancePolicy:
 
 
 def evidence(service: FleetService) -> dict[str, list[int]]:
-    """Sequence numbers of the events behind each transaction, claim and vote (by subject)."""
+    """Sequence numbers of the events behind each transaction, claim and vote (by subject). Only the
+    sequence number, type and payload of each are read: tens of thousands of events at scale."""
     found: dict[str, list[int]] = {}
-    for event in service.events(types=[*_CREATORS, "approval_recorded", "loan_reclaimed", "loan_closed"]):
-        payload = json.loads(event.payload)
-        if event.event_type in _CREATORS:
-            prefix, key = _CREATORS[event.event_type]
-            found.setdefault(f"{prefix}:{payload[key]}", []).append(event.seq)
-        elif event.event_type == "approval_recorded":
-            found.setdefault(payload["subject"], []).append(event.seq)
+    kinds = [*_CREATORS, "approval_recorded", "loan_reclaimed", "loan_closed"]
+    with service.reader.connect() as conn:
+        rows = conn.execute(select(events.c.seq, events.c.type, events.c.payload).where(events.c.type.in_(kinds))
+                            .order_by(events.c.seq)).all()
+    for seq, event_type, text in rows:
+        payload = json.loads(text)
+        if event_type in _CREATORS:
+            prefix, key = _CREATORS[event_type]
+            found.setdefault(f"{prefix}:{payload[key]}", []).append(seq)
+        elif event_type == "approval_recorded":
+            found.setdefault(payload["subject"], []).append(seq)
         else:
-            found.setdefault(f"loan:{payload['loan']}", []).append(event.seq)
+            found.setdefault(f"loan:{payload['loan']}", []).append(seq)
     return found
 
 
@@ -191,10 +199,35 @@ def _recheck(state: FleetState, subject: str, policy: GovernancePolicy, on: date
                                  f"it cannot lend the {p.gpus} of {subject}", field="gpus")
 
 
-def audit(service: FleetService, policy: GovernancePolicy, on: date | None = None) -> list[dict]:
-    """Findings with severity and evidence (event sequence numbers), most severe first."""
+def audit(service: FleetService, policy: GovernancePolicy, on: date | None = None, *,
+          state: FleetState | None = None, verified: tuple[VerifyReport, str] | None = None) -> list[dict]:
+    """Findings with severity and evidence (event sequence numbers), most severe first: the record's
+    (:func:`record_findings`), then the hash chain's (:func:`verification_finding`). ``state``: the fold
+    of every event at the head, when the caller holds it; ``verified``: the chain's verification and how
+    it was checked, when the caller keeps one (else the whole chain is verified here)."""
+    found = record_findings(service, policy, on, state=state)
+    report, how = verified if verified is not None else (service.verify(), "")
+    return sorted([*found, verification_finding(report, how)], key=lambda f: SEVERITY_ORDER[f["severity"]])
+
+
+def verification_finding(report: VerifyReport, how: str = "") -> dict:
+    """The audit's finding on the hash chain: it verifies (info), or where it does not (critical); ``how``:
+    what was checked and when, if not the whole chain just now."""
+    note = f"; {how}" if how else ""
+    if report.ok:
+        return {"severity": "info", "kind": "ledger_verified", "title": f"the ledger verifies: "
+                f"{report.events_checked:,} events", "detail": f"head {report.head_hash}{note}", "value_usd": None,
+                "evidence_seqs": []}
+    return {"severity": "critical", "kind": "ledger_tampered", "title": f"the ledger does not verify at event "
+            f"{report.first_bad_seq}", "detail": (report.reason or "") + note, "value_usd": None, "evidence_seqs": []}
+
+
+def record_findings(service: FleetService, policy: GovernancePolicy, on: date | None = None, *,
+                    state: FleetState | None = None) -> list[dict]:
+    """The audit's findings on the record (all but the hash chain's), most severe first; ``state``: the
+    fold of every event at the head, when the caller holds it (else folded here)."""
     on = on or datetime.now(UTC).date()
-    state = service.state()
+    state = state if state is not None else service.state()
     seqs = evidence(service)
     findings: list[dict] = []
 
@@ -235,13 +268,6 @@ def audit(service: FleetService, policy: GovernancePolicy, on: date | None = Non
     _structuring_findings(txs, policy, order, seqs, finding)
     _claim_findings(service, state, on, seqs, finding)
     _idle_while_borrowing(state, seqs, finding)
-    report = service.verify()
-    if report.ok:
-        finding("info", "ledger_verified", f"the ledger verifies: {report.events_checked:,} events",
-                f"head {report.head_hash}")
-    else:
-        finding("critical", "ledger_tampered", f"the ledger does not verify at event {report.first_bad_seq}",
-                report.reason or "")
     return sorted(findings, key=lambda f: SEVERITY_ORDER[f["severity"]])
 
 

@@ -40,6 +40,7 @@ from gpufleet.domain.state import FleetState
 from gpufleet.errors import GpufleetError, InputError, NotInitialized
 from gpufleet.ledger import db
 from gpufleet.ledger.schema import jobs
+from gpufleet.ledger.store import Ledger
 from gpufleet.services.fleet import FleetService
 
 STATES = ("queued", "running", "succeeded", "failed", "interrupted")
@@ -124,6 +125,14 @@ class JobStore:
         if row is None:
             return None
         return _public(row, with_result=False), None if row.result is None else json.loads(row.result)
+
+    def latest(self, job_kind: str, state: str = "succeeded") -> dict | None:
+        """The newest job of ``job_kind`` in ``state`` (the last to change), any principal's, with its result."""
+        query = select(jobs).where(jobs.c.kind == job_kind, jobs.c.state == state).order_by(
+            jobs.c.updated_at.desc(), jobs.c.job_id).limit(1)
+        with self.service.reader.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _public(row)
 
     def list(self, principal: str | None = None, limit: int = 100) -> list[dict]:
         query = select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
@@ -350,7 +359,14 @@ def _verify(ctx: JobContext, params: dict) -> dict:
 
     anchors = [parse_anchor(text) for text in params.get("expect", [])]
     ctx.progress(0.0, "hashing the chain")
-    report = asdict(ctx.service.verify(anchors, workers=1))
+
+    share = 0.5 if params.get("replay") else 0.95  # of the progress bar: the replay takes the other half
+
+    def walked(done: int, total: int) -> None:
+        ctx.progress(share * done / max(total, 1), f"{done:,} of {total:,} events hashed")
+
+    with ctx.service.reader.connect() as conn:
+        report = asdict(Ledger(conn).verify(anchors, workers=1, progress=walked))
     if report["ok"] and params.get("replay"):
         ctx.progress(0.5, "replaying every event")
         replayed = ctx.service.replay()

@@ -17,10 +17,10 @@ from gpufleet.api.routes.fleet import ERRORS, EventOut, event_out, visible_entit
 from gpufleet.domain import access
 from gpufleet.domain.access import Capability
 from gpufleet.domain.events import KeyId, Sha256, Signature
-from gpufleet.domain.state import FleetState
 from gpufleet.domain.types import FIRST_DAY, LAST_DAY
-from gpufleet.services import governance
+from gpufleet.services import governance, governance_kept
 from gpufleet.services.claims import claim_forecasts
+from gpufleet.services.head_state import HeadFold
 
 router = APIRouter(prefix="/v1", tags=["governance"])
 Subject = Annotated[str, Path(pattern=r"^(swap|loan|proposal):[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$",
@@ -63,27 +63,28 @@ def version(row: dict) -> str:
     return '"' + hashlib.sha256(json.dumps(terms, sort_keys=True, default=str).encode()).hexdigest()[:32] + '"'
 
 
-def _rows(request: Request, fleet, state: FleetState, on: date | None = None, *,
+def _rows(request: Request, fleet, head: HeadFold, on: date | None = None, *,
           with_terms: bool = False) -> list[dict]:
-    """The approvals rows, each with its proposal's terms from ``state`` (the head's: a proposal's
-    record does not change once recorded); ``with_terms``: also the terms a signed vote signs."""
-    rows = governance.approvals(fleet, request.app.state.policy, on, with_terms=with_terms,
-                                state=state)
+    """The approvals rows (kept per head: shared, so each is copied), each with its proposal's terms from
+    the head's state (a proposal's record does not change once recorded); ``with_terms``: also the terms
+    a signed vote signs."""
+    rows = governance_kept.approval_rows(fleet, request.app.state.policy, on, head, with_terms=with_terms)
+    out = []
     for row in rows:
         kind, _, ident = row["subject"].partition(":")
-        prop = state.proposals.get(f"loan:{ident}") if kind == "proposal" else None
-        row["proposal"] = None if prop is None else {
+        prop = head.state.proposals.get(f"loan:{ident}") if kind == "proposal" else None
+        out.append(row | {"proposal": None if prop is None else {
             "gpus": prop.gpus, "model": prop.model, "site": prop.site, "start": prop.start.isoformat(),
             "end_date": prop.end_date.isoformat() if prop.end_date else None,
-            "fee_usd_per_gpu_hour": prop.fee_usd_per_gpu_hour}
-    return rows
+            "fee_usd_per_gpu_hour": prop.fee_usd_per_gpu_hour}})
+    return out
 
 
 @router.get("/approvals", responses=ERRORS, summary="Transactions that need approval, with status and votes")
 def approvals(request: Request, fleet: Fleet, who: Caller, head: HeadState,
               on: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None) -> list[dict]:
     """Those the caller may see: its entities' (either side), those it may approve, or all (auditors)."""
-    return [r | {"version": version(r)} for r in _rows(request, fleet, head.state, on)
+    return [r | {"version": version(r)} for r in _rows(request, fleet, head, on)
             if may_see_transaction(head.state, who, r)]
 
 
@@ -96,7 +97,7 @@ def approval(request: Request, subject: Subject, fleet: Fleet, who: Caller, head
 
 
 def _find(request: Request, fleet, who, head, subject: str, *, with_terms: bool = False) -> dict:
-    for row in _rows(request, fleet, head.state, with_terms=with_terms):
+    for row in _rows(request, fleet, head, with_terms=with_terms):
         if row["subject"] == subject and may_see_transaction(head.state, who, row):
             return row
     raise NotFound(f"no transaction '{subject}' that needs approval is visible to '{who.id}'")
@@ -133,8 +134,11 @@ async def vote(request: Request, subject: Subject, body: VoteIn, fleet: Fleet, w
 @router.get("/audit", responses=ERRORS, summary="Findings for the audit committee (auditors)")
 def audit(request: Request, fleet: Fleet, who: Caller, head: HeadState,
           on: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None) -> list[dict]:
+    """Every finding, as ``gpufleet audit`` gives them: those on the record kept per head; the hash chain's
+    from the last full verification on record and the events checked as appended since (a full
+    verification now only when some events are not checked), its detail saying which."""
     access.require(head.state, who, Capability.AUDIT, None)
-    return governance.audit(fleet, request.app.state.policy, on)
+    return governance_kept.audit(fleet, request.app.state.policy, on, head, request.app.state.checks)
 
 
 @router.get("/costs", responses=ERRORS, summary="Chargeback per entity per month (finance, auditors)")
@@ -158,5 +162,5 @@ def claims(fleet: Fleet, who: Caller, head: HeadState,
     on = on or datetime.now(UTC).date()
     # a fold per claim and date, seconds on a large ledger: kept per head (the answer is the head's)
     key = ("api-claims", head.seq, head.hash, on)
-    rows = fleet.kept(key, lambda: claim_forecasts(fleet, head.state, on)).data
+    rows = fleet.kept(key, lambda: claim_forecasts(fleet, head.state, on, head=head)).data
     return [r for r in rows if access.may_read(head.state, who.id, {r["claimant"]})]
