@@ -36,7 +36,7 @@ def test_an_auditor_opens_a_finding_and_follows_it_to_its_evidence(dashboard):
     tab = dashboard.sign_in("x-auditor")
     tab.visit("/ui/audit")
     tab.check("audit-auditor")
-    row = tab.page.locator("tr", has=tab.page.locator("td.sev-high")).first
+    row = tab.page.locator("#finding-rows tr", has=tab.page.locator("td.sev-high")).first
     title = row.locator("th").inner_text()
     link = row.get_by_role("link")
     seqs = [v for k, v in parse_qsl(urlsplit(link.get_attribute("href")).query) if k == "seq"]
@@ -45,6 +45,21 @@ def test_an_auditor_opens_a_finding_and_follows_it_to_its_evidence(dashboard):
     shown = tab.page.locator("#events-table tbody tr th").all_inner_texts()
     assert shown and sorted(shown) == sorted(seqs), (title, seqs, shown)
     tab.check("audit-evidence")
+
+
+def test_an_auditor_verifies_the_whole_ledger_and_sees_its_progress_then_what_was_checked(dashboard):
+    tab = dashboard.sign_in("tesla-auditor")
+    tab.visit("/ui/audit")
+    if tab.page.locator("[data-verdict]").get_attribute("data-verdict") == "unverified":
+        assert "no full verification is on record" in tab.page.locator("#checked").inner_text()
+    with tab.page.expect_navigation(wait_until="load"):
+        tab.page.get_by_role("button", name="Verify the whole ledger now").click()
+    assert tab.page.locator("#job").count() == 1  # the job's progress (or, quick, its result)
+    tab.page.wait_for_selector('#job[data-state="succeeded"]', timeout=120_000)
+    assert tab.page.locator("[data-verdict]").get_attribute("data-verdict") == "verified"
+    job_id = dict(parse_qsl(urlsplit(tab.page.url).query))["job"]
+    assert f"verified in full by verify job {job_id} of tesla-auditor" in tab.page.locator("#checked").inner_text()
+    tab.check("audit-verified")
 
 
 MY_PAGES = ["fleet", "sites", "loans", "audit", "events"]

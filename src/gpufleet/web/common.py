@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -148,6 +149,35 @@ def render(request: Request, template: str, who: Viewing | None, time: TimeContr
         keep=_kept_params(request), time_query=_time_query(time),
         url_with=lambda **kw: url_with(request, **kw), **context)
     return HTMLResponse(page, status, headers={"Cache-Control": "no-store"})
+
+
+PAGE_ROWS = 100  # rows per page of a long table
+
+
+@dataclass(frozen=True)
+class Paged:
+    """One page of a long table: its rows, which page of how many (from 1), the rows before it and in all,
+    and the query parameter that names the page."""
+
+    rows: Sequence[Any]
+    page: int
+    pages: int
+    before: int
+    total: int
+    param: str
+
+
+def paged(request: Request, rows: Sequence[Any], param: str = "page", size: int | None = None) -> Paged:
+    """The page of ``size`` rows (default ``PAGE_ROWS``) of ``rows`` that the query parameter ``param``
+    names (default the first; past the last: the last, the table having shrunk since the link was made)."""
+    size = size or PAGE_ROWS
+    text = request.query_params.get(param) or "1"
+    if not text.isdigit() or int(text) < 1 or len(text) > 9:
+        raise InputError(f"{param} '{text[:20]}' is not a page number (1, 2, ...)", field=param)
+    pages = max(1, -(-len(rows) // size))
+    page = min(int(text), pages)
+    before = (page - 1) * size
+    return Paged(rows[before:before + size], page, pages, before, len(rows), param)
 
 
 def url_with(request: Request, **changes: Any) -> str:

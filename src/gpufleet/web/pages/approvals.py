@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -26,11 +28,13 @@ from gpufleet.domain.approvals import check_voter
 from gpufleet.domain.governance import GovernancePolicy, Transaction, swap_delay_cost, transactions
 from gpufleet.domain.state import FleetState
 from gpufleet.errors import GpufleetError, InputError
-from gpufleet.services import governance
+from gpufleet.services import governance, governance_kept
 from gpufleet.services.fleet import make_payload
+from gpufleet.services.head_state import HeadFold
 from gpufleet.web import common
 
 OPEN = ("proposed", "executed_unapproved")  # states in which a vote still counts
+PAGE_ROWS = 50  # transactions per page of the inbox
 DECISIONS = ("approved", "rejected", "waived")
 
 
@@ -140,10 +144,11 @@ def terms_line(row: dict) -> str:
 
 
 def inbox_rows(rows: list[dict], state: FleetState, policy: GovernancePolicy, who: Principal,
-               on: date) -> list[InboxRow]:
+               on: date, txs: Mapping[str, Transaction] | None = None) -> list[InboxRow]:
     """The rows ``who`` may see: those awaiting their vote first (proposals, newest first), then those they
-    cannot vote on, then the rest."""
-    txs = {t.subject: t for t in transactions(state, policy, on)}
+    cannot vote on, then the rest; ``txs``: the transactions of ``state`` on ``on`` by subject, when the
+    caller has them."""
+    txs = txs if txs is not None else {t.subject: t for t in transactions(state, policy, on)}
     out = []
     for row in rows:
         if not access.may_read(state, who.id, {row["giver"], row["receiver"]}, row["giver"]):
@@ -171,24 +176,28 @@ SUBJECT = re.compile(r"^(swap|loan|proposal):[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$")
 
 @router.get("/approvals")
 def page(request: Request, who: common.Viewer, time: common.Time) -> Response:
-    """The inbox of the signed-in person, judged on the as-of date (votes are cast on today's record)."""
+    """The inbox of the signed-in person, judged on the as-of date (votes are cast on today's record), a page
+    of ``PAGE_ROWS`` transactions at a time (``page``); the approvals and transactions are kept per head."""
     fleet, policy, on = request.app.state.fleet, request.app.state.policy, time.on()
     with fleet.reading_head() as head:
-        rows = governance.approvals(fleet, policy, on, with_terms=True, state=head.state)
-        found = inbox_rows(rows, head.state, policy, who.principal, on)
+        rows = governance_kept.approval_rows(fleet, policy, on, head, with_terms=True)
+        txs = governance_kept.transactions_by_subject(fleet, policy, on, head)
+        found = inbox_rows(rows, head.state, policy, who.principal, on, txs)
     today = datetime.now(UTC).date()
-    return common.render(request, "approvals.html", who, time, page_title="Approvals", rows=found,
+    standings = Counter(r.standing for r in found)
+    return common.render(request, "approvals.html", who, time, page_title="Approvals",
+                         rows=common.paged(request, found, size=PAGE_ROWS), standings=standings,
                          voting=time.as_of in (None, today) and time.known_at is None,
                          done=request.query_params.get("done", "")[:200], policy=policy)
 
 
-def _row(request: Request, state: FleetState, who: Principal, subject: str) -> dict:
-    """The transaction ``subject`` as the API reads it (visible to ``who``), or a not-found page."""
+def _row(request: Request, head: HeadFold, who: Principal, subject: str) -> dict:
+    """The transaction ``subject`` as the API reads it today (visible to ``who``), or a not-found page."""
     if not SUBJECT.match(subject):
         raise InputError(f"'{subject[:100]}' is not a transaction (swap:ID, loan:ID or proposal:ID)", field="subject")
-    rows = governance.approvals(request.app.state.fleet, request.app.state.policy)
+    rows = governance_kept.approval_rows(request.app.state.fleet, request.app.state.policy, None, head)
     for row in rows:
-        if row["subject"] == subject and access.may_read(state, who.id, {row["giver"], row["receiver"]},
+        if row["subject"] == subject and access.may_read(head.state, who.id, {row["giver"], row["receiver"]},
                                                          row["giver"]):
             return row
     raise common.NotFoundPage(f"no transaction '{subject}' that needs approval is visible to '{who.id}'")
@@ -203,7 +212,7 @@ def cast_vote(request: Request, who: Principal, fields: dict[str, str]) -> str:
     fleet = request.app.state.fleet
     with fleet.reading_head() as head:
         access.require_vote(head.state, who, who.id)
-        row = _row(request, head.state, who, subject)
+        row = _row(request, head, who, subject)
     if fields.get("version") != version(row):
         raise PreconditionFailed(f"{subject} changed since you read it: it is now at version {version(row)} "
                                  f"({row['status']}); read it again before voting")
@@ -218,7 +227,7 @@ def open_loan(request: Request, who: Principal, fields: dict[str, str]) -> str:
     subject = fields.get("subject", "")
     fleet = request.app.state.fleet
     with fleet.reading_head() as head:
-        row = _row(request, head.state, who, subject)
+        row = _row(request, head, who, subject)
         if not may_open(head.state, row, who):
             access.require(head.state, who, Capability.RECORD, [row["giver"]], writes=True)
             raise InputError(f"{subject} is {row['status']}: only an approved proposal opens as a loan",
