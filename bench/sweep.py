@@ -5,6 +5,7 @@ Run from the repository root, in the project's virtual environment::
     python bench/sweep.py --quick       # 48 supply samples per case, 4 quota configurations on 10,000 Philly jobs
     python bench/sweep.py               # 192 supply samples, 8 quota configurations
     python bench/sweep.py --large       # one sample of ``generate large``: cost, build, plain plan, Dask costs
+    python bench/sweep.py --claim-dates # a supply sweep from today and 5 claim dates: per date vs one submission
 
 Cases: a supply sweep of the bundled example (the ledger as known on 2024-06-04, policy owner-first)
 and of ``generate medium`` (seed 0, from its plan start, default access), and a quota sweep (grid over
@@ -21,6 +22,13 @@ their pickled size; one worker's preparation (both owner-first LPs built, passed
 once); a handful of samples, serially in that context; one plain ``make_plan`` of the same problem;
 and on a LocalCluster of 2 (its start not counted), the broadcast scatter of the inputs and Dask's
 cost per task (empty tasks submitted and awaited as the runner does).
+
+``--claim-dates`` times what ``gpufleet sweep supply`` runs on a ledger with several claim dates: the
+bundled example plus three claims stated on 2024-05-10, 05-20 and 05-27, known on 2024-06-04, so a
+sweep from that date and one from each of the 5 claim dates, 96 samples each; on 2 local processes
+and on the LocalCluster of 2: one run per date after another (each its own pool, as before) against
+one submission of every date's batches (``runner.run_all``), twice each, alternating; rows checked
+equal.
 """
 
 from __future__ import annotations
@@ -153,6 +161,51 @@ def large_case(samples: int, client) -> None:
     Console(width=220).print(table)
 
 
+EXTRA_CLAIMS = [("xai-100k-h100-2024", "xai", 100_000, "2024-05-10", "2024-12-31"),
+                ("x-12k-h100-2024", "x", 12_000, "2024-05-20", "2024-12-31"),
+                ("tesla-50k-h100-2024q3", "tesla", 50_000, "2024-05-27", "2024-09-30")]
+
+
+def claim_date_case(samples: int, client) -> None:
+    """The ``--claim-dates`` measures (module docstring), printed as a table."""
+    import tempfile
+
+    from gpufleet.services.fleet import FleetService
+    from gpufleet.services.sweeps import supply
+
+    text = (ROOT / "src" / "gpufleet" / "examples" / "h100-2024.yaml").read_text()
+    claims = "".join(f"  - claim: {c}\n    on: {on}\n    claimant: {who}\n    metric: active_gpus\n    model: h100\n"
+                     f"    target: {target}\n    deadline: {deadline}\n\n"
+                     for c, who, target, on, deadline in EXTRA_CLAIMS)
+    day = date(2024, 6, 4)
+    with tempfile.TemporaryDirectory(prefix="gpufleet-bench-") as tmp:
+        scenario = Path(tmp) / "claims.yaml"
+        scenario.write_text(text.replace("\nclaims:\n", "\nclaims:\n" + claims, 1))
+        service = FleetService.open(str(Path(tmp) / "fleet.db"), create=True)
+        service.load(scenario)
+        plan = supply.date_sweeps(service.state(day, day.isoformat()), day,
+                                  lambda at: service.state(at, at.isoformat()), samples=samples, seed=3)
+        service.engine.dispose()
+    sweeps = [sweep for _, sweep in plan]
+    table = Table(title=f"supply sweep from {day} and {len(plan) - 1} claim dates, {samples} samples each "
+                        f"({len(plan) * samples} in all), 2 workers; seconds, twice each")
+    for col in ("executor", "one run per date", "one submission", "saved"):
+        table.add_column(col, justify="right")
+    for label, how in (("2 local processes", {"workers": 2}), ("Dask LocalCluster(2)", {"dask": client})):
+        per_date, together = [], []
+        for _ in range(2):
+            started = time.perf_counter()
+            one_by_one = [runner.run(sweep, **how) for sweep in sweeps]
+            per_date.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            at_once = runner.run_all(sweeps, **how)
+            together.append(time.perf_counter() - started)
+            assert [runner.summary_rows(r.rows) for r in at_once] == [runner.summary_rows(r.rows) for r in one_by_one]
+        table.add_row(label, ", ".join(f"{t:.2f}" for t in per_date), ", ".join(f"{t:.2f}" for t in together),
+                      f"{1 - min(together) / min(per_date):.0%}")
+    Console(width=220).print(table)
+
+
 def _best(fn, repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
@@ -167,6 +220,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--large", action="store_true", help="only the generate-large measures (about a minute)")
     parser.add_argument("--large-samples", type=int, default=5, help="serial samples of generate large")
+    parser.add_argument("--claim-dates", action="store_true", help="only the claim-date sweeps (about 2 minutes)")
+    parser.add_argument("--claim-date-samples", type=int, default=96, help="samples per date")
     args = parser.parse_args()
     samples, configs = (48, 4) if args.quick else (192, 8)
     from distributed import Client, LocalCluster
@@ -174,8 +229,11 @@ def main() -> None:
     console = Console(width=220)
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)
-    if args.large:
-        large_case(args.large_samples, client)
+    if args.large or args.claim_dates:
+        if args.large:
+            large_case(args.large_samples, client)
+        if args.claim_dates:
+            claim_date_case(args.claim_date_samples, client)
         client.close()
         cluster.close()
         return

@@ -98,6 +98,61 @@ def test_an_interrupted_sweep_resumes_with_only_the_rest(example_sweep, serial_r
     assert all(r["code_version"].startswith("0.") for r in again.rows)
 
 
+@pytest.fixture(scope="module")
+def date_sweeps(tmp_path_factory):
+    """8 samples of the bundled example from 2024-06-04 and from each claim's date (2024-04-23, 2024-04-30),
+    each with the ledger as known then, as `gpufleet sweep supply` builds them."""
+    from gpufleet.services.fleet import FleetService
+
+    service = FleetService.open(str(tmp_path_factory.mktemp("ledger") / "fleet.db"), create=True)
+    service.load(EXAMPLE)
+    state = service.state(START, START.isoformat())
+    plan = supply.date_sweeps(state, START, lambda at: service.state(at, at.isoformat()), samples=8, seed=5)
+    assert [at for at, _ in plan] == [START, date(2024, 4, 23), date(2024, 4, 30)]
+    return state, plan
+
+
+@pytest.fixture(scope="module")
+def per_date_rows(date_sweeps):
+    """What the claim-date sweeps gave when each ran alone, one after the other, serially."""
+    return [runner.summary_rows(runner.run(sweep).rows) for _, sweep in date_sweeps[1]]
+
+
+def test_claim_date_sweeps_in_one_submission_give_each_date_s_rows(date_sweeps, per_date_rows, client):
+    state, plan = date_sweeps
+    sweeps = [sweep for _, sweep in plan]
+    assert len({s.inputs_hash for s in sweeps}) == 3 and all(len({str(r["claim_actual"]) for r in rows}) > 1
+                                                           for rows in per_date_rows)
+    seen = []
+    pool = runner.run_all(sweeps, workers=2, batch=3, progress=lambda done, total: seen.append((done, total)))
+    assert [runner.summary_rows(r.rows) for r in pool] == per_date_rows
+    assert [r.batches for r in pool] == [3, 3, 3] and {r.where for r in pool} == {"2 local processes"}
+    assert seen[0] == (0, 24) and seen[-1] == (24, 24) and len(seen) == 10  # one bar over every date
+    dask = runner.run_all(sweeps, dask=client)
+    assert [runner.summary_rows(r.rows) for r in dask] == per_date_rows
+    claims = supply.claims_by_view(state, START, [(at, supply.summary(s.inputs, r.rows))
+                                                  for (at, s), r in zip(plan, pool)])
+    assert [(c["claim"], c["known_at"]) for c in claims] == [
+        ("tesla-10b-ai-spend-2024", "2024-06-04"), ("tesla-85k-h100-2024", "2024-06-04"),
+        ("tesla-85k-h100-2024", "2024-04-23"), ("tesla-10b-ai-spend-2024", "2024-04-30")]
+
+
+def test_an_interrupted_multi_date_sweep_resumes_with_only_what_each_date_lacks(date_sweeps, per_date_rows, tmp_path):
+    sweeps = [sweep for _, sweep in date_sweeps[1]]
+
+    def stores():
+        return [runner.Store(tmp_path / f"results-{k}.parquet", sweep) for k, sweep in enumerate(sweeps)]
+
+    with pytest.raises(runner.SweepInterrupted):  # batches of 4 in order: date 0's two, then date 1's first
+        runner.run_all(sweeps, stores=stores(), batch=4, stop_after_batches=3)
+    assert [len(list((tmp_path / f"results-{k}.parquet").glob("part-*"))) for k in range(3)] == [2, 1, 0]
+    rest = runner.run_all(sweeps, stores=stores(), workers=2, batch=4)
+    assert [r.ran for r in rest] == [0, 4, 8]
+    assert [runner.summary_rows(r.rows) for r in rest] == per_date_rows
+    again = runner.run_all(sweeps, stores=stores(), workers=2)
+    assert [r.ran for r in again] == [0, 0, 0] and [runner.summary_rows(r.rows) for r in again] == per_date_rows
+
+
 def test_a_results_folder_of_another_sweep_is_refused(example_sweep, tmp_path):
     out = tmp_path / "results.parquet"
     runner.run(example_sweep, store=runner.Store(out, example_sweep), batch=12)

@@ -119,32 +119,20 @@ def supply_cmd(
     day = parse_date(known_at, "known_at")
     state = fleet.state(day, known_at)
     start = day or state.as_of or date.today()
-    views, dates = supply.claim_dates(state, start)
-    options = PlanOptions(horizon_weeks=horizon)
-    results: list[dict] = []
-
     head = fleet.head()
-    ledger = {"seq": head.seq, "hash": head.hash}
-
-    def one(at: date, st, path: Path | None) -> dict:
-        sweep = supply.supply_sweep(st, at, cfg=cfg, samples=samples, seed=seed, policy=policy, options=options,
-                                    ledger=ledger)
-        store = runner.Store(path, sweep) if path is not None else None
-        with _Progress(f"supply from {at}") as progress:
-            ran = runner.run(sweep, store=store, batch=batch, progress=progress, **how)
-        body = supply.summary(sweep.inputs, ran.rows) | {"known_at": at.isoformat(), "ran": ran.ran,
-                                                          "wall_s": round(ran.wall_s, 3), "where": ran.where,
-                                                          "inputs_hash": sweep.inputs_hash}
-        results.append(body)
-        return body
-
-    main = one(start, state, out)
-    claims = supply.claim_views(state, start, main["claims"])
-    for at in dates if claim_dates else []:
-        body = one(at, fleet.state(at, at.isoformat()), _sibling(out, at))
-        stated = {v.claim for v in views if v.stated_on == at}
-        claims += [c | {"known_at": at.isoformat(), "deadline": state.claims[c["claim"]].deadline.isoformat()}
-                   for c in body["claims"] if c["claim"] in stated]
+    plan = supply.date_sweeps(state, start, lambda at: fleet.state(at, at.isoformat()), with_claim_dates=claim_dates,
+                              cfg=cfg, samples=samples, seed=seed, policy=policy,
+                              options=PlanOptions(horizon_weeks=horizon), ledger={"seq": head.seq, "hash": head.hash})
+    stores = [runner.Store(out if k == 0 else _sibling(out, at), sweep) if out is not None else None
+              for k, (at, sweep) in enumerate(plan)]
+    with _Progress(f"supply from {len(plan)} date{'s' if len(plan) > 1 else ''}") as progress:
+        runs = runner.run_all([sweep for _, sweep in plan], stores=stores, batch=batch, progress=progress, **how)
+    results = [supply.summary(sweep.inputs, ran.rows) | {"known_at": at.isoformat(), "ran": ran.ran,
+                                                         "wall_s": round(ran.wall_s, 3), "where": ran.where,
+                                                         "inputs_hash": sweep.inputs_hash}
+               for (at, sweep), ran in zip(plan, runs)]
+    main = results[0]
+    claims = supply.claims_by_view(state, start, [(at, body) for (at, _), body in zip(plan, results)])
     if plot is not None:
         from gpufleet.reports import sweeps as figures
 

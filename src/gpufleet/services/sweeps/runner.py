@@ -12,7 +12,11 @@ A sweep is ``samples`` independent calls ``sample(context, seed, i)`` for ``i`` 
   killed worker's batch runs again elsewhere;
 * **stored as they arrive, resumable**: each finished batch is written to the results folder
   (:class:`Store`) before the next is awaited; a rerun with the same inputs and seed runs only the
-  indices the folder lacks.
+  indices the folder lacks;
+* **several sweeps, one submission** (:func:`run_all`; a supply sweep from today and from each claim's
+  date): every sweep's batches go to the same pool or cluster, in order, so that workers go on to the
+  next sweep's batches while the last of the previous one finish; each sweep's inputs still go to each
+  worker once and its rows to its own folder.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date, datetime
@@ -140,6 +144,9 @@ def code_version() -> str:
 # -- workers ----------------------------------------------------------------------------------------------
 
 _LOCAL = threading.local()  # per thread: {(kind, inputs_hash): context}; HiGHS objects are not shared
+# Contexts a worker thread keeps, the least recently used freed first: batches come sweep after sweep,
+# so one would do, but a retried batch (a Dask worker lost) may go back to the previous sweep.
+CONTEXTS_KEPT = 2
 
 
 def _functions(kind: str) -> tuple[Callable, Callable]:
@@ -154,8 +161,11 @@ def _context(kind: str, inputs_hash: str, inputs: Any) -> Any:
     if cache is None:
         cache = _LOCAL.contexts = {}
     key = (kind, inputs_hash)
-    if key not in cache:
-        cache.clear()  # one sweep at a time per worker: free the previous one's model
+    if key in cache:
+        cache[key] = cache.pop(key)  # most recently used last
+    else:
+        while len(cache) >= CONTEXTS_KEPT:
+            del cache[next(iter(cache))]  # free the least recently used sweep's models first
         cache[key] = _functions(kind)[0](inputs)
     return cache[key]
 
@@ -171,10 +181,11 @@ def run_batch(kind: str, inputs: Any, inputs_hash: str, seed: int, indices: list
 _POOL_INPUTS: dict[str, Any] = {}
 
 
-def _pool_init(inputs_hash: str, inputs: Any) -> None:
+def _pool_init(inputs: dict[str, Any]) -> None:
+    """Each sweep's inputs by hash, once per worker process."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    _POOL_INPUTS[inputs_hash] = inputs
+    _POOL_INPUTS.update(inputs)
 
 
 def _pool_batch(kind: str, inputs_hash: str, seed: int, indices: list[int], version: str) -> list[dict]:
@@ -299,47 +310,82 @@ def run(sweep: Sweep, *, store: Store | None = None, workers: int = 1, dask: str
     ``workers``: 1 runs in this process, N > 1 on N local processes; ``dask``: ``local:N``,
     ``tcp://HOST:PORT`` or a ``distributed.Client``. ``progress(done, total)`` after each batch.
     """
-    started = time.perf_counter()
-    done = store.open() if store is not None else set()
-    todo = [i for i in range(sweep.samples) if i not in done]
-    fresh: list[dict] = []
-    chunks = batches_of(todo, batch_size(len(todo), workers, batch))  # Dask: sized by its workers instead
-    count = 0
+    return run_all([sweep], stores=[store], workers=workers, dask=dask, batch=batch, progress=progress,
+                   stop_after_batches=stop_after_batches)[0]
 
-    def arrived(rows: list[dict]) -> None:
+
+Task = tuple[int, list[int]]  # (the sweep's position in run_all's list, its sample indices)
+
+
+def run_all(sweeps: Sequence[Sweep], *, stores: Sequence[Store | None] | None = None, workers: int = 1,
+            dask: str | Any | None = None, batch: int | None = None,
+            progress: Callable[[int, int], None] | None = None,
+            stop_after_batches: int | None = None) -> list[SweepRun]:
+    """Run several sweeps' missing samples as one submission to one executor; each sweep's :class:`SweepRun`.
+
+    Batches are sized over all the samples to run (:func:`batch_size`), cut per sweep (a batch holds
+    one sweep's indices) and submitted in order, sweep by sweep. A sweep's rows are those :func:`run`
+    gives it alone (a sample depends on its sweep's inputs, seed and index only); ``stores[k]`` holds
+    sweep k's rows; ``progress(done, total)`` counts every sweep's samples; ``wall_s`` is the whole
+    submission's. ``stop_after_batches`` counts batches of any sweep (tests: an interruption).
+    """
+    started = time.perf_counter()
+    stores = list(stores) if stores is not None else [None] * len(sweeps)
+    if len(stores) != len(sweeps):
+        raise ValueError(f"{len(sweeps)} sweeps but {len(stores)} stores")
+    done = [store.open() if store is not None else set() for store in stores]
+    todo = [[i for i in range(sweep.samples) if i not in have] for sweep, have in zip(sweeps, done)]
+    fresh: list[list[dict]] = [[] for _ in sweeps]
+    total, count = sum(sweep.samples for sweep in sweeps), 0
+
+    def plan(n_workers: int) -> list[Task]:
+        size = batch_size(sum(map(len, todo)), n_workers, batch)
+        return [(k, chunk) for k, indices in enumerate(todo) for chunk in batches_of(indices, size)]
+
+    def arrived(k: int, rows: list[dict]) -> None:
         nonlocal count
-        if store is not None:
-            store.write(rows)
-        fresh.extend(rows)
+        if stores[k] is not None:
+            stores[k].write(rows)
+        fresh[k].extend(rows)
         count += 1
         if progress is not None:
-            progress(len(done) + len(fresh), sweep.samples)
+            progress(sum(map(len, done)) + sum(map(len, fresh)), total)
         if stop_after_batches is not None and count >= stop_after_batches:
             raise SweepInterrupted(f"stopped after {count} batches")
 
     if progress is not None:
-        progress(len(done), sweep.samples)
+        progress(sum(map(len, done)), total)
+    tasks = plan(workers) if dask is None else []
     if dask is not None:
-        where, chunks = _run_dask(sweep, todo, batch, dask, arrived)
-    elif workers > 1 and len(chunks) > 1:
-        where = _run_pool(sweep, chunks, workers, arrived)
+        where, tasks = _run_dask(sweeps, plan, dask, arrived)
+    elif workers > 1 and len(tasks) > 1:
+        where = _run_pool(sweeps, tasks, workers, arrived)
     else:
         where = "serial"
-        for chunk in chunks:
-            arrived(run_batch(sweep.kind, sweep.inputs, sweep.inputs_hash, sweep.seed, chunk, code_version()))
-    rows = store.read() if store is not None else sorted(fresh, key=lambda r: r["sample"])
-    return SweepRun(rows, len(fresh), len(chunks), time.perf_counter() - started, where)
+        for k, chunk in tasks:
+            sweep = sweeps[k]
+            arrived(k, run_batch(sweep.kind, sweep.inputs, sweep.inputs_hash, sweep.seed, chunk, code_version()))
+    wall = time.perf_counter() - started
+    return [SweepRun(store.read() if store is not None else sorted(rows, key=lambda r: r["sample"]), len(rows),
+                     sum(1 for j, _ in tasks if j == k), wall, where)
+            for k, (store, rows) in enumerate(zip(stores, fresh))]
 
 
-def _run_pool(sweep: Sweep, chunks: list[list[int]], workers: int, arrived: Callable[[list[dict]], None]) -> str:
+def _by_hash(sweeps: Sequence[Sweep]) -> dict[str, Any]:
+    return {sweep.inputs_hash: sweep.inputs for sweep in sweeps}
+
+
+def _run_pool(sweeps: Sequence[Sweep], tasks: list[Task], workers: int,
+              arrived: Callable[[int, list[dict]], None]) -> str:
     context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
     version = code_version()
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_pool_init,
-                             initargs=(sweep.inputs_hash, sweep.inputs)) as pool:
-        futures = [pool.submit(_pool_batch, sweep.kind, sweep.inputs_hash, sweep.seed, c, version) for c in chunks]
+                             initargs=(_by_hash(sweeps),)) as pool:
+        futures = {pool.submit(_pool_batch, sweeps[k].kind, sweeps[k].inputs_hash, sweeps[k].seed, chunk,
+                               version): k for k, chunk in tasks}
         try:
             for future in as_completed(futures):
-                arrived(future.result())
+                arrived(futures[future], future.result())
         except BaseException:
             for f in futures:
                 f.cancel()
@@ -347,9 +393,10 @@ def _run_pool(sweep: Sweep, chunks: list[list[int]], workers: int, arrived: Call
     return f"{workers} local processes"
 
 
-def _run_dask(sweep: Sweep, todo: list[int], batch: int | None, dask: str | Any,
-              arrived: Callable[[list[dict]], None]) -> tuple[str, list[list[int]]]:
-    """Batches sized by the cluster's workers (a 100-worker cluster gets ~4 tasks each, not 2 workers' worth)."""
+def _run_dask(sweeps: Sequence[Sweep], plan: Callable[[int], list[Task]], dask: str | Any,
+              arrived: Callable[[int, list[dict]], None]) -> tuple[str, list[Task]]:
+    """Batches sized by the cluster's workers (a 100-worker cluster gets ~4 tasks each, not 2 workers' worth);
+    each sweep's inputs scattered to every worker once."""
     from distributed import Client, LocalCluster
     from distributed import as_completed as dask_completed
 
@@ -370,20 +417,20 @@ def _run_dask(sweep: Sweep, todo: list[int], batch: int | None, dask: str | Any,
     else:
         client, where = dask, f"Dask {dask.scheduler.address if dask.scheduler else 'client'}"
     try:
-        chunks = batches_of(todo, batch_size(len(todo), len(client.scheduler_info()["workers"]), batch))
-        scattered = client.scatter(sweep.inputs, broadcast=True, hash=False)
+        tasks = plan(len(client.scheduler_info()["workers"]))
+        scattered = {h: client.scatter(inputs, broadcast=True, hash=False) for h, inputs in _by_hash(sweeps).items()}
         version = code_version()
-        futures = [client.submit(run_batch, sweep.kind, scattered, sweep.inputs_hash, sweep.seed, c, version,
-                                 pure=False, retries=2) for c in chunks]
+        futures = {client.submit(run_batch, sweeps[k].kind, scattered[sweeps[k].inputs_hash], sweeps[k].inputs_hash,
+                                 sweeps[k].seed, chunk, version, pure=False, retries=2): k for k, chunk in tasks}
         try:
-            for future in dask_completed(futures):
-                arrived(future.result())
+            for future in dask_completed(list(futures)):
+                arrived(futures[future], future.result())
         finally:
-            client.cancel(futures)
+            client.cancel(list(futures))
     finally:
         for thing in own:
             thing.close()
-    return where, chunks
+    return where, tasks
 
 
 def summary_rows(rows: Iterable[dict]) -> list[dict]:

@@ -9,6 +9,7 @@ week, idle GPU-weeks, value and delays, and each open claim's value and whether 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -204,4 +205,28 @@ def claim_views(state: FleetState, start: date, open_claims: list[dict]) -> list
                         "claimant": claim.claimant})
         elif v.claim in by_id:
             out.append(by_id[v.claim] | {"known_at": start.isoformat(), "deadline": v.deadline.isoformat()})
+    return out
+
+
+def date_sweeps(state: FleetState, start: date, state_at: Callable[[date], FleetState], *,
+                with_claim_dates: bool = True, **options) -> list[tuple[date, Sweep]]:
+    """The sweep from ``start`` (``state``: the ledger as of and known at it) and, with ``with_claim_dates``, one
+    from each date a claim was stated on, with the ledger as known then (``state_at(day)``); ``options`` as
+    :func:`supply_sweep`'s. Run them as one submission (:func:`~.runner.run_all`); :func:`claims_by_view`
+    reads their summaries."""
+    days = claim_dates(state, start)[1] if with_claim_dates else []
+    return [(start, supply_sweep(state, start, **options))] + [(at, supply_sweep(state_at(at), at, **options))
+                                                               for at in days]
+
+
+def claims_by_view(state: FleetState, start: date, summaries: list[tuple[date, dict]]) -> list[dict]:
+    """Every claim as seen from ``start`` (the first summary's; decided by the record when due before it), then
+    each claim again as known at the date it was stated on (the summary of that date's sweep)."""
+    views, _ = claim_dates(state, start)
+    (_, main), *rest = summaries
+    out = claim_views(state, start, main["claims"])
+    for at, body in rest:
+        stated = {v.claim for v in views if v.stated_on == at}
+        out += [c | {"known_at": at.isoformat(), "deadline": state.claims[c["claim"]].deadline.isoformat()}
+                for c in body["claims"] if c["claim"] in stated]
     return out
