@@ -194,25 +194,20 @@ def test_only_an_auditor_runs_a_verification(client, world):
 # -- kept answers -----------------------------------------------------------------------------------
 
 
-def without_chain_detail(findings: list[dict]) -> list[dict]:
-    return [f | {"detail": f["detail"].split(";")[0]} if f["kind"] == "ledger_verified" else f for f in findings]
-
-
 def test_the_api_audit_kept_per_head_equals_a_fresh_audit_after_a_write(client, world):
     fleet = FleetService.open(world.db)
     try:
-        first = client.get("/v1/audit", headers=world.headers("x-auditor")).json()
-        assert "verified in full by this server" in first[-1]["detail"]  # none on record: it verified, now
-        assert without_chain_detail(first) == governance.audit(fleet, POLICY)
-        fleet.record(make_payload("loan_opened", {  # an unapproved related-party loan: a new finding
+        first = client.get("/v1/audit", headers=world.headers("x-auditor"))
+        assert first.json() == governance.audit(fleet, POLICY)  # the JSON of `gpufleet audit`, to the byte
+        assert "verified in full by this server" in first.headers["Gpufleet-Chain-Checked"]  # none on record
+        fleet.record(make_payload("loan_opened", {  # a related-party loan below the market price: a new finding
             "loan": "late", "lender": "tesla", "borrower": "xai", "model": "h100", "site": "giga-texas-cortex",
-            "gpus": 4000, "end_date": (ON + timedelta(days=200)).isoformat(), "fee_usd_per_gpu_hour": 1.0}),
+            "gpus": 8, "end_date": (ON + timedelta(days=200)).isoformat(), "fee_usd_per_gpu_hour": 1.0}),
             ON - timedelta(days=1), "test", after_the_fact=True)
-        after = client.get("/v1/audit", headers=world.headers("x-auditor")).json()
-        fresh = governance.audit(fleet, POLICY)
-        assert without_chain_detail(after) == fresh and after != first
-        assert any(f["title"].startswith("loan late:") for f in after)
-        assert "checked as they were appended" in after[-1]["detail"]
+        after = client.get("/v1/audit", headers=world.headers("x-auditor"))
+        assert after.json() == governance.audit(fleet, POLICY) and after.json() != first.json()
+        assert any(f["title"].startswith("loan late:") for f in after.json())
+        assert "checked as they were appended" in after.headers["Gpufleet-Chain-Checked"]
     finally:
         fleet.engine.dispose()
 

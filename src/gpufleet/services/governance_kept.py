@@ -56,8 +56,10 @@ def record_findings(fleet: FleetService, policy: GovernancePolicy, on: date | No
 
 
 def audit(fleet: FleetService, policy: GovernancePolicy, on: date | None, fold: HeadFold,
-          checks: LedgerChecks) -> list[dict]:
-    """:func:`governance.audit` from the kept findings on the record and the chain's verification as
-    ``checks`` keeps it (a full verification now only when some events are not checked)."""
-    found = [*record_findings(fleet, policy, on, fold), governance.verification_finding(*checks.for_audit())]
-    return sorted(found, key=lambda f: governance.SEVERITY_ORDER[f["severity"]])
+          checks: LedgerChecks) -> tuple[list[dict], str]:
+    """:func:`governance.audit`'s findings (the same JSON) from the kept findings on the record and the chain's
+    verification as ``checks`` keeps it (a full verification now only when some events are not checked), and
+    what was checked of the chain, and when (:meth:`LedgerStatus.describe`)."""
+    report, how = checks.for_audit()
+    found = [*record_findings(fleet, policy, on, fold), governance.verification_finding(report)]
+    return sorted(found, key=lambda f: governance.SEVERITY_ORDER[f["severity"]]), how

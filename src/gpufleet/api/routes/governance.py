@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from pydantic import BaseModel, Field, model_validator
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from gpufleet.api.deps import Caller, Fleet, HeadState, IdempotencyKey, body_digest, idempotent, ledger_key
 from gpufleet.api.problems import NotFound, PreconditionFailed, PreconditionRequired
@@ -131,14 +131,22 @@ async def vote(request: Request, subject: Subject, body: VoteIn, fleet: Fleet, w
     return await idempotent(fleet, who, key, digest, run)
 
 
-@router.get("/audit", responses=ERRORS, summary="Findings for the audit committee (auditors)")
-def audit(request: Request, fleet: Fleet, who: Caller, head: HeadState,
+CHAIN_CHECKED = "Gpufleet-Chain-Checked"  # what was checked of the hash chain for an audit's answer, and when
+
+
+@router.get("/audit", responses=ERRORS | {200: {"description": "the findings, most severe first", "headers": {
+    CHAIN_CHECKED: {"description": "what was checked of the hash chain, and when: the events verified in full "
+                                   "(by which verify job), those checked as appended since", "schema": {
+                                       "type": "string"}}}}}, summary="Findings for the audit committee (auditors)")
+def audit(request: Request, response: Response, fleet: Fleet, who: Caller, head: HeadState,
           on: Annotated[date | None, Query(ge=FIRST_DAY, le=LAST_DAY)] = None) -> list[dict]:
-    """Every finding, as ``gpufleet audit`` gives them: those on the record kept per head; the hash chain's
-    from the last full verification on record and the events checked as appended since (a full
-    verification now only when some events are not checked), its detail saying which."""
+    """Every finding, as ``gpufleet audit`` gives them (the same JSON): those on the record kept per head;
+    the hash chain's from the last full verification on record and the events checked as appended since
+    (a full verification now only when some events are not checked), the header saying which."""
     access.require(head.state, who, Capability.AUDIT, None)
-    return governance_kept.audit(fleet, request.app.state.policy, on, head, request.app.state.checks)
+    found, how = governance_kept.audit(fleet, request.app.state.policy, on, head, request.app.state.checks)
+    response.headers[CHAIN_CHECKED] = how
+    return found
 
 
 @router.get("/costs", responses=ERRORS, summary="Chargeback per entity per month (finance, auditors)")
