@@ -177,12 +177,17 @@ SUBJECT = re.compile(r"^(swap|loan|proposal):[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$")
 @router.get("/approvals")
 def page(request: Request, who: common.Viewer, time: common.Time) -> Response:
     """The inbox of the signed-in person, judged on the as-of date (votes are cast on today's record), a page
-    of ``PAGE_ROWS`` transactions at a time (``page``); the approvals and transactions are kept per head."""
+    of ``PAGE_ROWS`` transactions at a time (``page``); the approvals and transactions are kept per head, the
+    inbox per head, person (and credential scope) and date (an auditor's holds every transaction)."""
     fleet, policy, on = request.app.state.fleet, request.app.state.policy, time.on()
     with fleet.reading_head() as head:
-        rows = governance_kept.approval_rows(fleet, policy, on, head, with_terms=True)
-        txs = governance_kept.transactions_by_subject(fleet, policy, on, head)
-        found = inbox_rows(rows, head.state, policy, who.principal, on, txs)
+        def build() -> list[InboxRow]:
+            rows = governance_kept.approval_rows(fleet, policy, on, head, with_terms=True)
+            txs = governance_kept.transactions_by_subject(fleet, policy, on, head)
+            return inbox_rows(rows, head.state, policy, who.principal, on, txs)
+
+        key = ("ui-inbox", head.seq, head.hash, who.principal.id, who.principal.scope, on, policy.model_dump_json())
+        found = fleet.kept(key, build).data
     today = datetime.now(UTC).date()
     standings = Counter(r.standing for r in found)
     return common.render(request, "approvals.html", who, time, page_title="Approvals",
