@@ -5,6 +5,7 @@ Run from the repository root, in the project's virtual environment::
 
     python bench/dashboard.py            # 1,000,000 events (several minutes to build)
     python bench/dashboard.py --quick    # 50,000 events: the smoke run
+    python bench/dashboard.py --ledger /tmp/b1m/pristine.db --tokens /tmp/b1m/meta.json   # one built before
 
 Server time is the wall time of a request on loopback (one keep-alive connection, the page's whole HTML
 answer), signed in as a planner of one entity. Render: Debian's Chromium (Playwright, headless, 1280 x 800)
@@ -15,7 +16,11 @@ Goals: under 300 ms server time and under 1 s to render.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import re
+import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -95,8 +100,22 @@ def render_times(url: str, cookie: str, paths: list[str]) -> dict[str, dict]:
     return out
 
 
-def table(rows: list[dict], events: int, loads: int) -> Table:
-    t = Table(title=f"Dashboard pages at {events:,} events: server time over {loads} loads; render in Chromium")
+def copy_ledger(ledger: Path, tokens: Path, target: Path) -> tuple[dict[str, str], int]:
+    """Copy ``ledger`` (and its write-ahead log, if any) to ``target``: the tokens and the events it holds."""
+    if not ledger.is_file():
+        raise SystemExit(f"--ledger: no file '{ledger}'")
+    shutil.copyfile(ledger, target)
+    if Path(f"{ledger}-wal").is_file():
+        shutil.copyfile(f"{ledger}-wal", f"{target}-wal")
+    found = json.loads(tokens.read_text())
+    with contextlib.closing(sqlite3.connect(target)) as con:
+        events = con.execute("SELECT seq FROM ledger_head").fetchone()[0]
+    return found.get("tokens", found), events
+
+
+def table(rows: list[dict], events: int, loads: int, who: str) -> Table:
+    t = Table(title=f"Dashboard pages at {events:,} events as {who}: server time over {loads} loads; render in "
+                    "Chromium")
     for name in ("page", "first load ms", "server p50 ms", "server p99 ms", "goal", "met", "first paint ms",
                  "charts drawn ms", "goal", "met"):
         t.add_column(name, justify="left" if name == "page" else "right")
@@ -119,19 +138,35 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="50,000 events")
     ap.add_argument("--loads", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ledger", type=Path, help="a ledger built before (an SQLite file, as bench/api.py builds it): "
+                                                "measured on a copy, the file itself is left as it is")
+    ap.add_argument("--tokens", type=Path, help="with --ledger: a JSON file of API tokens by principal (or an "
+                                                "object whose 'tokens' is one, as bench/api.py's meta.json)")
+    ap.add_argument("--who", default=WHO, help=f"the principal signed in (default {WHO})")
+    ap.add_argument("--pages", default=",".join(PAGES), help="the pages measured, comma-separated (default: all)")
     args = ap.parse_args()
+    pages = [p.strip() for p in args.pages.split(",") if p.strip()]
+    if not pages or set(pages) - set(PAGES):
+        ap.error(f"--pages: choose among {', '.join(PAGES)}")
+    if (args.ledger is None) != (args.tokens is None):
+        ap.error("--ledger and --tokens go together")
     events = 50_000 if args.quick else args.events
     console = Console(width=150)
     with tempfile.TemporaryDirectory(prefix="gpufleet-bench-ui-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        with Progress(console=console) as progress:
-            tokens, _middle, _last = build(url, events, args.seed, progress)
+        if args.ledger is not None:
+            tokens, events = copy_ledger(args.ledger, args.tokens, Path(tmp) / "bench.db")
+        else:
+            with Progress(console=console) as progress:
+                tokens, _middle, _last = build(url, events, args.seed, progress)
+        if args.who not in tokens:
+            raise SystemExit(f"no token for '{args.who}' (known: {', '.join(sorted(tokens))})")
         server = Server(url, 1, Path(tmp) / "server.log")
         try:
             server.wait_ready()
-            client = sign_in(server.url, tokens[WHO])
+            client = sign_in(server.url, tokens[args.who])
             rows = []
-            for name in PAGES:
+            for name in pages:
                 path = f"/ui/{name}"
                 rows.append({"path": path} | server_times(client, path, args.loads))
                 console.log(f"{path}: first {rows[-1]['first']:,.1f} ms, p50 {rows[-1]['p50']:,.1f} ms, "
@@ -142,7 +177,7 @@ def main() -> None:
                 r |= rendered.get(r["path"], {"fcp": None, "drawn": None})
         finally:
             server.stop()
-    console.print(table(rows, events, args.loads))
+    console.print(table(rows, events, args.loads, args.who))
 
 
 if __name__ == "__main__":

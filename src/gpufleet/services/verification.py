@@ -101,15 +101,19 @@ class LedgerStatus:
             return f"the full verification {self.full.source()} found a problem at event {self.problem.first_bad_seq}"
         since = ""
         if self.checked_seq > self.full_seq:
-            since = (f"; events {self.full_seq + 1:,}..{self.checked_seq:,} checked as they were appended (hashes, "
+            since = (f"; {_events(self.full_seq + 1, self.checked_seq)} checked as they were appended (hashes, "
                      f"links, Merkle leaves and the nodes they completed, snapshots since; last at {self.checked_at})")
         if self.problem is not None:
             return (f"{full}{since}; checking the events appended since, at {self.checked_at}, found a problem at "
                     f"event {self.problem.first_bad_seq}")
         if self.unchecked:
-            since += (f"; events {self.checked_seq + 1:,}..{self.head_seq:,} not checked (more than "
+            since += (f"; {_events(self.checked_seq + 1, self.head_seq)} not checked (more than "
                       f"{INCREMENT_MAX:,} since the last check: verify the whole ledger again)")
         return full + since
+
+
+def _events(first: int, last: int) -> str:
+    return f"event {first:,}" if first == last else f"events {first:,}..{last:,}"
 
 
 def from_job(job: dict) -> FullVerification | None:
