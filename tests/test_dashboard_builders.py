@@ -87,7 +87,8 @@ def test_claims_read_as_of_and_as_known_at(fleet):
     assert before == {"tesla-85k-h100-2024"}  # the spend claim, stated on 2024-04-30, was not known yet
     assert claims.claim_rows(fleet, date(2024, 4, 1)) == []  # neither had been made
     for day in (date(2024, 4, 1), date(2024, 5, 1), on):  # the head fold the page holds reads the same
-        assert claims.claim_rows(fleet, day, None, fleet.state()) == claims.claim_rows(fleet, day)
+        with fleet.reading_head() as head:
+            assert claims.claim_rows(fleet, day, None, head) == claims.claim_rows(fleet, day)
 
 
 def test_the_claims_figure_has_a_panel_per_metric_with_data(fleet):

@@ -157,24 +157,31 @@ class Ledger:
         """The fold of events 1..``seq`` at every date (from the newest snapshot it may start from)."""
         return self._state(None, seq)
 
-    def states_on(self, days: Sequence[date], known: int) -> Iterator[tuple[date, FleetState]]:
+    def states_on(self, days: Sequence[date], known: int,
+                  whole: FleetState | None = None) -> Iterator[tuple[date, FleetState]]:
         """The fold as of each of ``days`` (ascending), as recorded by event ``known``: one pass in
         effective-date order, from the newest snapshot usable for the first day. It yields one state,
-        moved forward in place: read what you need from it before asking for the next day."""
-        if not days:
-            return
-        voided = self._voided(known)
-        found = self._usable_snapshot(days[0], known)
-        state, after = found if found is not None else (FleetState(), None)
-        rows = self._rows(known, after=after, upto=days[-1])
-        pending = next(rows, None)
-        for day in days:
-            chunk = []
-            while pending is not None and pending[1] <= day:
-                chunk.append(pending)
-                pending = next(rows, None)
-            fold(state, chunk, voided)
-            yield day, state
+        moved forward in place: read what you need from it before asking for the next day.
+
+        ``whole``: the fold of events 1..``known`` at every date, if the caller holds one (the head's); the
+        days from its last effective date on are read from it, unfolded and unchanged (read it only)."""
+        late = [d for d in days if whole is not None and (whole.as_of is None or d >= whole.as_of)]
+        early = days[:len(days) - len(late)]
+        if early:
+            voided = self._voided(known)
+            found = self._usable_snapshot(early[0], known)
+            state, after = found if found is not None else (FleetState(), None)
+            rows = self._rows(known, after=after, upto=early[-1])
+            pending = next(rows, None)
+            for day in early:
+                chunk = []
+                while pending is not None and pending[1] <= day:
+                    chunk.append(pending)
+                    pending = next(rows, None)
+                fold(state, chunk, voided)
+                yield day, state
+        for day in late:
+            yield day, whole
 
     def _state(self, as_of: date | None, known: int, extra_voided: set[int] = frozenset(),
                use_snapshots: bool = True, snapshot_before: int | None = None) -> FleetState:

@@ -41,10 +41,11 @@ from gpufleet.domain.types import ClaimMetric
 from gpufleet.ledger.schema import events
 from gpufleet.ledger.store import Ledger
 from gpufleet.services.fleet import FleetService, known_at_instant
+from gpufleet.services.head_state import HeadFold
+from gpufleet.services.readings import Prefix, prefix_of, unchanged_before
 
 # what a reading depends on: metric, claimant, model, period start, and the day (recorded) or deadline
 Reading = tuple[str, str, str | None, date | None, date]
-Prefix = tuple[int, str]  # (seq, chain hash at seq): the events 1..seq, as that hash names them
 
 KEPT_PREFIXES = 8  # recorded readings: the prefixes kept (the head's, and a few "as known at")
 KEPT_CLAIM_DAYS = 4096  # supported readings: the claim days' prefixes kept
@@ -85,16 +86,19 @@ def supported_reading(c: Claim) -> Reading:
     return str(c.metric), c.claimant, c.model, c.period_start, c.deadline
 
 
-def claim_forecasts(service: FleetService, state: FleetState, on: date, known_at: str | None = None) -> list[dict]:
+def claim_forecasts(service: FleetService, state: FleetState, on: date, known_at: str | None = None,
+                    head: HeadFold | None = None) -> list[dict]:
     """Each claim in ``state`` made by ``on``, against the record at its deadline (or ``on``, if earlier;
     as recorded by ``known_at``) and against what the ledger supported by the deadline as known at the
-    end of the day it was made (:func:`supported_when_stated`)."""
+    end of the day it was made (:func:`supported_when_stated`). ``head``: the head's fold, if the caller
+    holds it: with no ``known_at``, the claims are read at its seq, and days from its last date from it."""
     made = [(k, c) for k, c in sorted(state.claims.items()) if c.stated_on <= on]
     memo = service.keeper("claims", ClaimReadings)
+    whole = head.state if head is not None and known_at is None else None
     with service.reader.connect() as conn:
         ledger = Ledger(conn)
-        known = ledger.known_seq(known_at_instant(known_at))
-        recorded = _recorded(ledger, memo, known, {recorded_reading(c, on): c for _k, c in made})
+        known = head.seq if whole is not None else ledger.known_seq(known_at_instant(known_at))
+        recorded = _recorded(ledger, memo, known, {recorded_reading(c, on): c for _k, c in made}, whole)
         supported = _supported(ledger, memo, [c for _k, c in made])
     rows = []
     for claim_id, c in made:
@@ -118,14 +122,15 @@ def supported_when_stated(known: FleetState, c: Claim) -> float:
     return float(sum(h.active + h.in_warehouse + h.due_by_as_of for h in rows))
 
 
-def _recorded(ledger: Ledger, memo: ClaimReadings, known: int, wanted: dict[Reading, Claim]) -> dict[Reading, float]:
-    """Each wanted reading over the prefix 1..``known``: kept ones that still hold, the rest from one pass."""
-    prefix = (known, ledger.hash_at(known))
+def _recorded(ledger: Ledger, memo: ClaimReadings, known: int, wanted: dict[Reading, Claim],
+              whole: FleetState | None) -> dict[Reading, float]:
+    """Each wanted reading over the prefix 1..``known``: kept ones that still hold, the rest from one pass
+    (``whole``: the fold of that prefix at every date, if the caller holds it)."""
     got: dict[Reading, float] = {}
     base = memo.base(known)
-    if base is not None and ledger.hash_at(base[0][0]) == base[0][1]:
-        since = ledger.first_effective_after(base[0][0], known)
-        got = {r: v for r, v in base[1].items() if r in wanted and (since is None or r[-1] < since)}
+    if base is not None:
+        before = unchanged_before(ledger, base[0], known)
+        got = {r: v for r, v in base[1].items() if r in wanted and r[-1] < before}
     missing = {r: c for r, c in wanted.items() if r not in got}
     active = {r: c for r, c in missing.items() if c.metric == ClaimMetric.ACTIVE_GPUS}
     spend = {r: c for r, c in missing.items() if r not in active}
@@ -134,12 +139,12 @@ def _recorded(ledger: Ledger, memo: ClaimReadings, known: int, wanted: dict[Read
         by_day[r[-1]].append(r)
     days = set(by_day) | ({max(r[-1] for r in spend)} if spend else set())
     fleet = None
-    for day, fleet in ledger.states_on(sorted(days), known):
+    for day, fleet in ledger.states_on(sorted(days), known, whole):
         if day in by_day:
             got.update(zip(by_day[day], views.claim_values(fleet, day, [active[r] for r in by_day[day]])))
     if spend:  # from the fold past every spend day: delivered lots never change (views.delivered_values)
         got.update(zip(spend, views.delivered_values(fleet, [(c, r[-1]) for r, c in spend.items()])))
-    memo.keep(memo.recorded, prefix, got, KEPT_PREFIXES)
+    memo.keep(memo.recorded, prefix_of(ledger, known), got, KEPT_PREFIXES)
     return got
 
 
@@ -154,7 +159,7 @@ def _supported(ledger: Ledger, memo: ClaimReadings, claims: Sequence[Claim]) -> 
     carried = _Carried(ledger)
     for day in sorted(by_day, key=lambda d: (prefixes[d], d)):
         known = prefixes[day]
-        prefix = (known, ledger.hash_at(known))
+        prefix = prefix_of(ledger, known)
         have = memo.supported_of(prefix)
         missing = {r: c for r, c in by_day[day].items() if r not in have}
         if missing:

@@ -29,6 +29,7 @@ from gpufleet.ledger.schema import events
 from gpufleet.ledger.store import VerifyReport
 from gpufleet.services.claims import claim_forecasts
 from gpufleet.services.fleet import FleetService, make_payload
+from gpufleet.services.head_state import HeadFold
 
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 _CREATORS = {"delivery_slot_swap": ("swap", "swap"), "loan_opened": ("loan", "loan"),
@@ -200,12 +201,12 @@ def _recheck(state: FleetState, subject: str, policy: GovernancePolicy, on: date
 
 
 def audit(service: FleetService, policy: GovernancePolicy, on: date | None = None, *,
-          state: FleetState | None = None, verified: tuple[VerifyReport, str] | None = None) -> list[dict]:
+          head: HeadFold | None = None, verified: tuple[VerifyReport, str] | None = None) -> list[dict]:
     """Findings with severity and evidence (event sequence numbers), most severe first: the record's
-    (:func:`record_findings`), then the hash chain's (:func:`verification_finding`). ``state``: the fold
+    (:func:`record_findings`), then the hash chain's (:func:`verification_finding`). ``head``: the fold
     of every event at the head, when the caller holds it; ``verified``: the chain's verification and how
     it was checked, when the caller keeps one (else the whole chain is verified here)."""
-    found = record_findings(service, policy, on, state=state)
+    found = record_findings(service, policy, on, head=head)
     report, how = verified if verified is not None else (service.verify(), "")
     return sorted([*found, verification_finding(report, how)], key=lambda f: SEVERITY_ORDER[f["severity"]])
 
@@ -223,11 +224,11 @@ def verification_finding(report: VerifyReport, how: str = "") -> dict:
 
 
 def record_findings(service: FleetService, policy: GovernancePolicy, on: date | None = None, *,
-                    state: FleetState | None = None) -> list[dict]:
-    """The audit's findings on the record (all but the hash chain's), most severe first; ``state``: the
+                    head: HeadFold | None = None) -> list[dict]:
+    """The audit's findings on the record (all but the hash chain's), most severe first; ``head``: the
     fold of every event at the head, when the caller holds it (else folded here)."""
     on = on or datetime.now(UTC).date()
-    state = state if state is not None else service.state()
+    state = head.state if head is not None else service.state()
     seqs = evidence(service)
     findings: list[dict] = []
 
@@ -266,13 +267,13 @@ def record_findings(service: FleetService, policy: GovernancePolicy, on: date | 
                     f"{t.giver} gave up GPUs already shipped and received later delivery slots", t.subject, usd)
     _signature_findings(state, txs, policy, on, seqs, finding)
     _structuring_findings(txs, policy, order, seqs, finding)
-    _claim_findings(service, state, on, seqs, finding)
+    _claim_findings(service, state, on, seqs, finding, head)
     _idle_while_borrowing(state, seqs, finding)
     return sorted(findings, key=lambda f: SEVERITY_ORDER[f["severity"]])
 
 
-def _claim_findings(service, state, on, seqs, finding) -> None:
-    for row in claim_forecasts(service, state, on):
+def _claim_findings(service, state, on, seqs, finding, head: HeadFold | None) -> None:
+    for row in claim_forecasts(service, state, on, head=head):
         subject = f"claim:{row['claim']}"
         if not row["achievable_when_stated"]:
             finding("high", "claim_unsupported_when_made",

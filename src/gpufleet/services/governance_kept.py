@@ -52,7 +52,7 @@ def record_findings(fleet: FleetService, policy: GovernancePolicy, on: date | No
     """:func:`governance.record_findings` on ``fold``, on ``on`` (default today), kept."""
     on = _on(on)
     return fleet.kept(_key("audit", fold, on, policy), lambda: governance.record_findings(
-        fleet, policy, on, state=fold.state)).data
+        fleet, policy, on, head=fold)).data
 
 
 def audit(fleet: FleetService, policy: GovernancePolicy, on: date | None, fold: HeadFold,

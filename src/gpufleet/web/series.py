@@ -8,7 +8,7 @@ once, in effective-date order (:meth:`gpufleet.ledger.store.Ledger.states_on`), 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import date, timedelta
 from typing import TypeVar
 
@@ -18,6 +18,8 @@ from gpufleet.domain.state import FleetState
 from gpufleet.ledger.schema import events
 from gpufleet.ledger.store import Ledger
 from gpufleet.services.fleet import FleetService, known_at_instant
+from gpufleet.services.head_state import HeadFold
+from gpufleet.services.readings import DatedReadings
 
 T = TypeVar("T")
 SAMPLES = 40  # dates per chart: enough to see each step, few enough to answer at once
@@ -42,10 +44,20 @@ def sample_days(start: date, end: date, samples: int = SAMPLES) -> list[date]:
 
 
 def over_time(fleet: FleetService, days: list[date], take: Callable[[FleetState, date], T],
-              known_at: str | None = None) -> list[T]:
-    """``take(state on day, day)`` for each of ``days`` (ascending), from one fold of the ledger."""
+              known_at: str | None = None, what: Hashable | None = None, head: HeadFold | None = None) -> list[T]:
+    """``take(state on day, day)`` for each of ``days`` (ascending), from one fold of the ledger.
+
+    ``what``: names ``take`` (with everything it depends on but the fleet and the day) so that a later call
+    reuses the readings a write did not change (:class:`gpufleet.services.readings.DatedReadings`).
+    ``head``: the head's fold, if the caller holds it: with no ``known_at``, the days from its last
+    effective date on are read from it rather than folded."""
     if not days:
         return []
+    whole = head.state if head is not None and known_at is None else None
     with fleet.reader.connect() as conn:
         ledger = Ledger(conn)
-        return [take(state, day) for day, state in ledger.states_on(days, ledger.known_seq(known_at_instant(known_at)))]
+        known = head.seq if whole is not None else ledger.known_seq(known_at_instant(known_at))
+        if what is None:
+            return [take(state, day) for day, state in ledger.states_on(days, known, whole)]
+        readings = fleet.keeper("series", DatedReadings)
+        return readings.read(ledger, what, days, take, known, whole)

@@ -14,6 +14,7 @@ from gpufleet.domain import access
 from gpufleet.domain.state import FleetState
 from gpufleet.services import claims as claim_readings
 from gpufleet.services.fleet import FleetService
+from gpufleet.services.head_state import HeadFold
 from gpufleet.web import common
 
 UNITS = {"active_gpus": "GPUs", "gpu_spend_usd": "USD"}
@@ -22,14 +23,14 @@ SERIES = (("target", "target", "#616161"), ("actual", "recorded", "#1565c0"),
 
 
 def claim_rows(service: FleetService, on: date, known_at: str | None = None,
-               head: FleetState | None = None) -> list[dict]:
+               head: HeadFold | None = None) -> list[dict]:
     """Each claim made by ``on`` (as recorded by ``known_at``): the recorded metric at its deadline (or
     ``on``, if earlier) and the most the ledger supported by the deadline, as known the day it was made
     (:func:`gpufleet.services.claims.claim_forecasts`), with what the page adds: model, gap, source.
-    ``head``: the fold at the head, if the caller holds it; it has the same claims made by ``on`` (a claim
-    is recorded effective the day it is made, and never changed but by a void)."""
-    state = head if head is not None and known_at is None else service.state(on, known_at)
-    rows = claim_readings.claim_forecasts(service, state, on, known_at)
+    ``head``: the head's fold, if the caller holds it; it has the same claims made by ``on`` (a claim is
+    recorded effective the day it is made, and never changed but by a void)."""
+    state = head.state if head is not None and known_at is None else service.state(on, known_at)
+    rows = claim_readings.claim_forecasts(service, state, on, known_at, head)
     for row in rows:
         c = state.claims[row["claim"]]
         row.update(metric=str(c.metric), model=c.model, gap=row["actual"] - c.target, source_url=c.source_url)
@@ -78,7 +79,7 @@ def page(request: Request, who: common.Viewer, time: common.Time) -> Response:
     on = time.on()
     with fleet.reading_head() as head:  # seconds to read at a million events, so kept per head
         key = ("ui-claims", head.seq, head.hash, on, time.known_at, date.today())
-        rows = fleet.kept(key, lambda: claim_rows(fleet, on, time.known_at, head.state)).data
+        rows = fleet.kept(key, lambda: claim_rows(fleet, on, time.known_at, head)).data
         rows = visible(rows, head.state, who.principal.id)
     fig = claims_figure(rows)
     chart = None if fig is None else {"id": "claims-chart", "json": common.figure_json(fig),

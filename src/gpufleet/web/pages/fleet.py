@@ -30,8 +30,8 @@ def fleet_page(request: Request, who: common.Viewer, time: common.Time, entity: 
         can_record = _recording_entities(head.state, who, shown)
         models, sites = sorted(head.state.models), _sites(head.state, can_record)
         key = ("ui-fleet", head.seq, head.hash, tuple(shown), time.on(), time.known_at, date.today())
-    # the series fold the ledger from its first event: kept per head (repeat views and other viewers)
-    page = who.fleet.kept(key, lambda: builder.build(who.fleet, shown, time.on(), time.known_at)).data
+        # the series read the ledger from its first event: kept per head, and its days reused after a write
+        page = who.fleet.kept(key, lambda: builder.build(who.fleet, shown, time.on(), time.known_at, head)).data
     return common.render(request, "fleet.html", who, time, page=page, page_title="Fleet", entity=entity,
                          charts=page.chart is not None, can_record=can_record, models=models, sites=sites,
                          states=builder.STATES, notice=request.query_params.get("notice"))

@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 from gpufleet.domain import views
 from gpufleet.domain.state import FleetState
 from gpufleet.services.fleet import FleetService
+from gpufleet.services.head_state import HeadFold
 from gpufleet.web import series
 from gpufleet.web.charts import Chart, chart
 
@@ -42,9 +43,11 @@ def per_entity(state: FleetState, day: date, entities: list[str]) -> dict[str, C
     return found
 
 
-def build(fleet: FleetService, entities: list[str], as_of: date, known_at: str | None) -> FleetPage:
+def build(fleet: FleetService, entities: list[str], as_of: date, known_at: str | None,
+          head: HeadFold | None = None) -> FleetPage:
     """The page's data, from one fold: the series from the first effective date to ``as_of``, and the
-    holdings table on ``as_of`` (as known at ``known_at``)."""
+    holdings table on ``as_of`` (as known at ``known_at``); ``head``: the head's fold, if the caller holds
+    it (:func:`series.over_time`)."""
     bounds = series.span(fleet, known_at)
     chart_, rows = None, []
     if bounds is not None and entities:
@@ -54,7 +57,7 @@ def build(fleet: FleetService, entities: list[str], as_of: date, known_at: str |
             table = [h for h in views.holdings(state, day) if h.entity in entities] if day == as_of else []
             return per_entity(state, day, entities), table
 
-        points = series.over_time(fleet, days, take, known_at)
+        points = series.over_time(fleet, days, take, known_at, ("fleet", tuple(entities), as_of), head)
         chart_, rows = _figure(days, [p for p, _ in points], entities), points[-1][1]
     idle: Counter[str] = Counter()
     totals: Counter[str] = Counter()

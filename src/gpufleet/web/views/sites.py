@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 
 from gpufleet.domain.state import FleetState
 from gpufleet.services.fleet import FleetService
+from gpufleet.services.head_state import HeadFold
 from gpufleet.web import series
 from gpufleet.web.charts import Chart, chart
 
@@ -62,8 +63,10 @@ def _point(state: FleetState, day: date, sites: list[str]) -> dict:
     return out
 
 
-def build(fleet: FleetService, state: FleetState, entities: list[str], as_of: date, known_at: str | None) -> SitesPage:
-    """``state``: the fleet as of ``as_of`` (as known at ``known_at``), for the table and the slips."""
+def build(fleet: FleetService, state: FleetState, entities: list[str], as_of: date, known_at: str | None,
+          head: HeadFold | None = None) -> SitesPage:
+    """``state``: the fleet as of ``as_of`` (as known at ``known_at``), for the table and the slips;
+    ``head``: the head's fold, if the caller holds it (:func:`series.over_time`)."""
     sites = sorted(n for n, s in state.sites.items() if s.owner in entities)
     rows = [SiteRow(n, s.owner, s.pue, s.slots_online(as_of), state.site_gpus[n], round(s.mw_online(as_of), 3),
                     round(state.site_watts[n] * s.pue / 1e6, 3)) for n in sites for s in [state.sites[n]]]
@@ -77,7 +80,8 @@ def build(fleet: FleetService, state: FleetState, entities: list[str], as_of: da
     extra = {st.planned_date for _n, _k, st in steps if st.online_date > st.planned_date and start <= st.planned_date
              <= as_of}
     days = sorted(set(series.sample_days(start, as_of)) | extra)
-    points = dict(zip(days, series.over_time(fleet, days, lambda s, d: _point(s, d, sites), known_at)))
+    points = dict(zip(days, series.over_time(fleet, days, lambda s, d: _point(s, d, sites), known_at,
+                                             ("sites", tuple(sites)), head)))
     slips = [_slip(n, state.sites[n].owner, k, st, points) for n, k, st in steps if st.online_date > st.planned_date]
     return SitesPage(rows, slips, _figure(days, points, sites, slips, planned), planned)
 
