@@ -113,23 +113,41 @@ def copy_ledger(ledger: Path, tokens: Path, target: Path) -> tuple[dict[str, str
     return found.get("tokens", found), events
 
 
-def table(rows: list[dict], events: int, loads: int, who: str) -> Table:
-    t = Table(title=f"Dashboard pages at {events:,} events as {who}: server time over {loads} loads; render in "
-                    "Chromium")
-    for name in ("page", "first load ms", "server p50 ms", "server p99 ms", "goal", "met", "first paint ms",
-                 "charts drawn ms", "goal", "met"):
+def table(rows: list[dict], events: int, loads: int, who: str, write_on: str) -> Table:
+    t = Table(title=f"Dashboard pages at {events:,} events as {who}: server time over {loads} loads, and the first "
+                    f"load after one write dated {write_on}; render in Chromium")
+    for name in ("page", "first load ms", "after a write ms", "server p50 ms", "server p99 ms", "goal", "met",
+                 "first paint ms", "charts drawn ms", "goal", "met"):
         t.add_column(name, justify="left" if name == "page" else "right")
     for r in rows:
         render = max(v for v in (r["fcp"], r["drawn"]) if v is not None) if r["fcp"] is not None else None
         if r["status"] is None:
-            t.add_row(r["path"], "timeout (120 s)", "", "", f"< {SERVER_GOAL_MS:,.0f}", "no", "", "", "", "")
+            t.add_row(r["path"], "timeout (120 s)", "", "", "", f"< {SERVER_GOAL_MS:,.0f}", "no", "", "", "", "")
             continue
-        t.add_row(r["path"], f"{r['first']:,.1f}", f"{r['p50']:,.1f}", f"{r['p99']:,.1f}", f"< {SERVER_GOAL_MS:,.0f}",
+        after = "–" if r.get("after_write") is None else f"{r['after_write']:,.1f}"
+        t.add_row(r["path"], f"{r['first']:,.1f}", after, f"{r['p50']:,.1f}", f"{r['p99']:,.1f}",
+                  f"< {SERVER_GOAL_MS:,.0f}",
                   "yes" if r["p99"] < SERVER_GOAL_MS else "no",
                   "–" if r["fcp"] is None else f"{r['fcp']:,.0f}",
                   "–" if r["drawn"] is None else f"{r['drawn']:,.0f}",
                   f"< {RENDER_GOAL_MS:,.0f}", "–" if render is None else ("yes" if render < RENDER_GOAL_MS else "no"))
     return t
+
+
+def write_one(db: Path, on: str) -> None:
+    """Record one GPU failure, as an operator's everyday write, dated ``on``: "frontier" (the ledger's last
+    effective date: where a live ledger's writes land), "today", or a date (before the frontier: back-dated)."""
+    from datetime import date
+
+    from gpufleet.domain.events import GpusFailed
+    from gpufleet.services.fleet import FleetService
+
+    fleet = FleetService.open(str(db))
+    with fleet.reading_head() as head:
+        site, owner, model, _user = next(k for k, n in sorted(head.state.installed.items()) if n > 0)
+        day = {"frontier": head.state.as_of, "today": date.today()}.get(on) or date.fromisoformat(on)
+    fleet.record(GpusFailed(owner=owner, model=model, gpus=1, site=site), on=day, actor="bench", after_the_fact=True)
+    fleet.engine.dispose()
 
 
 def main() -> None:
@@ -144,6 +162,8 @@ def main() -> None:
                                                 "object whose 'tokens' is one, as bench/api.py's meta.json)")
     ap.add_argument("--who", default=WHO, help=f"the principal signed in (default {WHO})")
     ap.add_argument("--pages", default=",".join(PAGES), help="the pages measured, comma-separated (default: all)")
+    ap.add_argument("--write-on", default="frontier", help="the date of the one write measured after: frontier "
+                    "(the ledger's last effective date, default), today, or YYYY-MM-DD")
     args = ap.parse_args()
     pages = [p.strip() for p in args.pages.split(",") if p.strip()]
     if not pages or set(pages) - set(PAGES):
@@ -175,9 +195,15 @@ def main() -> None:
                                     [r["path"] for r in rows if r["status"] == 200])
             for r in rows:
                 r |= rendered.get(r["path"], {"fcp": None, "drawn": None})
+            write_one(Path(tmp) / "bench.db", args.write_on)
+            for r in rows:  # what the first reader after a write pays (what the server kept is reused)
+                started = time.perf_counter()
+                ok = r["status"] == 200 and client.get(r["path"]).status_code == 200
+                r["after_write"] = 1000 * (time.perf_counter() - started) if ok else None
+                console.log(f"{r['path']} after a write: {r['after_write'] or float('inf'):,.1f} ms")
         finally:
             server.stop()
-    console.print(table(rows, events, args.loads, args.who))
+    console.print(table(rows, events, args.loads, args.who, args.write_on))
 
 
 if __name__ == "__main__":

@@ -184,3 +184,21 @@ def test_the_gantt_keeps_the_transactions_that_started_last_with_all_their_bars(
     subjects = {b.subject for b in kept}
     assert total == 200 and subjects == {f"loan:l{i}" for i in range(50, 200)}
     assert sum(b.kind == "reclaim notice" for b in kept) == 1  # l199's notice kept, l3's (an old loan) not
+
+
+@pytest.mark.parametrize("on, known_at, slipped", [
+    (date(2024, 12, 31), None, True),  # Cortex slipped from 2024-06-30
+    (date(2024, 12, 31), "2024-07-01", False),  # the slip was recorded on 2024-07-23
+    (date(2024, 5, 1), None, False),  # not yet slipped on that date
+], ids=["slip-known", "slip-not-yet-recorded", "before-the-slip"])
+def test_the_sites_page_marks_a_slip_as_known_then_and_reads_the_same_from_the_head(fleet, on, known_at, slipped):
+    from gpufleet.web.views import sites
+
+    fresh = sites.build(fleet, ["tesla"], on, known_at)
+    with fleet.reading_head() as head:
+        held = sites.build(fleet, ["tesla"], on, known_at, head)
+    assert held == fresh and {r.site for r in fresh.rows} == {"tesla-dc", "giga-texas-cortex"}
+    cortex = [s for s in fresh.slips if s.site == "giga-texas-cortex"]
+    assert bool(cortex) == slipped
+    if slipped:
+        assert cortex[0].planned == date(2024, 6, 30) and cortex[0].days > 0 and cortex[0].idle_gpu_days > 0

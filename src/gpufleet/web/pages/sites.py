@@ -22,14 +22,7 @@ def sites_page(request: Request, who: common.Viewer, time: common.Time,
         shown = common.visible_entities(head.state, who, entity)
         key = ("ui-sites", head.seq, head.hash, tuple(shown), time.on(), time.known_at, date.today())
 
-        def build() -> builder.SitesPage:  # reads the ledger from its first event: kept per head
-            on = time.on()
-            if time.known_at is None and (head.state.as_of is None or head.state.as_of <= on):
-                state = head.state  # nothing is dated after ``on``: the head's fold is the fleet on ``on``
-            else:
-                state = who.fleet.state(on, time.known_at)
-            return builder.build(who.fleet, state, shown, on, time.known_at, head)
-
-        page = who.fleet.kept(key, build).data
+        # reads the ledger from its first event: kept per head, and its days reused after a write
+        page = who.fleet.kept(key, lambda: builder.build(who.fleet, shown, time.on(), time.known_at, head)).data
     return common.render(request, "sites.html", who, time, page=page, page_title="Sites", entity=entity,
                          entities=shown, charts=page.chart is not None)

@@ -9,7 +9,7 @@ from datetime import date
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gpufleet.domain.state import FleetState
+from gpufleet.domain.state import FleetState, Step
 from gpufleet.services.fleet import FleetService
 from gpufleet.services.head_state import HeadFold
 from gpufleet.web import series
@@ -63,27 +63,45 @@ def _point(state: FleetState, day: date, sites: list[str]) -> dict:
     return out
 
 
-def build(fleet: FleetService, state: FleetState, entities: list[str], as_of: date, known_at: str | None,
-          head: HeadFold | None = None) -> SitesPage:
-    """``state``: the fleet as of ``as_of`` (as known at ``known_at``), for the table and the slips;
-    ``head``: the head's fold, if the caller holds it (:func:`series.over_time`)."""
+@dataclass(frozen=True)
+class Table:
+    """The sites of the entities shown on the as-of date: their rows, capacity steps and planned installs."""
+
+    rows: list[SiteRow]
+    steps: list[tuple[str, str, str, Step]]  # site, its owner, step id, the step
+    planned: list[tuple[str, str, int, str]]
+
+
+def table(state: FleetState, as_of: date, entities: list[str]) -> Table:
+    """``state``: the fleet as of ``as_of``."""
     sites = sorted(n for n, s in state.sites.items() if s.owner in entities)
     rows = [SiteRow(n, s.owner, s.pue, s.slots_online(as_of), state.site_gpus[n], round(s.mw_online(as_of), 3),
                     round(state.site_watts[n] * s.pue / 1e6, 3)) for n in sites for s in [state.sites[n]]]
-    steps = [(n, k, st) for n in sites for k, st in sorted(state.sites[n].steps.items())]
+    steps = [(n, state.sites[n].owner, k, st) for n in sites for k, st in sorted(state.sites[n].steps.items())]
     planned = sorted((p.site, p.start.isoformat(), p.gpus, p.plan) for p in state.proposals.values()
                      if p.kind == "install" and p.site in sites)
+    return Table(rows, steps, planned)
+
+
+def build(fleet: FleetService, entities: list[str], as_of: date, known_at: str | None,
+          head: HeadFold | None = None) -> SitesPage:
+    """The page on ``as_of`` (as known at ``known_at``): the table, and the series from the first effective
+    date with each slip's planned date; both are readings kept across writes that do not change them
+    (:func:`series.over_time`; ``head``: the head's fold, if the caller holds it)."""
+    (now,) = series.over_time(fleet, [as_of], lambda s, d: table(s, d, entities), known_at,
+                              ("sites-table", tuple(entities)), head)
+    sites = [r.site for r in now.rows]
     bounds = series.span(fleet, known_at)
     if bounds is None or not sites:
-        return SitesPage(rows, [], None, planned)
+        return SitesPage(now.rows, [], None, now.planned)
     start = min(bounds[0], as_of)
-    extra = {st.planned_date for _n, _k, st in steps if st.online_date > st.planned_date and start <= st.planned_date
-             <= as_of}
+    extra = {st.planned_date for *_n, st in now.steps if st.online_date > st.planned_date
+             and start <= st.planned_date <= as_of}
     days = sorted(set(series.sample_days(start, as_of)) | extra)
     points = dict(zip(days, series.over_time(fleet, days, lambda s, d: _point(s, d, sites), known_at,
                                              ("sites", tuple(sites)), head)))
-    slips = [_slip(n, state.sites[n].owner, k, st, points) for n, k, st in steps if st.online_date > st.planned_date]
-    return SitesPage(rows, slips, _figure(days, points, sites, slips, planned), planned)
+    slips = [_slip(n, owner, k, st, points) for n, owner, k, st in now.steps if st.online_date > st.planned_date]
+    return SitesPage(now.rows, slips, _figure(days, points, sites, slips, now.planned), now.planned)
 
 
 def _slip(site: str, owner: str, step: str, st, points: dict) -> Slip:
