@@ -43,6 +43,14 @@ def sample_days(start: date, end: date, samples: int = SAMPLES) -> list[date]:
     return [*days, end]
 
 
+def known_seq(fleet: FleetService, known_at: str | None, head: HeadFold | None = None) -> int:
+    """The last event recorded by ``known_at`` (the held ``head``'s, or the ledger's head, if None)."""
+    if known_at is None and head is not None:
+        return head.seq
+    with fleet.reader.connect() as conn:
+        return Ledger(conn).known_seq(known_at_instant(known_at))
+
+
 def over_time(fleet: FleetService, days: list[date], take: Callable[[FleetState, date], T],
               known_at: str | None = None, what: Hashable | None = None, head: HeadFold | None = None) -> list[T]:
     """``take(state on day, day)`` for each of ``days`` (ascending), from one fold of the ledger.

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gpufleet.domain import access
-from gpufleet.web import common
+from gpufleet.web import common, series
 from gpufleet.web.views import loans as builder
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -21,9 +21,14 @@ def loans_page(request: Request, who: common.Viewer, time: common.Time) -> Respo
             return access.may_read(head.state, who.principal.id, parties)
 
         def build() -> tuple:
-            state = who.fleet.state(time.on(), time.known_at)
-            reclaims = [e for e in who.fleet.events(types=["loan_reclaimed"]) if e.effective_date <= time.on()]
-            found, total = builder.latest(builder.bars(state, reclaims, readable))
+            # the bars on the as-of date are a reading kept across writes that leave that date unchanged
+            # (series.over_time); the reclaims are those of the same prefix, as recorded by known_at
+            on, known = time.on(), series.known_seq(who.fleet, time.known_at, head)
+            reclaims = [e for e in who.fleet.events(until_seq=known, types=["loan_reclaimed"])
+                        if e.effective_date <= on]
+            (every,) = series.over_time(who.fleet, [on], lambda s, _d: builder.bars(s, reclaims), time.known_at,
+                                        ("loans", tuple(e.seq for e in reclaims)), head)
+            found, total = builder.latest(builder.visible(every, readable))
             return found, total, builder.figure(found)
 
         key = ("ui-loans", head.seq, head.hash, who.principal.id, time.on(), time.known_at)

@@ -25,6 +25,7 @@ class Bar:
     text: str
     events_url: str
     approval_url: str
+    parties: tuple[str, ...] = ()  # the entities on either side: who may read the bar
 
 
 def events_url(subject: str) -> str:
@@ -35,9 +36,11 @@ def approval_url(subject: str) -> str:
     return "/ui/approvals?" + urllib.parse.urlencode({"subject": subject})
 
 
-def bars(state: FleetState, reclaims: list[Event], readable) -> list[Bar]:
+def bars(state: FleetState, reclaims: list[Event], readable=None) -> list[Bar]:
     """Loans (start to close or end), reclaims (notice given to effective), swaps (swap to last delivery);
-    ``readable(parties)``: may the principal read a transaction between these entities?"""
+    ``readable(parties)``: may the principal read a transaction between these entities? (None: every bar,
+    each with its parties, for the caller to filter: :func:`visible`)."""
+    readable = readable or (lambda _parties: True)
     by_loan: dict[str, list[tuple[Event, dict]]] = {}
     for e in reclaims:  # read each reclaim once, not once per loan
         p = json.loads(e.payload)
@@ -51,13 +54,13 @@ def bars(state: FleetState, reclaims: list[Event], readable) -> list[Bar]:
         found.append(Bar("loan", subject, row, loan.start, loan.closed_on or loan.end_date,
                          f"{loan.gpus_opened:,} {loan.model} GPUs at USD {loan.fee_usd_per_gpu_hour:,.2f}/GPU-hour; "
                          f"reclaim notice {loan.reclaim_notice_days:,} days",
-                         events_url(subject), approval_url(subject)))
+                         events_url(subject), approval_url(subject), (loan.lender, loan.borrower)))
         for e, p in by_loan.get(loan_id, ()):
             given = date.fromisoformat(p["notice_given_on"])
             until = max(e.effective_date, given + timedelta(days=1))
             found.append(Bar("reclaim notice", subject, row, given, until,
                              f"{p['gpus']:,} GPUs reclaimed on {e.effective_date} (notice {given}); event {e.seq}",
-                             f"/ui/events?seq={e.seq}", approval_url(subject)))
+                             f"/ui/events?seq={e.seq}", approval_url(subject), (loan.lender, loan.borrower)))
     for swap_id, swap in sorted(state.swaps.items()):
         if not readable({swap.party_a, swap.party_b}):
             continue
@@ -67,8 +70,13 @@ def bars(state: FleetState, reclaims: list[Event], readable) -> list[Bar]:
         found.append(Bar("slot swap", subject, f"swap {swap_id}: {swap.party_a} ⇄ {swap.party_b}", swap.on,
                          max(settled, swap.on + timedelta(days=1)),
                          f"{swap.gpus:,} {swap.model} GPUs, USD {swap.value_a_usd:,.0f} given up",
-                         events_url(subject), approval_url(subject)))
+                         events_url(subject), approval_url(subject), (swap.party_a, swap.party_b)))
     return found
+
+
+def visible(found: list[Bar], readable) -> list[Bar]:
+    """The bars of transactions between entities the principal may read (``readable(parties)``)."""
+    return [b for b in found if readable(set(b.parties))]
 
 
 COLOURS = {"loan": "#0b4fa8", "reclaim notice": "#ff8c00", "slot swap": "#b3261e"}
