@@ -222,8 +222,11 @@ def main() -> None:
     parser.add_argument("--large-samples", type=int, default=5, help="serial samples of generate large")
     parser.add_argument("--claim-dates", action="store_true", help="only the claim-date sweeps (about 2 minutes)")
     parser.add_argument("--claim-date-samples", type=int, default=96, help="samples per date")
+    parser.add_argument("--samples", type=int, help="supply samples per case (default 192; 48 with --quick)")
+    parser.add_argument("--only", help="the cases whose name contains this (e.g. medium)")
     args = parser.parse_args()
     samples, configs = (48, 4) if args.quick else (192, 8)
+    samples = args.samples or samples
     from distributed import Client, LocalCluster
 
     console = Console(width=220)
@@ -242,6 +245,7 @@ def main() -> None:
                 "speed-up Dask", "overhead serial", "overhead 2 proc", "sample / plain run"):
         table.add_column(col, justify="right")
     cases = list(supply_cases(samples)) + [quota_case(configs)]
+    cases = [(name, sweep) for name, sweep in cases if args.only is None or args.only in name]
     for name, sweep in cases:
         loop = plain_loop(sweep)
         serial = runner.run(sweep, workers=1)
