@@ -202,3 +202,24 @@ def test_the_sites_page_marks_a_slip_as_known_then_and_reads_the_same_from_the_h
     assert bool(cortex) == slipped
     if slipped:
         assert cortex[0].planned == date(2024, 6, 30) and cortex[0].days > 0 and cortex[0].idle_gpu_days > 0
+
+
+def test_a_kept_sites_reading_does_not_move_with_the_head_fold_it_was_read_from(sqlite_engine):
+    from builders import two_party_fleet
+    from gpufleet.domain import events as ev
+    from gpufleet.ledger.store import Draft, Ledger
+    from gpufleet.web.views import sites
+
+    story = two_party_fleet("2024-01-01").site("s2", "a", slots=100, mw=1.0, online="2024-10-01")
+    with sqlite_engine.begin() as conn:
+        Ledger(conn).append(story.drafts())
+    service, on = FleetService(sqlite_engine), date(2024, 6, 1)
+    later = [ev.SiteCapacitySlipped(site="s2", step="s2-1", online_date=date(2025, 1, 1)),
+             ev.EntityRegistered(entity="c", name="C")]
+    for day, payload in zip([date(2024, 8, 1), date(2024, 9, 1)], later):  # two writes: each fold moves on
+        with service.reading_head() as head:
+            assert sites.build(service, ["a"], on, None, head).slips == []  # as of June nothing had slipped
+        service.record(payload, on=day, actor="t", after_the_fact=True)
+    with service.reading_head() as head:
+        assert sites.build(service, ["a"], on, None, head) == sites.build(service, ["a"], on, None)
+        assert sites.build(service, ["a"], on, None, head).slips == []

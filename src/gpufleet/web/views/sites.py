@@ -3,7 +3,7 @@ installed and planned GPUs over time, each readiness slip marked with the GPUs i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 import plotly.graph_objects as go
@@ -77,7 +77,8 @@ def table(state: FleetState, as_of: date, entities: list[str]) -> Table:
     sites = sorted(n for n, s in state.sites.items() if s.owner in entities)
     rows = [SiteRow(n, s.owner, s.pue, s.slots_online(as_of), state.site_gpus[n], round(s.mw_online(as_of), 3),
                     round(state.site_watts[n] * s.pue / 1e6, 3)) for n in sites for s in [state.sites[n]]]
-    steps = [(n, state.sites[n].owner, k, st) for n in sites for k, st in sorted(state.sites[n].steps.items())]
+    # copies: a kept reading must not change when the fold it was read from moves on (a slip moves a step)
+    steps = [(n, state.sites[n].owner, k, replace(st)) for n in sites for k, st in sorted(state.sites[n].steps.items())]
     planned = sorted((p.site, p.start.isoformat(), p.gpus, p.plan) for p in state.proposals.values()
                      if p.kind == "install" and p.site in sites)
     return Table(rows, steps, planned)
