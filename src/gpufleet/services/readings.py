@@ -40,7 +40,8 @@ def unchanged_before(ledger: Ledger, kept: Prefix, known: int) -> date:
 
 class DatedReadings(Generic[T]):
     """``take(fleet on day, day)`` per day, kept per (what, prefix); thread-safe. ``what`` must name
-    everything ``take`` depends on besides the fleet and the day (the entities shown, the sites)."""
+    everything ``take`` depends on besides the fleet and the day (the entities shown, the sites), and what
+    ``take`` returns must share no mutable object with the fold: it is kept while the fold moves on."""
 
     def __init__(self, limit: int = KEPT) -> None:
         self.lock = threading.Lock()
