@@ -353,3 +353,34 @@ def test_a_png_without_kaleido_is_refused_naming_the_package(monkeypatch, tmp_pa
 
     monkeypatch.setattr(builtins, "__import__", without_kaleido)
     refused(quota_command(tmp_path, "--plot", tmp_path / "front.png"), 3, "--plot", "kaleido", ".html")
+
+
+@pytest.mark.parametrize("draws_on_call, ok", [(1, True), (2, True), (None, False)],
+                         ids=["first-try", "drawn-again", "never-drawn"])
+def test_a_png_kaleido_did_not_draw_is_drawn_again_or_refused(monkeypatch, tmp_path, draws_on_call, ok):
+    """kaleido reports a figure it failed to draw instead of raising: gpufleet checks the files."""
+    kaleido = pytest.importorskip("kaleido", reason="PNG needs kaleido (the sweeps and test extras install it)")
+    import plotly.graph_objects as go
+
+    from gpufleet.reports import png
+
+    calls = []
+
+    def fake(specs, kopts):
+        calls.append([s["path"] for s in specs])
+        if len(calls) == draws_on_call:
+            for spec in specs:
+                Path(spec["path"]).write_bytes(b"\x89PNG drawn")
+        return ("a figure timed out",)
+
+    monkeypatch.setattr(png, "find_browser", lambda: Path("/usr/bin/true"))
+    monkeypatch.setattr(kaleido, "write_fig_from_object_sync", fake)
+    target = tmp_path / "front.png"
+    target.write_bytes(b"an old file")  # must not pass for one drawn now
+    if ok:
+        assert png.write({"front": go.Figure()}, target) == [target] and target.read_bytes() == b"\x89PNG drawn"
+        assert len(calls) == draws_on_call
+    else:
+        with pytest.raises(InputError, match="did not draw .*front.png.*a figure timed out.*html"):
+            png.write({"front": go.Figure()}, target)
+        assert len(calls) == 2 and not target.exists()

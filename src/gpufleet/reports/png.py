@@ -77,14 +77,28 @@ def write(figures: dict, path: Path) -> list[Path]:
 
     browser = require(path)
     targets = paths_for(path, list(figures))
+    for target in targets:  # a file left from before must not pass for one drawn now
+        target.unlink(missing_ok=True)
     specs = [{"fig": fig.to_dict(), "path": str(target),
               "opts": {"format": "png", "width": WIDTH_PX, "height": HEIGHT_PX, "scale": 1}}
              for fig, target in zip(figures.values(), targets)]
-    try:
-        kaleido.write_fig_from_object_sync(specs, kopts={"path": str(browser), "mathjax": False,
-                                                         "timeout": TIMEOUT_S})
-    except (ChromeNotFoundError, BrowserFailedError, BrowserClosedError, KaleidoError, JavascriptError,
-            TimeoutError) as exc:
-        raise InputError(f"--plot {path}: {browser} could not draw the PNG ({type(exc).__name__}: {exc}); "
-                         "give a .html file instead", field="plot") from None
-    return targets
+    errors: object = None
+    for _attempt in range(2):  # kaleido reports a figure it failed to draw rather than raising: draw those again
+        todo = [spec for spec in specs if not _drawn(Path(spec["path"]))]
+        if not todo:
+            return targets
+        try:
+            errors = kaleido.write_fig_from_object_sync(todo, kopts={"path": str(browser), "mathjax": False,
+                                                                     "timeout": TIMEOUT_S})
+        except (ChromeNotFoundError, BrowserFailedError, BrowserClosedError, KaleidoError, JavascriptError,
+                TimeoutError) as exc:
+            errors = f"{type(exc).__name__}: {exc}"
+    missing = [spec["path"] for spec in specs if not _drawn(Path(spec["path"]))]
+    if not missing:
+        return targets
+    raise InputError(f"--plot {path}: {browser} did not draw {', '.join(missing)} ({errors or 'no reason given'}); "
+                     "give a .html file instead", field="plot")
+
+
+def _drawn(target: Path) -> bool:
+    return target.is_file() and target.stat().st_size > 0
