@@ -25,9 +25,9 @@ from, and reuses them only after checking the chain still holds that prefix:
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date
 
 from sqlalchemy import select
@@ -42,39 +42,22 @@ from gpufleet.ledger.schema import events
 from gpufleet.ledger.store import Ledger
 from gpufleet.services.fleet import FleetService, known_at_instant
 from gpufleet.services.head_state import HeadFold
-from gpufleet.services.readings import Prefix, prefix_of, unchanged_before
+from gpufleet.services.readings import PrefixTable, prefix_of, unchanged_before
 
 # what a reading depends on: metric, claimant, model, period start, and the day (recorded) or deadline
 Reading = tuple[str, str, str | None, date | None, date]
 
 KEPT_PREFIXES = 8  # recorded readings: the prefixes kept (the head's, and a few "as known at")
 KEPT_CLAIM_DAYS = 4096  # supported readings: the claim days' prefixes kept
+CLAIMS = "claims"  # what the tables keep (one kind each)
 
 
+@dataclass
 class ClaimReadings:
-    """The readings one service has made, by the ledger prefix they were read from (thread-safe)."""
+    """The readings one service has made, by the ledger prefix they were read from."""
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.recorded: OrderedDict[Prefix, dict[Reading, float]] = OrderedDict()
-        self.supported: OrderedDict[Prefix, dict[Reading, float]] = OrderedDict()
-
-    def base(self, known: int) -> tuple[Prefix, dict[Reading, float]] | None:
-        """The kept recorded readings of the longest prefix no longer than ``known``."""
-        with self.lock:
-            found = [p for p in self.recorded if p[0] <= known]
-            return None if not found else (p := max(found), self.recorded[p])
-
-    def keep(self, table: OrderedDict, prefix: Prefix, readings: dict[Reading, float], limit: int) -> None:
-        with self.lock:
-            table[prefix] = {**table.get(prefix, {}), **readings}
-            table.move_to_end(prefix)
-            while len(table) > limit:
-                table.popitem(last=False)
-
-    def supported_of(self, prefix: Prefix) -> dict[Reading, float]:
-        with self.lock:
-            return dict(self.supported.get(prefix, {}))
+    recorded: PrefixTable[Reading, float] = field(default_factory=lambda: PrefixTable(KEPT_PREFIXES))
+    supported: PrefixTable[Reading, float] = field(default_factory=lambda: PrefixTable(KEPT_CLAIM_DAYS))
 
 
 def recorded_reading(c: Claim, on: date) -> Reading:
@@ -127,7 +110,7 @@ def _recorded(ledger: Ledger, memo: ClaimReadings, known: int, wanted: dict[Read
     """Each wanted reading over the prefix 1..``known``: kept ones that still hold, the rest from one pass
     (``whole``: the fold of that prefix at every date, if the caller holds it)."""
     got: dict[Reading, float] = {}
-    base = memo.base(known)
+    base = memo.recorded.longest(CLAIMS, known)
     if base is not None:
         before = unchanged_before(ledger, base[0], known)
         got = {r: v for r, v in base[1].items() if r in wanted and r[-1] < before}
@@ -144,7 +127,7 @@ def _recorded(ledger: Ledger, memo: ClaimReadings, known: int, wanted: dict[Read
             got.update(zip(by_day[day], views.claim_values(fleet, day, [active[r] for r in by_day[day]])))
     if spend:  # from the fold past every spend day: delivered lots never change (views.delivered_values)
         got.update(zip(spend, views.delivered_values(fleet, [(c, r[-1]) for r, c in spend.items()])))
-    memo.keep(memo.recorded, prefix_of(ledger, known), got, KEPT_PREFIXES)
+    memo.recorded.keep(CLAIMS, prefix_of(ledger, known), got)
     return got
 
 
@@ -160,11 +143,11 @@ def _supported(ledger: Ledger, memo: ClaimReadings, claims: Sequence[Claim]) -> 
     for day in sorted(by_day, key=lambda d: (prefixes[d], d)):
         known = prefixes[day]
         prefix = prefix_of(ledger, known)
-        have = memo.supported_of(prefix)
+        have = memo.supported.of(CLAIMS, prefix)
         missing = {r: c for r, c in by_day[day].items() if r not in have}
         if missing:
             have.update(carried.readings(known, missing))
-            memo.keep(memo.supported, prefix, have, KEPT_CLAIM_DAYS)
+            memo.supported.keep(CLAIMS, prefix, have)
         out.update({(day, r): have[r] for r in by_day[day]})
     return out
 
